@@ -1,0 +1,66 @@
+"""What each kind of integration must provide, and what the runner hands it.
+
+Integrations never call each other or the runner: the runner gives a trainer a TrainContext,
+takes back a TrainResult and a GPPI folder, and does the shared work (self-check, zip,
+checksum, gates) itself, so every trainer, in-process or not, is held to the same bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from legion_ci.runner.process import StageLog
+
+
+@dataclass
+class Connection:
+    """A named connection from the pipeline, secret references already resolved."""
+
+    name: str
+    type: str
+    uri: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # every other key (endpoint, keyID...)
+
+
+@dataclass
+class TrainContext:
+    model_name: str
+    model_version: str
+    project_dir: Path  # the training's workDir, resolved against the pipeline file
+    entrypoint: str
+    hyper_parameters: dict[str, Any]
+    arguments: dict[str, Any]  # integration-specific, validated against its registration
+    output_dir: Path  # empty folder: the trainer writes the GPPI binary folder here
+    scratch_dir: Path  # the stage's own scratch space
+    tracking_uri: str  # MLflow tracking URI, already chosen (connection, env, or sqlite default)
+    env: dict[str, str]  # extra environment for the training (tracking credentials, ...)
+    tags: dict[str, str]  # tags to set on the training run (model, version, run id, commit)
+    run_id: str  # the legion-ci run id
+    log: StageLog
+    connections: Mapping[str, Connection] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)  # e.g. mlflow_run_id, tracking_uri
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """A Toolchain Train Integration that runs inside the legion-ci process."""
+
+    def validate(self, stage: Mapping[str, Any], project_dir: Path) -> Sequence[tuple[str, str]]:
+        """Problems found before anything runs, as (field path under the stage, message).
+
+        e.g. ("entrypoint", "unknown entry point 'mian'; known: main").
+        """
+        ...
+
+    def train(self, ctx: TrainContext) -> TrainResult:
+        """Run the training; write the GPPI folder into ctx.output_dir; raise StageError."""
+        ...

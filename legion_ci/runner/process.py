@@ -1,0 +1,146 @@
+"""Running child processes for a stage: argument lists only, logged, redacted, cancellable."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from legion_ci.errors import Cancelled, StageError
+
+
+class Redactor:
+    """Replaces every known secret value with ***; secrets shorter than 4 chars are ignored
+    so that a value like '1' does not blank out every digit of a log."""
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        self._secrets: set[str] = set()
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str) -> None:
+        if secret and len(secret) >= 4:
+            self._secrets.add(secret)
+
+    def __call__(self, text: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def __bool__(self) -> bool:
+        return bool(self._secrets)
+
+
+class StageLog:
+    """A stage's log file; every line passes the redactor, optionally echoed to stderr."""
+
+    def __init__(self, path: Path, redact: Redactor | None = None, echo: IO[str] | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.redact = redact or Redactor()
+        self.echo = echo
+        self._handle = open(self.path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._lock = threading.Lock()
+        self._tail: deque[str] = deque(maxlen=200)
+
+    def write(self, text: str) -> None:
+        text = self.redact(text)
+        with self._lock:
+            self._handle.write(text)
+            self._handle.flush()
+            self._tail.extend(text.splitlines())
+            if self.echo is not None:
+                self.echo.write(text)
+                self.echo.flush()
+
+    def line(self, text: str) -> None:
+        self.write(text.rstrip("\n") + "\n")
+
+    def tail(self, lines: int = 20) -> list[str]:
+        return list(self._tail)[-lines:]
+
+    def close(self) -> None:
+        with self._lock:
+            self._handle.close()
+
+
+def run_logged(
+    argv: Sequence[str],
+    log: StageLog,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    what: str | None = None,
+    check: bool = True,
+) -> int:
+    """Run `argv` (never a shell string), stream its output into `log`, return its exit code.
+
+    The child gets its own process group so that cancelling the stage (Ctrl-C, SIGTERM)
+    stops it and everything it started. With check=True a non-zero exit raises StageError
+    naming the command, its exit code and the last 20 lines of its output.
+    """
+    if isinstance(argv, str):  # a shell string would be a bug in legion-ci, not user input
+        raise TypeError("run_logged takes an argument list, not a string")
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    log.line(f"$ {' '.join(argv)}")
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            text=True,
+            errors="replace",
+        )
+    except OSError as exc:
+        raise StageError(f"{what or argv[0]}: cannot start {argv[0]!r}: {exc.strerror}") from None
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+        code = proc.wait()
+    except BaseException:
+        terminate_group(proc)
+        raise
+    if code < 0 and -code in (signal.SIGINT, signal.SIGTERM):
+        raise Cancelled(f"{what or argv[0]} was interrupted")
+    if check and code != 0:
+        tail = "\n".join(f"    {line}" for line in log.tail(20))
+        raise StageError(
+            f"{what or argv[0]} exited with code {code}; last lines of its log ({log.path}):\n"
+            f"{tail}"
+        )
+    return code
+
+
+def terminate_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM the child's process group, then SIGKILL it after `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def python_executable() -> str:
+    return sys.executable
