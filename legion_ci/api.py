@@ -1,0 +1,47 @@
+"""The importable API under the CLI: every verb is a thin call into one of these."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO, Any
+
+from legion_ci.runner.records import RunRecord
+from legion_ci.spec.pipeline import Pipeline
+
+
+def validate_pipeline(path: Path | str) -> Pipeline:
+    """Load and validate a pipeline; raises SpecError listing every problem."""
+    from legion_ci.spec.validate import load_pipeline
+
+    return load_pipeline(path)
+
+
+def run_pipeline(
+    path: Path | str,
+    *,
+    stage: str | None = None,
+    run_id: str | None = None,
+    echo: IO[str] | None = None,
+) -> RunRecord:
+    """Run all stages of a pipeline (or one `stage`, continuing `run_id` or the latest run).
+
+    Raises StageError (exit 1) when a stage fails and Cancelled (exit 130) when interrupted;
+    the run record and reports are written in every case.
+    """
+    from legion_ci.runner.engine import execute
+
+    return execute(validate_pipeline(path), only=stage, run_id=run_id, echo=echo)
+
+
+def plan_pipeline(path: Path | str, *, stage: str | None = None) -> dict[str, Any]:
+    """The resolved plan of a run, secrets redacted, without running anything."""
+    from legion_ci.runner.engine import plan
+
+    return plan(validate_pipeline(path), stage)
+
+
+def pipeline_schema(extra_registrations: list[Path] | None = None) -> dict[str, Any]:
+    from legion_ci.integrations.registry import load_registry
+    from legion_ci.spec.schema import build_schema
+
+    return build_schema(load_registry(extra_registrations or []))

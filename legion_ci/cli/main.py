@@ -1,0 +1,162 @@
+"""`legion-ci`: parses and dispatches; every verb lives in its own module, imported lazily."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from legion_ci import __version__
+from legion_ci.cli import state
+from legion_ci.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID_INPUT,
+    LegionError,
+    SpecError,
+)
+
+# verb -> (module, attribute, one-line help). Modules are imported only when their verb runs,
+# which keeps `legion-ci --help` fast.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "validate": ("legion_ci.cli.validate", "validate", "Check a pipeline file; list every error."),
+    "run": ("legion_ci.cli.run", "run", "Run every stage of a pipeline in order."),
+    "stage": ("legion_ci.cli.stage", "stage", "Run one stage, chaining the last run's outputs."),
+    "schema": ("legion_ci.cli.schema", "schema", "Print the pipeline JSON Schema."),
+    "runs": ("legion_ci.cli.runs", "runs", "List and show run records."),
+    "integrations": (
+        "legion_ci.cli.integrations",
+        "integrations",
+        "List registered toolchain, packaging and deploy integrations.",
+    ),
+    "model": (
+        "legion_ci.cli.model",
+        "model",
+        "Self-check, inspect and run a trained model binary.",
+    ),
+    "serve": ("legion_ci.cli.serve", "serve", "Serve a trained model binary over HTTP."),
+    "feedback": ("legion_ci.cli.feedback", "feedback", "Export predictions joined with feedback."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, helptext) for name, (_, _, helptext) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="legion-ci")
+def cli() -> None:
+    """legion-ci: train, package and deploy ML models from a validated pipeline YAML.
+
+    \b
+    Exit codes: 0 success, 1 a stage failed, 2 invalid input,
+    3 internal error (see the crash log), 130 interrupted.
+    """
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("GITHUB_ACTIONS") == "true" or os.environ.get("JENKINS_URL"))
+
+
+def _crash_log(exc: BaseException) -> str:
+    import datetime
+    import platform
+    import traceback
+    from importlib import metadata
+
+    from legion_ci.gppi.archive import cache_root
+
+    versions = []
+    for dist in ("legion-ci", "mlflow", "click", "PyYAML", "jsonschema", "docker", "kubernetes"):
+        try:
+            versions.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{dist} (not installed)")
+    folder = cache_root()
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = folder / f"crash-{stamp}-{os.getpid()}.log"
+    path.write_text(
+        "\n".join(
+            [
+                f"legion-ci crash at {stamp}",
+                f"command: {' '.join(sys.argv)}",
+                f"python: {sys.version.split()[0]} ({sys.executable})",
+                f"platform: {platform.platform()}",
+                *versions,
+                "",
+                "".join(traceback.format_exception(exc)),
+            ]
+        ),
+        encoding="utf-8",
+    )
+    return str(path)
+
+
+def _report_error(exc: LegionError) -> None:
+    if isinstance(exc, SpecError):
+        count = len(exc.problems)
+        files = sorted({p.file for p in exc.problems})
+        click.echo(
+            f"{', '.join(files)}: validation failed: {count} error{'s' if count != 1 else ''}",
+            err=True,
+        )
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        from legion_ci.reports.github import in_github_actions, print_annotations
+
+        if in_github_actions():
+            print_annotations(exc.problems, sys.stdout)
+    else:
+        click.echo(f"legion-ci: error: {exc}", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    code = 0
+    try:
+        result: Any = cli.main(args=argv, prog_name="legion-ci", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = EXIT_INVALID_INPUT
+    except click.Abort:
+        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        click.echo("legion-ci: interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except LegionError as exc:
+        _report_error(exc)
+        code = exc.exit_code
+    except Exception as exc:
+        log = _crash_log(exc)
+        click.echo(
+            f"legion-ci: internal error: {type(exc).__name__}: {exc}\n"
+            f"legion-ci: details (versions, traceback) in {log}",
+            err=True,
+        )
+        code = EXIT_INTERNAL
+    if code not in (0, EXIT_INVALID_INPUT) and state.reproduce and in_ci():
+        import shlex
+
+        click.echo(f"legion-ci: reproduce locally with: {shlex.join(state.reproduce)}", err=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Options and helpers shared by several verbs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+DEFAULT_PIPELINE = "legion-ci.yaml"
+
+
+def pipeline_argument(func):  # type: ignore[no-untyped-def]
+    return click.argument(
+        "file",
+        required=False,
+        default=lambda: os.environ.get("LEGION_CI_PIPELINE", DEFAULT_PIPELINE),
+        type=click.Path(dir_okay=False, path_type=str),
+        metavar="[FILE]",
+    )(func)
+
+
+output_option = click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for people, json for scripts (stdout holds only the JSON).",
+)
+
+
+def workspace_of(file: str, workspace: str | None) -> Path:
+    """The run records folder without validating the whole pipeline (for read-only verbs)."""
+    if workspace:
+        return Path(workspace).resolve()
+    from legion_ci.spec.yaml_loader import load_located
+
+    located = load_located(file)
+    folder = ".legion"
+    if isinstance(located.data, dict) and isinstance(located.data.get("workspace"), str):
+        folder = located.data["workspace"]
+    return (Path(file).resolve().parent / folder).resolve()
+
+
+extra_integrations_option = click.option(
+    "--integrations",
+    "extra",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="Also load these integration registration files or folders.",
+)

@@ -1,0 +1,68 @@
+"""`legion-ci runs list|show`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from legion_ci.cli.options import output_option, pipeline_argument, workspace_of
+
+
+@click.group()
+def runs() -> None:
+    """Read run records from the workspace (default: .legion/ beside the pipeline)."""
+
+
+@runs.command("list")
+@pipeline_argument
+@click.option("--workspace", type=click.Path(file_okay=False), help="Run records folder.")
+@output_option
+def list_runs(file: str, workspace: str | None, output: str) -> None:
+    """List runs, oldest first."""
+    from legion_ci.runner.records import list_records
+
+    records = list_records(workspace_of(file, workspace))
+    if output == "json":
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "id": r.id,
+                        "status": r.status,
+                        "started": r.started,
+                        "model": r.model,
+                        "stages": {n: s.status for n, s in r.stages.items()},
+                    }
+                    for r in records
+                ],
+                indent=2,
+            )
+        )
+        return
+    for r in records:
+        stages = " ".join(f"{n}={s.status}" for n, s in r.stages.items())
+        click.echo(f"{r.id}  {r.status:<10} {r.model['name']} {r.model['version']}  {stages}")
+
+
+@runs.command("show")
+@click.argument("run_id", default="latest")
+@click.option(
+    "--file",
+    "file",
+    default="legion-ci.yaml",
+    show_default=True,
+    help="Pipeline file whose workspace to read.",
+)
+@click.option("--workspace", type=click.Path(file_okay=False), help="Run records folder.")
+@output_option
+def show_run(run_id: str, file: str, workspace: str | None, output: str) -> None:
+    """Show one run record (default: the latest)."""
+    from legion_ci.reports.markdown import render_markdown
+    from legion_ci.runner.records import load_record
+
+    record = load_record(workspace_of(file, workspace), run_id)
+    if output == "json":
+        click.echo(json.dumps(record.to_dict(), indent=2))
+    else:
+        click.echo(render_markdown(record), nl=False)

@@ -1,0 +1,246 @@
+"""The integration registry: built-ins, entry-point plugins and YAML registrations, one table.
+
+Built-ins are registered the same way as third-party YAML registrations (files in
+`toolchains/`), so the built-ins prove the plugin path. Sources, in order:
+1. `legion_ci.toolchains` (the top-level `toolchains/` folder, shipped in the package);
+2. the `legion_ci.integrations` entry-point group (in-process Python plugins);
+3. files or folders named by `$LEGION_CI_INTEGRATIONS` (os.pathsep-separated);
+4. files named by the pipeline's `integrations:` list.
+A name registered twice for one kind is an error naming both sources.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from legion_ci.errors import InputError, Problem, SpecError
+
+ENTRY_POINT_GROUP = "legion_ci.integrations"
+ENV_PATHS = "LEGION_CI_INTEGRATIONS"
+
+# Registration kind -> the pipeline stage it serves.
+KINDS = {
+    "ToolchainIntegration": "train",
+    "PackagingIntegration": "package",
+    "DeployTarget": "deploy",
+}
+
+REGISTRATION_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["kind", "name"],
+    "properties": {
+        "apiVersion": {"const": "legion-ci/v1"},
+        "kind": {"enum": list(KINDS)},
+        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$"},
+        "description": {"type": "string"},
+        "python": {"type": "string", "pattern": r"^[\w.]+:[\w.]+$"},
+        "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "arguments": {"type": "object"},
+    },
+    "oneOf": [{"required": ["python"]}, {"required": ["command"]}],
+}
+
+
+@dataclass
+class Registration:
+    name: str
+    kind: str
+    description: str = ""
+    python: str | None = None  # "module:Class", in-process
+    command: list[str] | None = None  # out-of-process, Legion's CLI contract
+    arguments: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+    source: str = ""
+    base_dir: Path = field(default_factory=Path.cwd)
+    factory: Any = None  # an entry point's loaded object, when it is one
+
+    @property
+    def stage(self) -> str:
+        return KINDS[self.kind]
+
+    @property
+    def mode(self) -> str:
+        return "python" if (self.python or self.factory is not None) else "command"
+
+    def instantiate(self) -> Any:
+        """The in-process integration object (imports its module only now)."""
+        target = self.factory
+        if target is None:
+            assert self.python is not None
+            module_name, _, attr = self.python.partition(":")
+            try:
+                target = importlib.import_module(module_name)
+            except ImportError as exc:
+                raise InputError(
+                    f"{self.source}: integration {self.name!r}: cannot import {module_name}: {exc}"
+                ) from None
+            for part in attr.split("."):
+                target = getattr(target, part, None)
+                if target is None:
+                    raise InputError(
+                        f"{self.source}: integration {self.name!r}: {self.python} not found"
+                    )
+        return target() if isinstance(target, type) else target
+
+    def argv(self) -> list[str]:
+        """The out-of-process command, with paths relative to its registration file resolved."""
+        assert self.command is not None
+        first = self.command[0]
+        if "/" in first and not os.path.isabs(first):
+            first = str((self.base_dir / first).resolve())
+        return [first, *self.command[1:]]
+
+
+class Registry:
+    def __init__(self, registrations: list[Registration] | None = None):
+        self._by_kind: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
+        for registration in registrations or []:
+            self.add(registration)
+
+    def add(self, registration: Registration) -> None:
+        table = self._by_kind[registration.kind]
+        existing = table.get(registration.name)
+        if existing is not None:
+            raise InputError(
+                f"integration {registration.name!r} ({registration.kind}) is registered twice:"
+                f" {existing.source} and {registration.source}"
+            )
+        table[registration.name] = registration
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._by_kind[kind])
+
+    def for_stage(self, stage: str) -> dict[str, Registration]:
+        for kind, stage_name in KINDS.items():
+            if stage_name == stage:
+                return dict(self._by_kind[kind])
+        raise KeyError(stage)
+
+    def get(self, kind: str, name: str) -> Registration:
+        table = self._by_kind[kind]
+        if name not in table:
+            known = ", ".join(sorted(table)) or "(none registered)"
+            raise InputError(f"unknown {kind} {name!r}; known: {known}")
+        return table[name]
+
+    def all(self) -> list[Registration]:
+        return [r for kind in KINDS for _, r in sorted(self._by_kind[kind].items())]
+
+
+def _validate_registration(located: Any) -> None:
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(REGISTRATION_SCHEMA)
+    problems = []
+    for error in validator.iter_errors(located.data):
+        path = tuple(error.absolute_path)
+        message = error.message
+        if error.validator == "oneOf":
+            message = "exactly one of 'python' (module:Class) or 'command' (argument list)"
+        problems.append(located.problem(path, message))
+    if problems:
+        raise SpecError(problems)
+    if "arguments" in located.data:
+        from jsonschema.exceptions import SchemaError
+
+        try:
+            Draft202012Validator.check_schema(located.data["arguments"])
+        except SchemaError as exc:
+            raise SpecError(
+                [located.problem(("arguments",), f"not a valid JSON Schema: {exc.message}")]
+            ) from None
+
+
+def load_registration_file(path: Path) -> Registration:
+    from legion_ci.spec.yaml_loader import load_located
+
+    located = load_located(path)
+    if not isinstance(located.data, dict):
+        raise SpecError([Problem(str(path), 1, 1, "", "a registration must be a mapping")])
+    _validate_registration(located)
+    data = located.data
+    return Registration(
+        name=data["name"],
+        kind=data["kind"],
+        description=data.get("description", ""),
+        python=data.get("python"),
+        command=data.get("command"),
+        arguments=data.get("arguments") or {"type": "object"},
+        source=str(path),
+        base_dir=Path(path).resolve().parent,
+    )
+
+
+def _registration_files(location: Path) -> list[Path]:
+    if location.is_dir():
+        return sorted([*location.glob("*.yaml"), *location.glob("*.yml")])
+    if location.is_file():
+        return [location]
+    raise InputError(f"{location}: no such integration registration file or folder")
+
+
+def _builtin_files() -> list[Path]:
+    from importlib import resources
+
+    folder = resources.files("legion_ci.toolchains")
+    return sorted(
+        Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith((".yaml", ".yml"))
+    )
+
+
+def _entry_point_registrations() -> list[Registration]:
+    from importlib.metadata import entry_points
+
+    found = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        source = f"entry point {ep.name} = {ep.value}"
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            raise InputError(f"{source}: cannot load: {type(exc).__name__}: {exc}") from None
+        meta = (
+            obj
+            if isinstance(obj, dict)
+            else {
+                "kind": getattr(obj, "kind", None),
+                "name": getattr(obj, "name", ep.name),
+                "description": getattr(obj, "description", ""),
+                "arguments": getattr(obj, "arguments", None),
+            }
+        )
+        kind = meta.get("kind")
+        if kind not in KINDS:
+            raise InputError(f"{source}: 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
+        found.append(
+            Registration(
+                name=str(meta.get("name") or ep.name),
+                kind=kind,
+                description=str(meta.get("description") or ""),
+                python=meta.get("python") if isinstance(obj, dict) else None,
+                command=meta.get("command") if isinstance(obj, dict) else None,
+                arguments=meta.get("arguments") or {"type": "object"},
+                source=source,
+                factory=None if isinstance(obj, dict) else obj,
+            )
+        )
+    return found
+
+
+def load_registry(extra: list[Path] | tuple[Path, ...] = ()) -> Registry:
+    registry = Registry()
+    for path in _builtin_files():
+        registry.add(load_registration_file(path))
+    for registration in _entry_point_registrations():
+        registry.add(registration)
+    for chunk in filter(None, os.environ.get(ENV_PATHS, "").split(os.pathsep)):
+        for path in _registration_files(Path(chunk)):
+            registry.add(load_registration_file(path))
+    for location in extra:
+        for path in _registration_files(Path(location)):
+            registry.add(load_registration_file(path))
+    return registry

@@ -1,0 +1,255 @@
+"""The stage runner: one stage at a time, in order, each meeting the others only in the record."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from legion_ci.errors import Cancelled, InputError, LegionError, StageError
+from legion_ci.runner.process import StageLog
+from legion_ci.runner.records import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    RunRecord,
+    StageRecord,
+    load_record,
+    new_run_id,
+    now,
+)
+from legion_ci.spec.pipeline import STAGE_ORDER, Pipeline
+
+# Stage name -> "module:function(pipeline, record, stage_record, log)". Stages whose
+# integrations do not exist yet are refused by validation before they get here.
+STAGE_RUNNERS = {
+    "train": "legion_ci.runner.stages.train:run_train",
+    "package": "legion_ci.runner.stages.package:run_package",
+}
+
+
+def git_commit(folder: Path) -> str | None:
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    commit = proc.stdout.strip()
+    return commit if proc.returncode == 0 and len(commit) == 40 else None
+
+
+@contextmanager
+def cancellation() -> Iterator[None]:
+    """Turn SIGTERM and Ctrl-C into Cancelled, raised in the running stage."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise Cancelled(f"received {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Cancelled("interrupted (Ctrl-C)") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _new_record(pipeline: Pipeline) -> RunRecord:
+    record = RunRecord(
+        id=new_run_id(),
+        pipeline=str(pipeline.path),
+        pipeline_sha256=_sha256(pipeline.path),
+        model={"name": pipeline.model_name, "version": pipeline.model_version},
+        workspace=str(pipeline.workspace),
+        git_commit=git_commit(pipeline.base_dir),
+    )
+    for name in pipeline.stages:
+        record.stages[name] = StageRecord(name=name, integration=pipeline.integration_name(name))
+    return record
+
+
+def _continue_record(pipeline: Pipeline, stage: str, run_id: str) -> RunRecord:
+    record = load_record(pipeline.workspace, run_id)
+    if record.model != {"name": pipeline.model_name, "version": pipeline.model_version}:
+        raise InputError(
+            f"run {record.id} is for model {record.model['name']} {record.model['version']},"
+            f" not {pipeline.model_name} {pipeline.model_version}"
+        )
+    for earlier in pipeline.stages[: pipeline.stages.index(stage)]:
+        previous = record.stages.get(earlier)
+        if previous is None or previous.status != SUCCEEDED:
+            status = previous.status if previous else "not run"
+            raise InputError(
+                f"stage {stage} needs the outputs of {earlier}, which is {status} in run"
+                f" {record.id}; run `legion-ci stage {earlier}` first"
+            )
+    if stage not in record.stages:
+        record.stages[stage] = StageRecord(name=stage, integration=pipeline.integration_name(stage))
+    return record
+
+
+def _run_stage(
+    pipeline: Pipeline, record: RunRecord, name: str, echo: IO[str] | None
+) -> StageRecord:
+    stage_record = record.stages[name]
+    stage_record.integration = pipeline.integration_name(name)
+    stage_record.status, stage_record.started = RUNNING, now()
+    stage_record.finished = stage_record.error = None
+    stage_record.duration_s = None
+    stage_record.outputs, stage_record.metrics, stage_record.tags = {}, {}, {}
+    stage_record.gates, stage_record.data, stage_record.baseline = [], [], None
+    stage_record.log = f"logs/{name}.log"
+    log_path = record.folder / stage_record.log
+    log_path.unlink(missing_ok=True)
+    log = StageLog(log_path, pipeline.redactor, echo)
+    record.status = RUNNING
+    record.save()
+    started = time.monotonic()
+    module_name, _, func = STAGE_RUNNERS[name].partition(":")
+    try:
+        getattr(importlib.import_module(module_name), func)(pipeline, record, stage_record, log)
+        stage_record.status = SUCCEEDED
+    except Cancelled as exc:
+        stage_record.status, stage_record.error = CANCELLED, pipeline.redactor(str(exc))
+        log.line(f"stage {name} cancelled: {exc}")
+        raise
+    except LegionError as exc:
+        stage_record.status, stage_record.error = FAILED, pipeline.redactor(str(exc))
+        log.line(f"stage {name} failed: {stage_record.error}")
+        if not isinstance(exc, StageError):
+            raise StageError(stage_record.error) from exc
+        raise
+    except Exception as exc:
+        stage_record.status = FAILED
+        stage_record.error = pipeline.redactor(f"internal error: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        stage_record.finished = now()
+        stage_record.duration_s = round(time.monotonic() - started, 3)
+        log.close()
+        record.save()
+    return stage_record
+
+
+def finish(record: RunRecord, pipeline: Pipeline) -> None:
+    from legion_ci.reports import write_reports
+
+    statuses = [s.status for s in record.stages.values()]
+    if CANCELLED in statuses:
+        record.status = CANCELLED
+    elif FAILED in statuses:
+        record.status = FAILED
+    elif all(s == SUCCEEDED for s in statuses):
+        record.status = SUCCEEDED
+    elif SUCCEEDED in statuses and all(s in (SUCCEEDED, PENDING) for s in statuses):
+        record.status = "partial"
+    else:
+        record.status = PENDING
+    record.finished = now()
+    record.save()
+    write_reports(record, pipeline.redactor)
+
+
+def execute(
+    pipeline: Pipeline,
+    *,
+    only: str | None = None,
+    run_id: str | None = None,
+    echo: IO[str] | None = None,
+) -> RunRecord:
+    """Run every stage (or only `only`); returns the record. Raises StageError or Cancelled
+    after the record and reports are written."""
+    if only is not None and only not in pipeline.stages:
+        raise InputError(
+            f"{pipeline.display}: no stage {only!r} in this pipeline; it has:"
+            f" {', '.join(pipeline.stages)}"
+        )
+    names = [only] if only else list(pipeline.stages)
+    for name in names:
+        if name not in STAGE_RUNNERS:
+            raise InputError(f"stage {name!r} cannot run yet in this version of legion-ci")
+    first = pipeline.stages[0]
+    if only is None or only == first:
+        if run_id is not None:
+            raise InputError(f"--run-id continues an earlier run; stage {first} starts a new one")
+        record = _new_record(pipeline)
+    else:
+        record = _continue_record(pipeline, only, run_id or "latest")
+    record.save()
+    with cancellation():
+        try:
+            for name in names:
+                _run_stage(pipeline, record, name, echo)
+        finally:
+            finish(record, pipeline)
+    return record
+
+
+def plan(pipeline: Pipeline, only: str | None = None) -> dict[str, Any]:
+    """What would run, resolved and redacted, without running anything."""
+    from legion_ci.runner.stages.train import tracking_settings
+
+    stages = []
+    for name in [only] if only else pipeline.stages:
+        if name not in pipeline.stages:
+            raise InputError(f"{pipeline.display}: no stage {name!r} in this pipeline")
+        spec = pipeline.stage(name)
+        registration = pipeline.registry.get(
+            {"train": "ToolchainIntegration", "package": "PackagingIntegration"}.get(
+                name, "DeployTarget"
+            ),
+            pipeline.integration_name(name),
+        )
+        entry: dict[str, Any] = {
+            "stage": name,
+            "integration": registration.name,
+            "mode": registration.mode,
+            "source": registration.source,
+            "arguments": spec.get("arguments") or {},
+        }
+        if registration.mode == "command":
+            entry["command"] = registration.argv()
+        if name == "train":
+            entry["workDir"] = str(pipeline.resolve_path(spec.get("workDir", ".")))
+            entry["entrypoint"] = spec.get("entrypoint", "main")
+            entry["hyperParameters"] = spec.get("hyperParameters") or {}
+            entry["tracking_uri"] = tracking_settings(pipeline, spec)[0]
+            entry["data"] = spec.get("data") or []
+            entry["gates"] = spec.get("gates") or {}
+        stages.append(entry)
+    return {
+        "pipeline": str(pipeline.path),
+        "model": {"name": pipeline.model_name, "version": pipeline.model_version},
+        "workspace": str(pipeline.workspace),
+        "stages": stages,
+    }
+
+
+def stage_names() -> tuple[str, ...]:
+    return STAGE_ORDER
+
+
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,149 @@
+"""Run records: one JSON file per run, always written atomically.
+
+Layout under the workspace (default `.legion/` beside the pipeline):
+    runs/<run id>/record.json      the record
+    runs/<run id>/logs/<stage>.log stage logs (secrets redacted)
+    runs/<run id>/artifacts/       trained model binary, packaging results
+    runs/<run id>/reports/         summary.json, junit.xml, summary.md
+    reports/                       a copy of the latest run's reports, for CI globs
+    latest                         the id of the latest run
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import secrets
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from legion_ci.errors import InputError
+
+PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, SKIPPED = (
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "skipped",
+)
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_run_id() -> str:
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old or the new file, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class StageRecord:
+    name: str
+    integration: str
+    status: str = PENDING
+    started: str | None = None
+    finished: str | None = None
+    duration_s: float | None = None
+    log: str | None = None  # relative to the run folder
+    outputs: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    baseline: dict[str, Any] | None = None
+    data: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class RunRecord:
+    id: str
+    pipeline: str
+    pipeline_sha256: str
+    model: dict[str, str]
+    workspace: str
+    status: str = RUNNING
+    started: str = field(default_factory=now)
+    finished: str | None = None
+    git_commit: str | None = None
+    stages: dict[str, StageRecord] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.workspace) / "runs" / self.id
+
+    @property
+    def record_path(self) -> Path:
+        return self.folder / "record.json"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stages"] = {name: asdict(stage) for name, stage in self.stages.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        stages = {name: StageRecord(**raw) for name, raw in (data.get("stages") or {}).items()}
+        fields = {k: v for k, v in data.items() if k != "stages"}
+        return cls(**fields, stages=stages)
+
+    def save(self) -> None:
+        write_atomic(self.record_path, json.dumps(self.to_dict(), indent=2, sort_keys=False))
+        write_atomic(Path(self.workspace) / "latest", self.id + "\n")
+
+    def overall_status(self) -> str:
+        statuses = [s.status for s in self.stages.values()]
+        for status in (CANCELLED, FAILED, RUNNING):
+            if status in statuses:
+                return status
+        return SUCCEEDED if statuses and all(s == SUCCEEDED for s in statuses) else PENDING
+
+
+def load_record(workspace: Path, run_id: str = "latest") -> RunRecord:
+    workspace = Path(workspace)
+    if run_id == "latest":
+        pointer = workspace / "latest"
+        if not pointer.is_file():
+            raise InputError(f"{workspace}: no runs yet (run `legion-ci run` or a train stage)")
+        run_id = pointer.read_text(encoding="utf-8").strip()
+    path = workspace / "runs" / run_id / "record.json"
+    if not path.is_file():
+        known = ", ".join(r.id for r in list_records(workspace)[-5:]) or "(none)"
+        raise InputError(f"{workspace}: no run {run_id!r}; recent runs: {known}")
+    try:
+        return RunRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{path}: unreadable run record: {exc}") from None
+
+
+def list_records(workspace: Path) -> list[RunRecord]:
+    runs = Path(workspace) / "runs"
+    records = []
+    if runs.is_dir():
+        for folder in sorted(runs.iterdir()):
+            path = folder / "record.json"
+            if path.is_file():
+                try:
+                    records.append(RunRecord.from_dict(json.loads(path.read_text("utf-8"))))
+                except (ValueError, TypeError):
+                    continue
+    return records

@@ -1,0 +1,200 @@
+"""The train stage: data bindings, the toolchain, self-check, gates, then the zipped binary.
+
+The zip is written last and atomically, so a failed stage (a gate, a self-check, a crash)
+leaves no artifact behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from legion_ci.errors import ModelError, StageError
+from legion_ci.integrations.base import TrainContext, TrainResult
+from legion_ci.runner.gates import evaluate_gates, load_baseline, raise_on_failures
+from legion_ci.runner.process import StageLog, run_logged
+from legion_ci.runner.records import RunRecord, StageRecord
+from legion_ci.spec.pipeline import Pipeline
+
+
+def tracking_settings(pipeline: Pipeline, stage: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The MLflow tracking URI and the credentials environment for the training."""
+    name = stage.get("tracking")
+    if name:
+        conn = pipeline.connections[name]
+        env = {}
+        if conn.options.get("username"):
+            env["MLFLOW_TRACKING_USERNAME"] = str(conn.options["username"])
+        if conn.options.get("password"):
+            env["MLFLOW_TRACKING_PASSWORD"] = str(conn.options["password"])
+        if conn.options.get("token"):
+            env["MLFLOW_TRACKING_TOKEN"] = str(conn.options["token"])
+        return conn.uri, env
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"], {}
+    return f"sqlite:///{pipeline.workspace / 'mlflow.db'}", {}
+
+
+def _external_train(
+    pipeline: Pipeline, record: RunRecord, stage: dict[str, Any], ctx: TrainContext, argv: list[str]
+) -> TrainResult:
+    """Legion's out-of-process trainer contract: <entrypoint> --verbose --mt FILE --target DIR."""
+    training = {
+        "id": record.id,
+        "spec": {
+            "model": {"name": ctx.model_name, "version": ctx.model_version},
+            "toolchain": stage["toolchain"],
+            "entrypoint": ctx.entrypoint,
+            "workDir": str(ctx.project_dir),
+            "hyperParameters": ctx.hyper_parameters,
+            "arguments": ctx.arguments,
+            "data": stage.get("data") or [],
+        },
+        "tracking_uri": ctx.tracking_uri,
+        "tags": ctx.tags,
+    }
+    mt = ctx.scratch_dir / "training.json"
+    mt.write_text(json.dumps(training, indent=2), encoding="utf-8")
+    metrics_file = ctx.scratch_dir / "metrics.json"
+    env = {
+        **ctx.env,
+        "MLFLOW_TRACKING_URI": ctx.tracking_uri,
+        "LEGION_CI_METRICS_FILE": str(metrics_file),
+        "LEGION_CI_RUN_ID": ctx.run_id,
+    }
+    run_logged(
+        [*argv, "--verbose", "--mt", str(mt), "--target", str(ctx.output_dir)],
+        ctx.log,
+        cwd=ctx.project_dir,
+        env=env,
+        what=f"trainer {stage['toolchain']!r}",
+    )
+    result = TrainResult()
+    if metrics_file.is_file():
+        try:
+            reported = json.loads(metrics_file.read_text(encoding="utf-8"))
+            result.metrics = {k: float(v) for k, v in (reported.get("metrics") or {}).items()}
+            result.tags = {k: str(v) for k, v in (reported.get("tags") or {}).items()}
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise StageError(
+                f"trainer {stage['toolchain']!r}: {metrics_file.name} is not"
+                f" {{'metrics': {{name: number}}, 'tags': {{...}}}}: {exc}"
+            ) from None
+    return result
+
+
+def self_check(gppi_dir: Path, log: StageLog) -> dict[str, Any]:
+    """Run the GPPI self-check in a fresh interpreter so model code cannot touch the runner."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "legion_ci.gppi.selfcheck", str(gppi_dir)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        check=False,
+    )
+    if proc.stderr:
+        log.write(proc.stderr)
+    try:
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise ModelError(
+            f"self-check of the trained model binary crashed (exit {proc.returncode});"
+            f" see {log.path}"
+        ) from None
+    if not report.get("ok"):
+        raise ModelError(f"self-check failed: {report.get('error')}")
+    log.line(
+        f"self-check passed: {len(report['input'])} input columns, prediction"
+        f" {report['prediction']['data']} on the example row"
+    )
+    return report
+
+
+def run_train(
+    pipeline: Pipeline,
+    record: RunRecord,
+    stage_record: StageRecord,
+    log: StageLog,
+) -> None:
+    from legion_ci.gppi.archive import write_zip
+
+    stage = pipeline.stage("train")
+    registration = pipeline.registry.get("ToolchainIntegration", stage["toolchain"])
+    project_dir = pipeline.resolve_path(stage.get("workDir", "."))
+    scratch = record.folder / "work" / "train"
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    output_dir = scratch / "gppi"
+    output_dir.mkdir(parents=True)
+    try:
+        if stage.get("data"):
+            from legion_ci.data.bindings import place_data
+
+            log.line(f"placing {len(stage['data'])} data binding(s) into {project_dir}")
+            stage_record.data = place_data(stage["data"], pipeline.connections, project_dir, log)
+        tracking_uri, tracking_env = tracking_settings(pipeline, stage)
+        tags = {
+            "legion.model.name": pipeline.model_name,
+            "legion.model.version": pipeline.model_version,
+            "legion.run_id": record.id,
+        }
+        if record.git_commit:
+            tags["legion.git_commit"] = record.git_commit
+        ctx = TrainContext(
+            model_name=pipeline.model_name,
+            model_version=pipeline.model_version,
+            project_dir=project_dir,
+            entrypoint=str(stage.get("entrypoint", "main")),
+            hyper_parameters=dict(stage.get("hyperParameters") or {}),
+            arguments=dict(stage.get("arguments") or {}),
+            output_dir=output_dir,
+            scratch_dir=scratch,
+            tracking_uri=tracking_uri,
+            env=tracking_env,
+            tags=tags,
+            run_id=record.id,
+            log=log,
+            connections=pipeline.connections,
+        )
+        log.line(f"toolchain {registration.name!r} ({registration.mode}), project {project_dir}")
+        if registration.mode == "python":
+            result = registration.instantiate().train(ctx)
+        else:
+            result = _external_train(pipeline, record, stage, ctx, registration.argv())
+        stage_record.metrics = dict(result.metrics)
+        stage_record.tags = dict(result.tags)
+        stage_record.outputs.update(result.outputs)
+        report = self_check(output_dir, log)
+
+        baseline = load_baseline(
+            stage.get("baseline"), pipeline.base_dir, pipeline.workspace, record.id
+        )
+        if baseline is not None:
+            stage_record.baseline = {"source": baseline[1], "metrics": baseline[0]}
+        if stage.get("gates"):
+            stage_record.gates = evaluate_gates(
+                stage["gates"], stage_record.metrics, baseline[0] if baseline else None
+            )
+            for gate in stage_record.gates:
+                log.line(f"gate {'ok' if gate['ok'] else 'FAILED'}: {gate['message']}")
+            raise_on_failures(stage_record.gates)
+        artifact = (
+            record.folder / "artifacts" / f"{pipeline.model_name}-{pipeline.model_version}.zip"
+        )
+        digest = write_zip(output_dir, artifact)
+        stage_record.outputs.update(
+            {
+                "artifact": str(artifact),
+                "artifact_sha256": digest,
+                "artifact_bytes": artifact.stat().st_size,
+                "input_columns": [f["name"] for f in report["input"]],
+            }
+        )
+        log.line(f"trained model binary: {artifact} (sha256 {digest})")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,56 @@
+"""A validated pipeline: resolved data, its registry, connections and secret redactor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from legion_ci.integrations.base import Connection
+from legion_ci.integrations.registry import Registry
+from legion_ci.runner.process import Redactor
+from legion_ci.spec.yaml_loader import Located
+
+STAGE_ORDER = ("train", "package", "deploy")
+# The key naming each stage's integration.
+STAGE_INTEGRATION_KEY = {"train": "toolchain", "package": "integration", "deploy": "target"}
+
+
+@dataclass
+class Pipeline:
+    path: Path
+    display: str
+    data: dict[str, Any]
+    located: Located
+    registry: Registry
+    redactor: Redactor
+    connections: dict[str, Connection]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def model_name(self) -> str:
+        return str(self.data["model"]["name"])
+
+    @property
+    def model_version(self) -> str:
+        return str(self.data["model"]["version"])
+
+    @property
+    def stages(self) -> list[str]:
+        return [name for name in STAGE_ORDER if name in self.data["stages"]]
+
+    def stage(self, name: str) -> dict[str, Any]:
+        return self.data["stages"][name]
+
+    def integration_name(self, stage: str) -> str:
+        return str(self.stage(stage)[STAGE_INTEGRATION_KEY[stage]])
+
+    @property
+    def workspace(self) -> Path:
+        return (self.base_dir / self.data.get("workspace", ".legion")).resolve()
+
+    def resolve_path(self, value: str) -> Path:
+        return (self.base_dir / value).resolve()

@@ -1,0 +1,70 @@
+"""Secret references: `${env:NAME}` and `${file:path}`, resolved after validation.
+
+Values resolved for credential fields are handed to the Redactor, so logs and reports show
+`***` in their place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from legion_ci.errors import Problem
+from legion_ci.spec.yaml_loader import Located, PathT
+
+REFERENCE = re.compile(r"\$\{(env|file):([^}]*)\}")
+
+
+def resolve_references(
+    located: Located,
+    base_dir: Path,
+    secret_paths: set[PathT],
+    environ: dict[str, str] | None = None,
+) -> tuple[Any, list[str], list[Problem]]:
+    """Return (data with references substituted, secret values, problems)."""
+    env = os.environ if environ is None else environ
+    secrets: list[str] = []
+    problems: list[Problem] = []
+
+    def resolve_string(text: str, path: PathT) -> str:
+        def one(match: re.Match[str]) -> str:
+            kind, name = match.group(1), match.group(2).strip()
+            if not name:
+                problems.append(located.problem(path, f"empty ${{{kind}:}} reference"))
+                return ""
+            if kind == "env":
+                if name not in env:
+                    problems.append(
+                        located.problem(
+                            path, f"environment variable {name} is not set (${{env:{name}}})"
+                        )
+                    )
+                    return ""
+                value = env[name]
+            else:
+                file_path = (base_dir / name).resolve()
+                try:
+                    value = file_path.read_text(encoding="utf-8").rstrip("\r\n")
+                except OSError as exc:
+                    problems.append(
+                        located.problem(path, f"secret file {name} cannot be read: {exc.strerror}")
+                    )
+                    return ""
+            if path in secret_paths or kind == "file":
+                secrets.append(value)
+            return value
+
+        return REFERENCE.sub(one, text)
+
+    def walk(value: Any, path: PathT) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, (*path, i)) for i, v in enumerate(value)]
+        if isinstance(value, str) and "${" in value:
+            return resolve_string(value, path)
+        return value
+
+    return walk(located.data, ()), secrets, problems

@@ -1,0 +1,180 @@
+"""YAML loading that remembers where every value came from.
+
+PyYAML's composer gives nodes with marks; we build plain Python values from them ourselves so
+that (a) every value's line and column can be reported, (b) duplicate keys are errors instead
+of silently losing data, and (c) alias expansion is bounded (a "billion laughs" file is refused
+after a fixed number of nodes, in bounded memory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from legion_ci.errors import Problem, SpecError
+
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NODES = 100_000
+
+PathT = tuple[str | int, ...]
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def format_path(path: PathT) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass
+class Located:
+    """A loaded document with the position of each value and each mapping key."""
+
+    file: str
+    data: Any
+    values: dict[PathT, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[PathT, tuple[int, int]] = field(default_factory=dict)
+
+    def position(self, path: PathT, *, key: bool = False) -> tuple[int, int]:
+        """Line/column of `path`, or of its nearest ancestor that has one."""
+        path = tuple(path)
+        while True:
+            if key and path in self.keys:
+                return self.keys[path]
+            if path in self.values:
+                return self.values[path]
+            if path in self.keys:
+                return self.keys[path]
+            if not path:
+                return (1, 1)
+            path = path[:-1]
+
+    def problem(self, path: PathT, message: str, *, key: bool = False) -> Problem:
+        line, col = self.position(path, key=key)
+        return Problem(self.file, line, col, format_path(path), message)
+
+
+class _Builder:
+    def __init__(self, located: Located, loader: Any):
+        self.located = located
+        self.loader = loader
+        self.count = 0
+        self.problems: list[Problem] = []
+
+    def build(self, node: yaml.Node, path: PathT) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise SpecError(
+                [
+                    Problem(
+                        self.located.file,
+                        node.start_mark.line + 1,
+                        node.start_mark.column + 1,
+                        "",
+                        f"document expands to more than {MAX_NODES} values"
+                        " (an alias bomb?); refused",
+                    )
+                ]
+            )
+        self.located.values.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.MappingNode):
+            result: dict[str, Any] = {}
+            self.loader.flatten_mapping(node)
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self._problem(key_node, path, "mapping keys must be plain strings")
+                    continue
+                key = str(self.loader.construct_object(key_node))
+                child = (*path, key)
+                if key in result:
+                    first = self.located.keys[child]
+                    self._problem(
+                        key_node,
+                        child,
+                        f"duplicate key {key!r} (first at line {first[0]})",
+                    )
+                    continue
+                self.located.keys[child] = (
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
+                )
+                result[key] = self.build(value_node, child)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        return self.loader.construct_object(node)
+
+    def _problem(self, node: yaml.Node, path: PathT, message: str) -> None:
+        self.problems.append(
+            Problem(
+                self.located.file,
+                node.start_mark.line + 1,
+                node.start_mark.column + 1,
+                format_path(path),
+                message,
+            )
+        )
+
+
+def load_located(path: Path | str, display: str | None = None) -> Located:
+    """Load one YAML document with positions; every failure is a SpecError (exit 2)."""
+    path = Path(path)
+    shown = display or str(path)
+
+    def fail(message: str, line: int = 1, col: int = 1) -> SpecError:
+        return SpecError([Problem(shown, line, col, "", message)])
+
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise fail("no such file") from None
+    except OSError as exc:
+        raise fail(f"cannot read: {exc.strerror}") from None
+    if path.is_dir():
+        raise fail("is a directory, not a pipeline file")
+    if size > MAX_FILE_BYTES:
+        raise fail(f"file is {size} bytes; refusing files over {MAX_FILE_BYTES} bytes")
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(f"not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise fail(f"cannot read: {exc.strerror}") from None
+    if not text.strip() or all(
+        not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()
+    ):
+        raise fail("file is empty")
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = exc.problem or exc.context or "syntax error"
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise fail(f"not valid YAML: {what}", line, col) from None
+    except yaml.YAMLError as exc:
+        raise fail(f"not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    if node is None:
+        raise fail("file is empty")
+    located = Located(shown, None)
+    builder = _Builder(located, _Loader(""))
+    try:
+        located.data = builder.build(node, ())
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise fail(f"not valid YAML: {exc.problem}", line, col) from None
+    if builder.problems:
+        raise SpecError(builder.problems)
+    return located

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create ./.venv (Python 3.11+) and install legion-ci into it, with test tools if asked.
+#   scripts/setup.sh          runtime only
+#   scripts/setup.sh test     runtime + test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+
+if ! "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+  echo "legion-ci needs Python 3.11 or newer as \$PYTHON (found: $("$PYTHON" --version 2>&1))" >&2
+  exit 2
+fi
+if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
+  # Debian splits venv out of the interpreter package.
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq python3-venv
+fi
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+extras=""
+if [ "${1:-}" = "test" ]; then extras="[test]"; fi
+.venv/bin/python -m pip install -q -e ".${extras}" 2>&1 | grep -v -i -E "^WARNING: Location|^\s*$" || true
+.venv/bin/python -c 'import legion_ci, mlflow' || { echo "legion-ci installation failed" >&2; exit 3; }

@@ -1,0 +1,98 @@
+"""Shared test helpers: drive the real CLI, in a subprocess or in-process, on real files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+LEGION_CI = [sys.executable, "-m", "legion_ci.cli.main"]
+
+
+@dataclass
+class Outcome:
+    code: int
+    out: str
+    err: str
+
+    def assert_success(self) -> Outcome:
+        assert self.code == 0, f"exit {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}"
+        return self
+
+    def assert_failed(self, code: int) -> Outcome:
+        assert self.code == code, (
+            f"expected exit {code}, got {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}"
+        )
+        assert "Traceback" not in self.err, self.err
+        return self
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LEGION_CI_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    monkeypatch.delenv("JENKINS_URL", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("LEGION_CI_INTEGRATIONS", raising=False)
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+) -> Outcome:
+    """Run `legion-ci ARGS` in a real subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        [*LEGION_CI, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return Outcome(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def sh_project(tmp_path: Path) -> Path:
+    """A project folder with the shell trainer registered beside its pipeline."""
+    project = tmp_path / "project"
+    shutil.copytree(FIXTURES / "sh-trainer", project / "integrations")
+    shutil.copytree(FIXTURES / "sh-packager", project / "packagers")
+    (project / "src").mkdir()
+    return project
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+SH_PIPELINE = """
+apiVersion: legion-ci/v1
+kind: Pipeline
+integrations: [integrations/registration.yaml]
+model:
+  name: linear
+  version: "1.0"
+stages:
+  train:
+    toolchain: sh-trainer
+    workDir: src
+    hyperParameters: {alpha: 1}
+"""
+
+
+@pytest.fixture
+def sh_pipeline(sh_project: Path) -> Path:
+    return write(sh_project / "pipeline.yaml", SH_PIPELINE)
