@@ -146,4 +146,5 @@ def list_records(workspace: Path) -> list[RunRecord]:
                     records.append(RunRecord.from_dict(json.loads(path.read_text("utf-8"))))
                 except (ValueError, TypeError):
                     continue
-    return records
+    # Ids sort by second only; the start time (milliseconds) orders runs within a second.
+    return sorted(records, key=lambda r: (r.started, r.id))
