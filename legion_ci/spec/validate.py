@@ -13,7 +13,7 @@ from legion_ci.runner.process import Redactor
 from legion_ci.spec.pipeline import STAGE_INTEGRATION_KEY, Pipeline
 from legion_ci.spec.schema import SECRET_FIELDS, build_schema
 from legion_ci.spec.secrets import resolve_references
-from legion_ci.spec.yaml_loader import Located, PathT, load_located
+from legion_ci.spec.yaml_loader import Located, PathT, format_path, load_located
 
 DATA_CONNECTION_TYPES = ("local", "http", "s3")
 STAGE_KIND = {stage: kind for kind, stage in KINDS.items()}
@@ -58,7 +58,11 @@ def _explain(located: Located, error: Any, best_match: Any) -> list[Problem]:
         ]
     if kind == "required":
         missing = [k for k in error.validator_value if k not in (error.instance or {})]
-        return [located.problem(path, f"missing required key {key!r}", key=True) for key in missing]
+        line, col = located.position(path, key=True)
+        return [
+            Problem(located.file, line, col, format_path((*path, key)), "required key is missing")
+            for key in missing
+        ]
     if kind == "enum" and leaf in STAGE_INTEGRATION_KEY.values():
         known = list(error.validator_value)
         stage = path[-2] if len(path) >= 2 else "?"
