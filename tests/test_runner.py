@@ -206,7 +206,8 @@ def test_ci_failure_prints_reproduce_command(sh_pipeline: Path) -> None:
     assert "reproduce locally" not in local.err
 
 
-def test_sigterm_cancels_stage_and_child(sh_pipeline: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_cancels_stage_and_child(sh_pipeline: Path, tmp_path: Path, signum: int) -> None:
     pidfile = tmp_path / "trainer.pid"
     env = {**os.environ, "FAKE_TRAINER_SLEEP": "60", "FAKE_TRAINER_PIDFILE": str(pidfile)}
     proc = subprocess.Popen(
@@ -221,7 +222,7 @@ def test_sigterm_cancels_stage_and_child(sh_pipeline: Path, tmp_path: Path) -> N
         assert time.monotonic() < deadline, "trainer never started"
         time.sleep(0.05)
     trainer_pid = int(pidfile.read_text())
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "Traceback" not in err

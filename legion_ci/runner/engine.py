@@ -131,10 +131,11 @@ def _run_stage(
     try:
         getattr(importlib.import_module(module_name), func)(pipeline, record, stage_record, log)
         stage_record.status = SUCCEEDED
-    except Cancelled as exc:
-        stage_record.status, stage_record.error = CANCELLED, pipeline.redactor(str(exc))
-        log.line(f"stage {name} cancelled: {exc}")
-        raise
+    except (Cancelled, KeyboardInterrupt) as exc:
+        reason = str(exc) if isinstance(exc, Cancelled) else "interrupted (Ctrl-C)"
+        stage_record.status, stage_record.error = CANCELLED, pipeline.redactor(reason)
+        log.line(f"stage {name} cancelled: {reason}")
+        raise Cancelled(reason) from None
     except LegionError as exc:
         stage_record.status, stage_record.error = FAILED, pipeline.redactor(str(exc))
         log.line(f"stage {name} failed: {stage_record.error}")
