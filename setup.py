@@ -5,12 +5,16 @@ setup(
     version="0.1.0",
     description="CI pipeline toolkit of the Legion ML platform: train, package, deploy",
     python_requires=">=3.11",
-    packages=find_packages(include=["legion_ci", "legion_ci.*"]) + ["legion_ci.toolchains"],
+    packages=[*find_packages(include=["legion_ci", "legion_ci.*"]), "legion_ci.toolchains"],
     # The built-in integration registrations live at the top level (toolchains/) so that
     # they read as data; they ship inside the package as legion_ci.toolchains.
     package_dir={"legion_ci.toolchains": "toolchains"},
-    package_data={"legion_ci.toolchains": ["*.yaml"], "legion_ci": ["py.typed"],
-                  "legion_ci.gppi": ["templates/*.py"], "legion_ci.spec": ["*.json"]},
+    package_data={
+        "legion_ci.toolchains": ["*.yaml"],
+        "legion_ci": ["py.typed"],
+        "legion_ci.gppi": ["templates/*.py"],
+        "legion_ci.spec": ["*.json"],
+    },
     install_requires=[
         "click>=8.1",
         "pyyaml>=6",
