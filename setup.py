@@ -19,7 +19,7 @@ setup(
         "click>=8.1",
         "pyyaml>=6",
         "jsonschema>=4.18",
-        "mlflow>=2.12",
+        "mlflow>=3",
         "docker>=7",
         "kubernetes>=29",
         "python-jenkins>=1.8",

@@ -10,6 +10,7 @@ import importlib.util
 import os
 import sys
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +65,30 @@ def to_jsonable(value: Any) -> Any:
     return str(value)
 
 
+_PLAIN_SCALARS = frozenset((int, float, str, bool, type(None)))
+
+
 def to_rows(result: Any) -> list[list[Any]]:
     """Any 2-D-ish prediction (DataFrame, ndarray, list, 1-D vector) as a list of rows."""
     values = getattr(result, "values", None)  # DataFrame / Series
     if values is not None and not callable(values):
         result = values
+    # Fast path, checked with C-level iteration: the server calls this on every batch, and
+    # walking thousands of already-plain values one Python call at a time cost milliseconds.
+    if (
+        type(result) is list
+        and all(type(row) is list for row in result)
+        and set(map(type, chain.from_iterable(result))) <= _PLAIN_SCALARS
+    ):
+        return result
+    # A numeric numpy array converts to plain Python in C (not pandas extension arrays,
+    # whose tolist() can hold pd.NA).
+    if (
+        type(result).__name__ == "ndarray"
+        and result.dtype.kind in ("b", "i", "u", "f")
+        and result.ndim in (1, 2)
+    ):
+        return result.reshape(len(result), -1).tolist()
     data = to_jsonable(result)
     if not isinstance(data, list):
         data = [data]

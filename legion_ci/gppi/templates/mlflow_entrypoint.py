@@ -1,53 +1,26 @@
 """GPPI entrypoint for a model logged with MLflow (written by legion-ci's mlflow toolchain).
 
-The model's MLflow folder sits in ./model beside this file ($MODEL_LOCATION/model).
-scikit-learn models are unpickled directly so the server starts without importing MLflow;
-every other flavour goes through mlflow.pyfunc.
+The model's MLflow folder sits in ./model beside this file ($MODEL_LOCATION/model), with
+MLmodel.json beside it (the MLmodel file as JSON, so this module needs no YAML parser).
+scikit-learn models are loaded directly so the server starts without importing MLflow; every
+other flavour goes through mlflow.pyfunc. This file depends on nothing from legion-ci: it runs
+in the model's own environment.
 """
 
 import json
 import os
 
 _model = None
-_columns = None
+_predict = None
+_columns = []  # the input columns, in the order the model was trained on
+_types = {}  # column -> MLflow type (double, long, string, ...)
+_tensor = None  # numpy dtype name when the model takes a bare array, not named columns
+_frame_input = True  # whether the model wants a DataFrame (named columns) or an array
 _input_schema = []
 _output_schema = []
-_output_names = ["prediction"]
-_feature_names = False
+_output_names = []
 
-
-def _location():
-    return os.path.join(os.environ.get("MODEL_LOCATION", os.path.dirname(__file__)), "model")
-
-
-def _read_mlmodel(folder):
-    import yaml
-
-    with open(os.path.join(folder, "MLmodel"), encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
-
-
-def _load_example(folder, mlmodel):
-    info = mlmodel.get("saved_input_example_info") or {}
-    path = os.path.join(folder, info.get("artifact_path") or "input_example.json")
-    if not os.path.isfile(path):
-        return None, None
-    with open(path, encoding="utf-8") as handle:
-        example = json.load(handle)
-    if isinstance(example, dict) and "dataframe_split" in example:
-        example = example["dataframe_split"]
-    if isinstance(example, dict) and "columns" in example and "data" in example:
-        return list(example["columns"]), example["data"][0] if example["data"] else None
-    if isinstance(example, list) and example and isinstance(example[0], dict):
-        return list(example[0].keys()), list(example[0].values())
-    if isinstance(example, dict):
-        return list(example.keys()), [
-            v[0] if isinstance(v, list) and v else v for v in example.values()
-        ]
-    return None, None
-
-
-_TYPES = {
+_JSON_TYPES = {
     "double": "number",
     "float": "number",
     "long": "integer",
@@ -59,67 +32,155 @@ _TYPES = {
 }
 
 
+def _location():
+    return os.path.join(os.environ.get("MODEL_LOCATION", os.path.dirname(__file__)), "model")
+
+
+def _read_mlmodel(folder):
+    converted = os.path.join(os.path.dirname(folder), "MLmodel.json")
+    if os.path.isfile(converted):
+        with open(converted, encoding="utf-8") as handle:
+            return json.load(handle)
+    import yaml
+
+    with open(os.path.join(folder, "MLmodel"), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _load_example(folder, mlmodel):
+    """(columns or None, first row or None) from the logged input example, any layout."""
+    info = mlmodel.get("saved_input_example_info") or {}
+    path = os.path.join(folder, info.get("artifact_path") or "input_example.json")
+    if not os.path.isfile(path):
+        return None, None
+    with open(path, encoding="utf-8") as handle:
+        example = json.load(handle)
+    if isinstance(example, dict):
+        for key in ("dataframe_split", "inputs", "instances"):
+            if key in example and len(example) == 1:
+                example = example[key]
+                break
+    if isinstance(example, dict) and "columns" in example and "data" in example:
+        return list(example["columns"]), (example["data"][0] if example["data"] else None)
+    if isinstance(example, list) and example and isinstance(example[0], dict):
+        return list(example[0].keys()), list(example[0].values())
+    if isinstance(example, list) and example:
+        row = example[0] if isinstance(example[0], list) else example
+        return None, row
+    if isinstance(example, dict):
+        return list(example.keys()), [
+            v[0] if isinstance(v, list) and v else v for v in example.values()
+        ]
+    return None, None
+
+
+def _load_sklearn(folder, flavor):
+    path = os.path.join(folder, flavor.get("pickled_model", "model.pkl"))
+    if flavor.get("serialization_format") == "skops":
+        import skops.io
+
+        # The binary is code already (this file); trusting its own model adds no risk.
+        return skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
+    try:
+        import cloudpickle as loader
+    except ImportError:
+        import pickle as loader
+    with open(path, "rb") as handle:
+        return loader.load(handle)
+
+
+def _default_example(mlflow_type):
+    return {"string": "", "boolean": False, "long": 0, "integer": 0}.get(mlflow_type, 0.0)
+
+
 def init():
-    global _model, _columns, _input_schema, _output_schema, _output_names, _feature_names
+    global _model, _predict, _columns, _types, _tensor, _frame_input
+    global _input_schema, _output_schema, _output_names
     folder = _location()
     mlmodel = _read_mlmodel(folder)
     flavors = mlmodel.get("flavors") or {}
+    pyfunc = flavors.get("python_function") or {}
     sklearn = flavors.get("sklearn")
     fmt = (sklearn or {}).get("serialization_format", "cloudpickle")
-    if sklearn and fmt in ("pickle", "cloudpickle", "skops"):
-        path = os.path.join(folder, sklearn.get("pickled_model", "model.pkl"))
-        if fmt == "skops":
-            import skops.io
-
-            # The binary is code already (this file); trusting its own model adds no risk.
-            trusted = skops.io.get_untrusted_types(file=path)
-            _model = skops.io.load(path, trusted=trusted)
-        else:
-            try:
-                import cloudpickle as loader
-            except ImportError:
-                import pickle as loader
-            with open(path, "rb") as handle:
-                _model = loader.load(handle)
-        _feature_names = hasattr(_model, "feature_names_in_")
+    if (
+        sklearn
+        and pyfunc.get("loader_module") == "mlflow.sklearn"
+        and fmt
+        in (
+            "pickle",
+            "cloudpickle",
+            "skops",
+        )
+    ):
+        _model = _load_sklearn(folder, sklearn)
+        # MLflow's sklearn pyfunc calls the method named by predict_fn (predict by default).
+        _predict = getattr(_model, pyfunc.get("predict_fn") or "predict")
+        _frame_input = hasattr(_model, "feature_names_in_")
     else:
         import mlflow.pyfunc
 
         _model = mlflow.pyfunc.load_model(folder)
-        _feature_names = True
+        _predict = _model.predict
+        _frame_input = True
 
     signature = mlmodel.get("signature") or {}
     inputs = json.loads(signature["inputs"]) if signature.get("inputs") else []
     outputs = json.loads(signature["outputs"]) if signature.get("outputs") else []
     ex_columns, ex_row = _load_example(folder, mlmodel)
     named = [c for c in inputs if c.get("name")]
+    tensors = [c for c in inputs if c.get("type") == "tensor"]
     if named:
-        _columns = [c["name"] for c in named]
+        _columns = [str(c["name"]) for c in named]
+        _types = {str(c["name"]): c.get("type", "double") for c in named}
     elif ex_columns:
-        _columns = ex_columns
+        _columns = [str(c) for c in ex_columns]
     elif hasattr(_model, "feature_names_in_"):
         _columns = [str(c) for c in _model.feature_names_in_]
+    elif tensors or ex_row is not None:
+        # A model that takes a bare array: name its columns by position.
+        spec = (tensors[0].get("tensor-spec") or {}) if tensors else {}
+        shape = spec.get("shape") or []
+        width = shape[1] if len(shape) > 1 and shape[1] > 0 else len(ex_row or [])
+        if not width:
+            raise RuntimeError("cannot tell how many input columns the model takes")
+        _columns = [f"x{i}" for i in range(width)]
+        _tensor = spec.get("dtype") or "float64"
+        _frame_input = False
     else:
         raise RuntimeError(
             "the MLflow model has neither a signature with column names nor an input example:"
             " log it with signature=... or input_example=..."
         )
-    examples = dict(zip(ex_columns or [], ex_row or [], strict=False))
-    types = {c["name"]: c.get("type", "double") for c in named}
+    if _tensor is None and not named:
+        _types = {c: "double" for c in _columns}
+    examples = {}
+    if ex_row is not None:
+        keys = ex_columns if ex_columns else _columns
+        examples = {str(k): v for k, v in zip(keys, ex_row, strict=False)}
     _input_schema = [
         {
             "name": name,
-            "type": _TYPES.get(types.get(name, "double"), "string"),
+            "type": "number" if _tensor else _JSON_TYPES.get(_types.get(name, "double"), "string"),
             "required": True,
-            "example": examples.get(name, 0.0 if types.get(name, "double") != "string" else ""),
+            "example": examples.get(name, _default_example(_types.get(name, "double"))),
         }
         for name in _columns
     ]
     out_named = [c for c in outputs if c.get("name")]
-    _output_names = [c["name"] for c in out_named] or ["prediction"]
+    if out_named:
+        _output_names = [str(c["name"]) for c in out_named]
+        out_types = [_JSON_TYPES.get(c.get("type", "double"), "string") for c in out_named]
+    else:
+        _output_names = ["prediction"]
+        out_types = ["number"]
+        for spec in (c.get("tensor-spec") or {} for c in outputs if c.get("type") == "tensor"):
+            shape = spec.get("shape") or []
+            if len(shape) > 1 and shape[1] > 1:
+                _output_names = [f"prediction_{i}" for i in range(shape[1])]
+                out_types = ["number"] * shape[1]
     _output_schema = [
-        {"name": name, "type": "number", "required": True, "example": None}
-        for name in _output_names
+        {"name": name, "type": kind, "required": True, "example": None}
+        for name, kind in zip(_output_names, out_types, strict=True)
     ]
     return "matrix"
 
@@ -128,14 +189,133 @@ def info():
     return _input_schema, _output_schema
 
 
-def predict_on_matrix(matrix, provided_columns_names=None):
+def _frame(matrix, provided_columns_names):
+    """The input as a DataFrame in the model's own column order, with the signature's types."""
     import pandas as pd
 
-    columns = list(provided_columns_names) if provided_columns_names else _columns
-    frame = pd.DataFrame(matrix, columns=columns)
-    if columns != _columns:
-        frame = frame[_columns]
-    result = _model.predict(frame if _feature_names else frame.to_numpy())
-    if hasattr(result, "columns"):
-        return result, [str(c) for c in result.columns]
-    return result, _output_names
+    if isinstance(matrix, pd.DataFrame) and not provided_columns_names:
+        frame = matrix.copy()
+        frame.columns = [str(c) for c in frame.columns]
+    else:
+        rows = matrix.values.tolist() if hasattr(matrix, "values") else matrix
+        rows = rows.tolist() if hasattr(rows, "tolist") else list(rows)
+        columns = [str(c) for c in provided_columns_names] if provided_columns_names else _columns
+        if len(set(columns)) != len(columns):
+            dupes = sorted({c for c in columns if columns.count(c) > 1})
+            raise ValueError(f"duplicate input columns: {', '.join(dupes)}")
+        for number, row in enumerate(rows, 1):
+            if not isinstance(row, (list, tuple)) or len(row) != len(columns):
+                width = len(row) if isinstance(row, (list, tuple)) else 1
+                raise ValueError(
+                    f"row {number} has {width} values for {len(columns)} columns"
+                    f" ({', '.join(columns)})"
+                )
+        frame = pd.DataFrame(rows, columns=columns)
+    missing = [c for c in _columns if c not in frame.columns]
+    unknown = [c for c in frame.columns if c not in _columns]
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing columns: {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown columns: {', '.join(unknown)}")
+        raise ValueError(f"{'; '.join(parts)} (the model takes: {', '.join(_columns)})")
+    frame = frame[_columns]
+    for column in _columns:
+        frame[column] = _coerce(frame[column], _types.get(column), column)
+    return frame
+
+
+def _coerce(series, mlflow_type, column):
+    """CSV and JSON give strings and ints where the model was trained on floats; convert as the
+    signature says, and say which column is wrong when a value does not fit."""
+    import pandas as pd
+
+    try:
+        if mlflow_type in ("double", "float"):
+            return pd.to_numeric(series, errors="raise").astype("float64")
+        if mlflow_type in ("long", "integer"):
+            numbers = pd.to_numeric(series, errors="raise")
+            if (numbers % 1 != 0).any():
+                raise ValueError("not a whole number")
+            return numbers.astype("int64" if mlflow_type == "long" else "int32")
+        if mlflow_type == "boolean":
+            mapping = {"true": True, "false": False, "1": True, "0": False}
+            return series.map(lambda v: v if isinstance(v, bool) else mapping[str(v).lower()])
+        if mlflow_type == "string":
+            return series.astype(str)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"column {column!r}: expected {mlflow_type}: {exc}") from None
+    return series
+
+
+def _plain(value):
+    """numpy and pandas values as plain JSON-safe Python."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    for method in ("tolist", "item"):
+        func = getattr(value, method, None)
+        if callable(func):
+            return _plain(func())
+    isoformat = getattr(value, "isoformat", None)
+    if callable(isoformat):
+        return isoformat()
+    return str(value)
+
+
+def _rows(result):
+    """Any model output (DataFrame, Series, ndarray, list, dict of arrays) as rows + names."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(result, pd.DataFrame):
+        return _plain(result.to_numpy().tolist()), [str(c) for c in result.columns]
+    if isinstance(result, pd.Series):
+        name = str(result.name) if result.name is not None else _output_names[0]
+        return [[_plain(v)] for v in result.tolist()], [name]
+    if isinstance(result, dict):
+        names = [str(k) for k in result]
+        columns = [np.asarray(v).reshape(len(v) if np.ndim(v) else 1, -1) for v in result.values()]
+        if any(c.shape[1] != 1 for c in columns):
+            return [[_plain(result)]], ["prediction"]
+        return _plain(np.hstack(columns).tolist()), names
+    array = np.asarray(result)
+    if array.ndim == 0:
+        array = array.reshape(1, 1)
+    elif array.ndim == 1:
+        array = array.reshape(-1, 1)
+    elif array.ndim > 2:  # e.g. one image per row: keep each row's value whole
+        return [[_plain(row)] for row in array], _output_names[:1]
+    width = array.shape[1]
+    if len(_output_names) == width:
+        names = list(_output_names)
+    elif width == 1:
+        names = _output_names[:1] or ["prediction"]
+    else:
+        names = [f"prediction_{i}" for i in range(width)]
+    return _plain(array.tolist()), names
+
+
+def predict_on_matrix(matrix, provided_columns_names=None):
+    frame = _frame(matrix, provided_columns_names)
+    if _tensor is not None:
+        data = frame.to_numpy(dtype=_tensor)
+    elif _frame_input:
+        data = frame
+    else:
+        data = frame.to_numpy()
+    return _rows(_predict(data))
+
+
+def get_output_json_serializer():
+    """For servers that json.dumps the raw output: numpy and pandas values as plain JSON."""
+
+    class Encoder(json.JSONEncoder):
+        def default(self, o):
+            return _plain(o)
+
+    return Encoder

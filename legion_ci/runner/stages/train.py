@@ -17,7 +17,7 @@ from typing import Any
 from legion_ci.errors import ModelError, StageError
 from legion_ci.integrations.base import TrainContext, TrainResult
 from legion_ci.runner.gates import evaluate_gates, load_baseline, raise_on_failures
-from legion_ci.runner.process import StageLog, run_logged
+from legion_ci.runner.process import StageLog, run_logged, terminate_group
 from legion_ci.runner.records import RunRecord, StageRecord
 from legion_ci.spec.pipeline import Pipeline
 
@@ -88,31 +88,56 @@ def _external_train(
     return result
 
 
-def self_check(gppi_dir: Path, log: StageLog) -> dict[str, Any]:
-    """Run the GPPI self-check in a fresh interpreter so model code cannot touch the runner."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "legion_ci.gppi.selfcheck", str(gppi_dir)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-        check=False,
-    )
-    if proc.stderr:
-        log.write(proc.stderr)
-    try:
-        report = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise ModelError(
-            f"self-check of the trained model binary crashed (exit {proc.returncode});"
-            f" see {log.path}"
-        ) from None
-    if not report.get("ok"):
-        raise ModelError(f"self-check failed: {report.get('error')}")
-    log.line(
-        f"self-check passed: {len(report['input'])} input columns, prediction"
-        f" {report['prediction']['data']} on the example row"
-    )
-    return report
+class SelfCheck:
+    """The GPPI self-check in a fresh interpreter, so model code cannot touch the runner.
+
+    With warm=True the interpreter starts with the stage and imports the usual model
+    libraries (numpy, pandas, scikit-learn) while the training runs, so that when the binary
+    is ready it only has to import and call the model: most of the self-check's time for an
+    MLflow scikit-learn model. Trainers that make other kinds of models skip the warm-up.
+    """
+
+    def __init__(self, warm: bool) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        if warm:
+            self._start("--warm")
+
+    def _start(self, mode: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "legion_ci.gppi.selfcheck", mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+            start_new_session=True,
+        )
+
+    def run(self, gppi_dir: Path, log: StageLog) -> dict[str, Any]:
+        if self.proc is None:
+            self._start("--stdin")
+        assert self.proc is not None
+        out, err = self.proc.communicate(f"{gppi_dir}\n")
+        if err:
+            log.write(err)
+        try:
+            report = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise ModelError(
+                f"self-check of the trained model binary crashed (exit {self.proc.returncode});"
+                f" see {log.path}"
+            ) from None
+        if not report.get("ok"):
+            raise ModelError(f"self-check failed: {report.get('error')}")
+        log.line(
+            f"self-check passed: {len(report['input'])} input columns, prediction"
+            f" {report['prediction']['data']} on the example row"
+        )
+        return report
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            terminate_group(self.proc, grace=2)
 
 
 def run_train(
@@ -131,6 +156,8 @@ def run_train(
         shutil.rmtree(scratch)
     output_dir = scratch / "gppi"
     output_dir.mkdir(parents=True)
+    # The built-in MLflow toolchain makes scikit-learn-style models: worth warming up for.
+    checker = SelfCheck(warm=registration.name == "mlflow")
     try:
         if stage.get("data"):
             from legion_ci.data.bindings import place_data
@@ -169,7 +196,7 @@ def run_train(
         stage_record.metrics = dict(result.metrics)
         stage_record.tags = dict(result.tags)
         stage_record.outputs.update(result.outputs)
-        report = self_check(output_dir, log)
+        report = checker.run(output_dir, log)
 
         baseline = load_baseline(
             stage.get("baseline"), pipeline.base_dir, pipeline.workspace, record.id
@@ -197,4 +224,5 @@ def run_train(
         )
         log.line(f"trained model binary: {artifact} (sha256 {digest})")
     finally:
+        checker.close()
         shutil.rmtree(scratch, ignore_errors=True)

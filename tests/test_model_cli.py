@@ -1,0 +1,112 @@
+"""`legion-ci model self-check|info|predict` on real binaries trained with the mlflow toolchain."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from mlflow_support import make_ctx, pyfunc_project, write_project
+
+from legion_ci.gppi.archive import write_zip
+from legion_ci.integrations.mlflow_trainer import MlflowTrainer
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real binary (pyfunc model: prediction = b * 10 + a, columns b then a), zipped."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        tmp = tmp_path_factory.mktemp("model-cli")
+        ctx = make_ctx(tmp, pyfunc_project(tmp / "project"), model_name="weighted")
+        MlflowTrainer().train(ctx)
+        write_zip(ctx.output_dir, tmp / "weighted.zip")
+    finally:
+        mp.undo()
+    return tmp / "weighted.zip"
+
+
+def test_self_check_passes(artifact):
+    outcome = run_cli("model", "self-check", str(artifact)).assert_success()
+    assert "self-check passed: weighted 1.2" in outcome.out
+    report = json.loads(run_cli("model", "self-check", str(artifact), "--json").out)
+    assert report["ok"] is True
+    assert report["prediction"] == {"columns": ["prediction"], "data": [[10.5]]}
+
+
+def test_self_check_fails_on_a_broken_binary(artifact, tmp_path):
+    folder = tmp_path / "broken"
+    shutil.unpack_archive(artifact, folder)
+    (folder / "legion_model" / "entrypoint.py").write_text("raise ImportError('no numpy')\n")
+    outcome = run_cli("model", "self-check", str(folder)).assert_failed(1)
+    assert "import failed: ImportError: no numpy" in outcome.err
+    outcome = run_cli("model", "self-check", str(tmp_path / "missing.zip")).assert_failed(1)
+    assert "no such trained model binary" in outcome.err
+
+
+def test_info_lists_columns_in_model_order(artifact):
+    outcome = run_cli("model", "info", str(artifact)).assert_success()
+    assert "model: weighted 1.2" in outcome.out
+    assert outcome.out.index("  b: number") < outcome.out.index("  a: number")
+    data = json.loads(run_cli("model", "info", str(artifact), "--json").out)
+    assert [f["name"] for f in data["input"]] == ["b", "a"]
+    assert data["toolchain"]["name"] == "mlflow"
+    assert data["output"]["model_uri"].startswith("models:/")
+
+
+def test_predict_json_split_records_and_mlflow_payloads(artifact, tmp_path):
+    split = write_project(tmp_path, {"split.json": '{"columns": ["a", "b"], "data": [[1, 2]]}'})
+    outcome = run_cli("model", "predict", str(artifact), "--input", str(split / "split.json"))
+    assert json.loads(outcome.assert_success().out) == {
+        "columns": ["prediction"],
+        "prediction": [[21.0]],
+    }
+    records = tmp_path / "records.json"
+    records.write_text('[{"b": 1, "a": 0.5}, {"a": 0, "b": 3}]')
+    outcome = run_cli("model", "predict", str(artifact), "-i", str(records))
+    assert json.loads(outcome.assert_success().out)["prediction"] == [[10.5], [30.0]]
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text('{"dataframe_split": {"columns": ["b", "a"], "data": [[2, 1]]}}')
+    outcome = run_cli("model", "predict", str(artifact), "-i", str(wrapped))
+    assert json.loads(outcome.assert_success().out)["prediction"] == [[21.0]]
+    # without --input: the model's own example row
+    outcome = run_cli("model", "predict", str(artifact)).assert_success()
+    assert json.loads(outcome.out)["prediction"] == [[10.5]]
+
+
+def test_predict_csv_in_and_out(artifact, tmp_path):
+    data = tmp_path / "rows.csv"
+    data.write_text("a,b\n1,2\n0.5,1\n")
+    outcome = run_cli("model", "predict", str(artifact), "-i", str(data), "--output", "csv")
+    assert outcome.assert_success().out == "prediction\n21.0\n10.5\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("bad.json", '{"columns": ["a", "b"], "data": [[1, 2]', "bad.json:1:"),
+        ("keys.json", '{"rows": []}', 'needs "columns" and "data" (got keys: rows)'),
+        ("width.json", '{"columns": ["a", "b"], "data": [[1]]}', "row 1 has 1 values for 2"),
+        ("rec.json", '[{"a": 1, "b": 2}, {"a": 1}]', "record 2 lacks b"),
+        ("cols.json", '{"columns": ["a", "c"], "data": [[1, 2]]}', "missing columns: b"),
+        ("cell.csv", "a,b\n1,x\n", "row 1, column 'b': 'x' is not a number"),
+        ("ragged.csv", "a,b\n1,2,3\n", "ragged.csv:2: 3 values for 2 columns"),
+        ("empty.csv", "", "empty CSV"),
+    ],
+)
+def test_predict_bad_input_is_a_one_line_input_error(artifact, tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    outcome = run_cli("model", "predict", str(artifact), "--input", str(path)).assert_failed(2)
+    assert message in outcome.err
+    assert str(path) in outcome.err
+    assert len(outcome.err.strip().splitlines()) == 1
+
+
+def test_predict_missing_input_file(artifact, tmp_path):
+    outcome = run_cli("model", "predict", str(artifact), "-i", str(tmp_path / "nope.json"))
+    assert "no such input file" in outcome.assert_failed(2).err
