@@ -27,6 +27,7 @@ setup(
         "uvicorn>=0.30",
         "httptools>=0.6",
         "uvloop>=0.19",
+        "orjson>=3.9",
     ],
     extras_require={
         "test": ["pytest>=8", "ruff>=0.5", "moto[server]>=5", "scikit-learn>=1.3"],

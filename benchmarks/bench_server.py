@@ -1,0 +1,151 @@
+"""Benchmark the model REST server against `mlflow models serve` and MLServer, in one run.
+
+    .venv/bin/python benchmarks/bench_server.py [--seconds 10] [--models rf,wine]
+
+Sets up what it needs: wrk (apt-get, if missing), MLServer in a cached venv
+(~/.cache/legion-ci-bench/mlserver-venv), the two models logged with MLflow. Each server is
+started, loaded with the same wrk scenarios on 127.0.0.1, and stopped (on failure too), one
+after the other. Prints requests/s and p99 per server and scenario, the ratios legion/mlflow
+and legion/mlserver, start-to-ready time and resident memory per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+from benchmarks.server_support.load import LoadResult, run_wrk  # noqa: E402
+from benchmarks.server_support.models import build  # noqa: E402
+from benchmarks.server_support.servers import (  # noqa: E402
+    CACHE,
+    Running,
+    ensure_mlserver,
+    ensure_wrk,
+    start,
+)
+
+SCENARIOS = [(1, 64), (1, 16), (100, 16)]  # (rows per request, connections)
+SERVERS = ["mlflow", "mlserver", "legion"]
+
+
+def _predictions(run: Running, model, rows: int = 3) -> list[float]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{run.port}{run.path}",
+        data=run.body(model, rows).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        doc = json.loads(resp.read())
+    if run.kind == "legion":
+        return [r[0] for r in doc["prediction"]]
+    if run.kind == "mlflow":
+        return list(doc["predictions"])
+    return list(doc["outputs"][0]["data"])
+
+
+def bench_server(kind, model, args, workdir, wrk) -> dict:
+    run = start(kind, model, workdir, legion_workers=args.legion_workers)
+    try:
+        result = {"start_to_ready_s": round(run.start_to_ready_s, 2), "scenarios": {}}
+        result["check"] = _predictions(run, model)
+        for rows, conns in SCENARIOS:
+            body = run.body(model, rows)
+            run_wrk(wrk, run.port, run.path, body, conns=conns, seconds=args.warmup,
+                    script_dir=workdir)  # fmt: skip
+            res: LoadResult = run_wrk(
+                wrk, run.port, run.path, body, conns=conns, seconds=args.seconds, script_dir=workdir
+            )
+            result["scenarios"][f"{rows}x{conns}"] = res.__dict__
+            print(
+                f"  {model.key:5} {kind:8} {rows:>3} rows {conns:>2} conns: {res.rps:9.1f} req/s"
+                f"  p99 {res.p99_ms:8.1f} ms  errors {res.errors}",
+                flush=True,
+            )
+        run.measure_memory()
+        result["rss_mib"] = run.rss_mib
+        return result
+    finally:
+        run.stop()
+
+
+def report(results: dict, models: list[str]) -> None:
+    print("\n== results (same run, same machine, wrk on 127.0.0.1) ==")
+    for key in models:
+        per = results[key]
+        print(f"\nmodel {key}")
+        print(
+            "  scenario    " + "".join(f"{k:>22}" for k in SERVERS) + "   legion/mlflow"
+            "  legion/mlserver  p99 mlflow/legion  p99 mlserver/legion"
+        )
+        for rows, conns in SCENARIOS:
+            sc = f"{rows}x{conns}"
+            cells = "".join(
+                f"{per[k]['scenarios'][sc]['rps']:>10.1f}/s"
+                f" {per[k]['scenarios'][sc]['p99_ms']:>7.1f}ms"
+                for k in SERVERS
+            )
+            lg = per["legion"]["scenarios"][sc]
+            mf = per["mlflow"]["scenarios"][sc]
+            ms = per["mlserver"]["scenarios"][sc]
+            print(
+                f"  {rows:>3} rows/{conns:>2}c{cells}   {lg['rps'] / mf['rps']:>11.1f}x"
+                f"  {lg['rps'] / ms['rps']:>14.2f}x  {mf['p99_ms'] / lg['p99_ms']:>16.1f}x"
+                f"  {ms['p99_ms'] / lg['p99_ms']:>18.2f}x"
+            )
+        for k in SERVERS:
+            print(
+                f"  {k:8} start-to-ready {per[k]['start_to_ready_s']:5.2f} s,"
+                f" RSS per process (MiB): {per[k]['rss_mib']}"
+            )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per scenario")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured time per scenario")
+    parser.add_argument("--models", default="rf,wine")
+    parser.add_argument("--legion-workers", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+
+    wrk = ensure_wrk()
+    ensure_mlserver()
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="legion-bench-") as tmp:
+        workdir = Path(tmp)
+        for key in models:
+            model = build(CACHE / "models", key)
+            print(f"model {key}: {len(model.columns)} columns", flush=True)
+            results[key] = {}
+            for kind in SERVERS:
+                results[key][kind] = bench_server(kind, model, args, workdir, wrk)
+            checks = {k: results[key][k]["check"] for k in SERVERS}
+            for k in SERVERS:
+                if any(abs(a - b) > 1e-6 * max(1.0, abs(b))
+                       for a, b in zip(checks[k], checks["mlflow"], strict=True)):  # fmt: skip
+                    print(f"  WARNING: {k} predicts {checks[k]}, mlflow {checks['mlflow']}")
+    report(results, models)
+    results["_meta"] = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "seconds": args.seconds,
+        "cpus": os.cpu_count(),
+        "legion_workers": args.legion_workers,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

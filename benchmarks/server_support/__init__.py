@@ -1,0 +1,1 @@
+"""Set-up for benchmarks/bench_server.py: models, peer servers, the load generator."""

@@ -1,0 +1,440 @@
+"""The model REST server as a bare ASGI app: Legion's routes, MLflow's scoring protocol,
+feedback, health and metrics.
+
+No web framework: the hot path (invoke) is header scan, body read, JSON parse, a queue into
+the batcher and one JSON dump. Routing is a dict lookup on (method, path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from legion_ci.gppi.manifest import Manifest
+from legion_ci.server import jsonio
+from legion_ci.server.config import ServeSettings
+from legion_ci.server.metrics import Metrics
+from legion_ci.server.protocols import (
+    InputSchema,
+    RequestError,
+    answer_legion,
+    answer_mlflow,
+    bad,
+    check_json_content_type,
+    decode_json,
+    parse_legion,
+    parse_mlflow,
+)
+
+log = logging.getLogger("legion_ci.server")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Answer = tuple[int, bytes, bytes]
+
+_JSON = b"application/json"
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,200}")
+_ERROR_CODES = {
+    400: "BAD_REQUEST",
+    404: "ENDPOINT_NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
+    413: "REQUEST_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    500: "INTERNAL_ERROR",
+    503: "NOT_READY",
+}
+
+
+_dumps = jsonio.dumps
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request body arrived."""
+
+
+class Request:
+    __slots__ = ("client_request_id", "content_length", "content_type", "headers", "id", "receive")
+
+    def __init__(self, receive: Receive, headers: list[tuple[bytes, bytes]]):
+        self.receive = receive
+        self.headers = headers
+        self.content_type: bytes | None = None
+        self.content_length: bytes | None = None
+        # What the client sent (feedback needs one); `id` is that or a generated one.
+        self.client_request_id: bytes | None = None
+        self.id = ""
+
+
+class ModelApp:
+    """ASGI app serving one GPPI model. The model loads in the background at startup, so
+    liveness answers at once and readiness turns true when the model is in memory."""
+
+    def __init__(self, settings: ServeSettings, root: Path, manifest: Manifest):
+        self.settings = settings
+        self.root = root
+        self.manifest = manifest
+        self.model: Any = None
+        self.schema: InputSchema | None = None
+        self.batcher: Any = None
+        self.store: Any = None
+        self.load_error: str | None = None
+        self.on_fatal: Callable[[], None] | None = None
+        self.metrics = Metrics(manifest.model_name, manifest.model_version, settings.metrics_dir)
+        self._ready: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._info_doc = b""
+        self._json_cls: Any = None
+        self._parent = os.getppid()
+        self._static = [
+            (b"model-name", manifest.model_name.encode("utf-8")),
+            (b"model-version", manifest.model_version.encode("utf-8")),
+        ]
+        self._version = (
+            manifest.toolchain_version if manifest.toolchain_name == "mlflow" else ""
+        ) or _legion_version()
+        self._routes: dict[tuple[str, str], tuple[Callable[[Request], Awaitable[Answer]], str]] = {
+            ("POST", "/api/model/invoke"): (self.invoke, "invoke"),
+            ("POST", "/invocations"): (self.invocations, "invocations"),
+            ("POST", "/api/model/feedback"): (self.feedback, "feedback"),
+            ("GET", "/api/model/info"): (self.info, "info"),
+            ("GET", "/healthcheck"): (self.readiness, "healthcheck"),
+            ("GET", "/readyz"): (self.readiness, "readyz"),
+            ("GET", "/livez"): (self.liveness, "livez"),
+            ("GET", "/ping"): (self.ping, "ping"),
+            ("GET", "/health"): (self.ping, "health"),
+            ("GET", "/version"): (self.version, "version"),
+            ("GET", "/metrics"): (self.prometheus, "metrics"),
+        }
+        self._methods: dict[str, list[str]] = {}
+        for method, path in self._routes:
+            self._methods.setdefault(path, []).append(method)
+
+    # -- ASGI ------------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._handle(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        began = time.perf_counter()
+        req = Request(receive, scope["headers"])
+        for key, value in req.headers:
+            if key == b"content-type":
+                req.content_type = value
+            elif key == b"content-length":
+                req.content_length = value
+            elif key == b"request-id" or key == b"x-request-id":
+                req.client_request_id = value
+        rid = req.client_request_id
+        close = False
+        route = "other"
+        try:
+            if rid is not None and _REQUEST_ID.fullmatch(rid) is None:
+                rid = None
+                raise bad("Request-ID must be 1 to 200 letters, digits or ._:/+=@-")
+            if rid is None:
+                rid = uuid.uuid4().hex.encode()
+            req.id = rid.decode()
+            handler, route = self._routes.get((scope["method"], scope["path"]), (None, "other"))
+            if handler is None:
+                allowed = self._methods.get(scope["path"])
+                if allowed:
+                    raise RequestError(
+                        405,
+                        f"{scope['method']} is not allowed on {scope['path']}; use "
+                        + ", ".join(allowed),
+                    )
+                raise RequestError(404, f"no route {scope['path']}")
+            status, body, ctype = await handler(req)
+        except ClientGone:
+            # Nobody to answer; 499 (nginx's "client closed request") keeps it visible in metrics.
+            self.metrics.observe_request(route, 499, time.perf_counter() - began)
+            return
+        except RequestError as exc:
+            rid = rid or uuid.uuid4().hex.encode()
+            status, ctype, close = exc.status, _JSON, exc.close
+            body = self._error(exc.status, exc.message, rid)
+        except Exception:
+            rid = rid or uuid.uuid4().hex.encode()
+            # The traceback stays in the server log, found by the request id the client got.
+            log.exception("request %s on %s failed", rid.decode(), scope.get("path"))
+            status, ctype = 500, _JSON
+            body = self._error(
+                500,
+                "the model failed on this request; the server log has the details under"
+                f" request id {rid.decode()}",
+                rid,
+            )
+        headers = [
+            (b"content-type", ctype),
+            (b"content-length", str(len(body)).encode()),
+            *self._static,
+            (b"request-id", rid),
+            (b"x-request-id", rid),
+        ]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.observe_request(route, status, time.perf_counter() - began)
+
+    @staticmethod
+    def _error(status: int, message: str, rid: bytes) -> bytes:
+        return _dumps(
+            {
+                "error_code": _ERROR_CODES.get(status, "ERROR"),
+                "message": message,
+                "request_id": rid.decode(),
+            }
+        )
+
+    async def _body(self, req: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        if req.content_length is not None:
+            try:
+                declared = int(req.content_length)
+            except ValueError:
+                raise bad("Content-Length is not a number") from None
+            if declared > limit:
+                raise RequestError(
+                    413,
+                    f"the request body is {declared} bytes, over this server's limit of"
+                    f" {limit} bytes",
+                    close=True,
+                )
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                while True:
+                    message = await req.receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientGone
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise RequestError(
+                            413,
+                            f"the request body is over this server's limit of {limit} bytes",
+                            close=True,
+                        )
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise RequestError(
+                408,
+                f"the request body did not arrive within {self.settings.body_timeout_s:g} s",
+                close=True,
+            ) from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        from legion_ci.server.feedback import FeedbackStore
+
+        self._ready = asyncio.Event()
+        self.store = FeedbackStore(self.settings.feedback_db)
+        self._tasks.append(asyncio.create_task(self._load()))
+        self._tasks.append(asyncio.create_task(self._housekeeping()))
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.batcher is not None:
+            self.batcher.close()
+        if self.store is not None:
+            self.store.close()
+        self.metrics.write_snapshot()
+
+    async def _load(self) -> None:
+        from legion_ci.errors import LegionError
+        from legion_ci.gppi.loader import load_model
+        from legion_ci.server.batching import Batcher
+        from legion_ci.server.openapi import build_openapi
+
+        began = time.perf_counter()
+        try:
+            model = await asyncio.to_thread(load_model, self.root)
+            schema = InputSchema(model.input_fields)
+            info_doc = _dumps(build_openapi(model))
+        except Exception as exc:
+            if isinstance(exc, LegionError):
+                self.load_error = str(exc)
+            else:
+                log.exception("loading the model failed")
+                self.load_error = f"loading the model failed: {type(exc).__name__}: {exc}"
+            log.error("%s", self.load_error)
+            if self.on_fatal is not None:
+                self.on_fatal()
+            return
+        columns = schema.columns
+
+        def predict(rows: list[list[Any]]) -> tuple[list[list[Any]], list[str]]:
+            return model.predict(rows, columns)
+
+        self.model, self.schema, self._info_doc = model, schema, info_doc
+        self._json_cls = model.json_encoder if isinstance(model.json_encoder, type) else None
+        self.batcher = Batcher(
+            predict,
+            max_rows=self.settings.max_batch_rows,
+            max_wait_s=self.settings.max_batch_wait_ms / 1000.0,
+            on_batch=self.metrics.observe_batch,
+        )
+        self.metrics.ready = True
+        assert self._ready is not None
+        self._ready.set()
+        log.info(
+            "model %s %s loaded in %.2f s; ready (pid %d)",
+            model.name,
+            model.version,
+            time.perf_counter() - began,
+            os.getpid(),
+        )
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.metrics.write_snapshot()
+            # A worker whose supervisor died (kill -9) must not keep serving on its own.
+            if self.settings.metrics_dir and os.getppid() != self._parent:
+                log.warning("the supervisor is gone; shutting down")
+                if self.on_fatal is not None:
+                    self.on_fatal()
+                return
+
+    async def _wait_ready(self) -> None:
+        if self.batcher is not None:
+            return
+        if self.load_error is not None:
+            raise RequestError(503, "the model failed to load; see the server log")
+        assert self._ready is not None
+        try:
+            async with asyncio.timeout(self.settings.load_wait_s):
+                await self._ready.wait()
+        except TimeoutError:
+            raise RequestError(503, "the model is still loading; try again shortly") from None
+
+    def _encode(self, obj: Any) -> bytes:
+        return jsonio.dumps(obj, self._json_cls)
+
+    # -- prediction routes -----------------------------------------------------------------------
+    async def invoke(self, req: Request) -> Answer:
+        check_json_content_type(req.content_type)
+        body = await self._body(req)
+        await self._wait_ready()
+        rows = parse_legion(self.schema, body)  # type: ignore[arg-type]
+        out_rows, out_cols = await self.batcher.submit(rows)
+        answer = self._encode(answer_legion(out_rows, out_cols))
+        if self.settings.log_requests:
+            await self._log(req, "invoke", body, answer)
+        return 200, answer, _JSON
+
+    async def invocations(self, req: Request) -> Answer:
+        body = await self._body(req)
+        await self._wait_ready()
+        rows = parse_mlflow(self.schema, body, req.content_type)  # type: ignore[arg-type]
+        out_rows, out_cols = await self.batcher.submit(rows)
+        answer = self._encode(answer_mlflow(out_rows, out_cols))
+        if self.settings.log_requests:
+            await self._log(req, "invocations", body, answer)
+        return 200, answer, _JSON
+
+    async def _log(self, req: Request, route: str, body: bytes, answer: bytes) -> None:
+        await self.store.log_prediction(
+            req.id,
+            self.manifest.model_name,
+            self.manifest.model_version,
+            route,
+            200,
+            body.decode("utf-8", "replace"),
+            answer.decode("utf-8"),
+        )
+
+    # -- feedback --------------------------------------------------------------------------------
+    async def feedback(self, req: Request) -> Answer:
+        if req.client_request_id is None:
+            raise bad("feedback needs a Request-ID header naming the prediction it is about")
+        for key, value in req.headers:
+            if key in (b"model-name", b"model-version"):
+                expected = (
+                    self.manifest.model_name
+                    if key == b"model-name"
+                    else (self.manifest.model_version)
+                )
+                got = value.decode("utf-8", "replace")
+                if got != expected:
+                    raise bad(
+                        f"{key.decode().title()} {got!r} does not match the served model"
+                        f" ({self.manifest.model_name} {self.manifest.model_version})"
+                    )
+        check_json_content_type(req.content_type)
+        body = await self._body(req)
+        payload = decode_json(body)
+        await self.store.add_feedback(
+            req.id,
+            self.manifest.model_name,
+            self.manifest.model_version,
+            json.dumps(payload, separators=(",", ":")),
+        )
+        return 200, _dumps({"registered": True, "request_id": req.id, "message": payload}), _JSON
+
+    # -- info, health, metrics -------------------------------------------------------------------
+    async def info(self, req: Request) -> Answer:
+        await self._wait_ready()
+        return 200, self._info_doc, _JSON
+
+    async def readiness(self, req: Request) -> Answer:
+        if self.batcher is not None:
+            return 200, b'{"status":true}', _JSON
+        message = "the model failed to load" if self.load_error else "the model is loading"
+        return 503, _dumps({"status": False, "message": message}), _JSON
+
+    async def liveness(self, req: Request) -> Answer:
+        return 200, b'{"status":true}', _JSON
+
+    async def ping(self, req: Request) -> Answer:
+        # MLflow's /ping answers "\n"; its clients only look at the status code.
+        return (200 if self.batcher is not None else 503), b"\n", _JSON
+
+    async def version(self, req: Request) -> Answer:
+        return 200, self._version.encode(), _JSON
+
+    async def prometheus(self, req: Request) -> Answer:
+        text = await asyncio.to_thread(self.metrics.render)
+        return 200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8"
+
+
+def _legion_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("legion-ci")
+    except Exception:
+        return "0"

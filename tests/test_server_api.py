@@ -1,0 +1,266 @@
+"""Legion's routes, headers, health, metrics and every bad-input case, against a real server
+process on 127.0.0.1 serving a hand-written GPPI model."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.server_support import Server, make_tiny_model
+
+NUMBER_MODEL_COLUMNS = ["a", "b", "note"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("api")
+    srv = Server(
+        make_tiny_model(tmp / "model"),
+        "--feedback-db",
+        str(tmp / "fb.sqlite3"),
+        "--max-body-bytes",
+        "4096",
+        "--body-timeout-s",
+        "1",
+    )
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        assert srv.stop() == 0
+
+
+def invoke(server: Server, body, **kw):
+    return server.request("POST", "/api/model/invoke", body, **kw)
+
+
+def test_invoke_answers_rows_in_model_column_order(server: Server) -> None:
+    status, headers, body = invoke(server, {"columns": ["a", "b"], "data": [[1, 2], [3.5, 4]]})
+    assert status == 200, body
+    assert body == {"prediction": [[3, -1], [7.5, -0.5]], "columns": ["sum", "diff"]}
+    assert headers["model-name"] == "tiny"
+    assert headers["model-version"] == "2.1"
+    assert len(headers["request-id"]) == 32
+    # Columns in another order, and no columns at all (the model's own order).
+    assert invoke(server, {"columns": ["b", "a"], "data": [[2, 1]]})[2]["prediction"] == [[3, -1]]
+    assert invoke(server, {"data": [[1, 2, "x"]]})[2]["prediction"] == [[3, -1]]
+
+
+def test_request_id_is_echoed_from_either_header(server: Server) -> None:
+    for header in ("Request-ID", "X-Request-ID"):
+        _, headers, _ = invoke(server, {"data": [[1, 2, None]]}, headers={header: "abc-123"})
+        assert headers["request-id"] == "abc-123"
+        assert headers["x-request-id"] == "abc-123"
+    status, headers, body = invoke(
+        server, {"data": [[1, 2, None]]}, headers={"X-Request-ID": "a b"}
+    )
+    assert status == 400 and "Request-ID" in body["message"]
+
+
+def test_every_response_carries_model_headers(server: Server) -> None:
+    for method, path in [("GET", "/healthcheck"), ("GET", "/nope"), ("GET", "/metrics")]:
+        _, headers, _ = server.request(method, path)
+        assert headers["model-name"] == "tiny" and headers["model-version"] == "2.1"
+        assert headers["request-id"]
+
+
+def test_health_routes(server: Server) -> None:
+    assert server.request("GET", "/healthcheck")[:3:2] == (200, {"status": True})
+    assert server.request("GET", "/livez")[0] == 200
+    assert server.request("GET", "/readyz")[0] == 200
+    assert server.request("GET", "/ping")[0] == 200
+    assert server.request("GET", "/health")[0] == 200
+
+
+def test_info_is_an_openapi_document_with_examples(server: Server) -> None:
+    status, _, doc = server.request("GET", "/api/model/info")
+    assert status == 200
+    assert doc["openapi"].startswith("3.")
+    assert doc["info"] == {
+        "title": "tiny model",
+        "version": "2.1",
+        "description": "Legion model REST API of tiny 2.1.",
+    }
+    invoke_op = doc["paths"]["/api/model/invoke"]["post"]
+    example = invoke_op["requestBody"]["content"]["application/json"]["example"]
+    assert example == {"columns": NUMBER_MODEL_COLUMNS, "data": [[1.0, 2.0, "x"]]}
+    response_example = invoke_op["responses"]["200"]["content"]["application/json"]["example"]
+    assert response_example == {"prediction": [[3.0, -1.0]], "columns": ["sum", "diff"]}
+    assert "/api/model/feedback" in doc["paths"] and "/invocations" in doc["paths"]
+    # The documented example really works.
+    assert invoke(server, example)[2]["prediction"] == [[3.0, -1.0]]
+
+
+def test_metrics_in_prometheus_text(server: Server) -> None:
+    invoke(server, {"data": [[1, 2, None]]})
+    invoke(server, {"data": "nope"})
+    status, headers, text = server.request("GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    assert 'legion_model_requests_total{route="invoke",status="200"}' in text
+    assert 'legion_model_requests_total{route="invoke",status="400"}' in text
+    assert 'legion_model_request_duration_seconds_bucket{route="invoke",le="+Inf"}' in text
+    assert "legion_model_batch_rows_count" in text and "legion_model_batch_requests_sum" in text
+    assert 'legion_model_info{model_name="tiny",model_version="2.1"} 1' in text
+    for line in text.splitlines():
+        assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
+
+
+BAD_BODIES = [
+    (b"{not json", "application/json", 400, "not valid JSON"),
+    (b"", "application/json", 400, "empty"),
+    (b"[1, 2]", "application/json", 400, "JSON object"),
+    (b'{"columns": ["a", "b"]}', "application/json", 400, 'no "data"'),
+    (b'{"data": [[1, 2, null]], "extra": 1}', "application/json", 400, "unexpected keys"),
+    (b'{"columns": ["a", "zz"], "data": [[1, 2]]}', "application/json", 400, "unknown columns: zz"),
+    (b'{"columns": ["a"], "data": [[1]]}', "application/json", 400, "missing columns: b"),
+    (b'{"columns": ["a", "a"], "data": [[1, 1]]}', "application/json", 400, "duplicate columns"),
+    (b'{"columns": ["a", "b"], "data": [[1, 2, 3]]}', "application/json", 400, "row 0 has 3"),
+    (b'{"columns": ["a", "b"], "data": [[1, 2], [1]]}', "application/json", 400, "row 1 has 1"),
+    (
+        b'{"columns": ["a", "b"], "data": [[1, "two"]]}',
+        "application/json",
+        400,
+        "expected a number",
+    ),
+    (b'{"columns": ["a", "b"], "data": [[true, 2]]}', "application/json", 400, "expected a number"),
+    (b'{"columns": ["a", "b"], "data": [[null, 2]]}', "application/json", 400, "value is required"),
+    (b'{"columns": ["a", "b"], "data": []}', "application/json", 400, "no rows"),
+    (b'{"columns": ["a", "b"], "data": [5]}', "application/json", 400, "not a list of values"),
+    (b'{"columns": "a", "data": [[1]]}', "application/json", 400, "list of column names"),
+    (b'{"data": [[1, 2, null]]}', "text/plain", 415, "send application/json"),
+    (b'{"data": "\xc3\x28"}', "application/json", 400, "UTF-8"),
+]
+
+
+@pytest.mark.parametrize(("raw", "ctype", "status", "message"), BAD_BODIES)
+def test_bad_input_gets_4xx_saying_what_was_wrong(
+    server: Server, raw: bytes, ctype: str, status: int, message: str
+) -> None:
+    got, headers, body = invoke(server, None, raw=raw, headers={"Content-Type": ctype})
+    assert got == status, body
+    assert message in body["message"]
+    assert body["request_id"] == headers["request-id"]
+    assert "Traceback" not in json.dumps(body)
+    # ... and the server keeps serving.
+    assert invoke(server, {"data": [[1, 2, None]]})[0] == 200
+
+
+def test_body_over_the_limit_is_413(server: Server) -> None:
+    rows = [[1, 2]] * 2000
+    status, headers, body = invoke(server, {"columns": ["a", "b"], "data": rows})
+    assert status == 413 and "limit of 4096 bytes" in body["message"]
+    assert headers.get("connection") == "close"
+    # Chunked upload with no Content-Length: counted while it arrives.
+    conn = server.conn()
+    conn.putrequest("POST", "/api/model/invoke")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    chunk = b" " * 3000
+    for _ in range(2):
+        conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    conn.send(b"0\r\n\r\n")
+    resp = conn.getresponse()
+    assert resp.status == 413 and b"over this server's limit" in resp.read()
+    conn.close()
+    assert invoke(server, {"data": [[1, 2, None]]})[0] == 200
+
+
+def test_slow_body_times_out_with_408(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /api/model/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"data": '
+        )
+        began = time.monotonic()
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            part = sock.recv(4096)
+            if not part:
+                break
+            reply += part
+    assert reply.startswith(b"HTTP/1.1 408"), reply
+    assert b"did not arrive within 1 s" in reply
+    assert time.monotonic() - began < 9  # answered by the server, not by our socket timeout
+    assert invoke(server, {"data": [[1, 2, None]]})[0] == 200
+
+
+def test_model_exception_is_500_without_traceback_and_logged(server: Server) -> None:
+    status, _, body = invoke(server, {"data": [[666, 1, None]]}, headers={"Request-ID": "boom-1"})
+    assert status == 500
+    assert body["error_code"] == "INTERNAL_ERROR" and "boom-1" in body["message"]
+    text = json.dumps(body)
+    assert "Traceback" not in text and "secret internal detail" not in text
+    deadline = time.monotonic() + 5
+    while "boom-1" not in server.log and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "request boom-1 on /api/model/invoke failed" in server.log
+    assert "Traceback" in server.log and "secret internal detail" in server.log
+    assert invoke(server, {"data": [[1, 2, None]]})[0] == 200
+
+
+def test_unknown_route_and_wrong_method(server: Server) -> None:
+    status, _, body = server.request("GET", "/api/model/nothing")
+    assert status == 404 and "no route" in body["message"]
+    status, _, body = server.request("GET", "/api/model/invoke")
+    assert status == 405 and "use POST" in body["message"]
+
+
+def test_keep_alive_connection_serves_many_requests(server: Server) -> None:
+    conn = server.conn()
+    for i in range(20):
+        conn.request(
+            "POST",
+            "/api/model/invoke",
+            body=json.dumps({"data": [[i, 1, None]]}),
+            headers={"Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        assert json.loads(resp.read())["prediction"] == [[i + 1, i - 1]]
+    conn.close()
+
+
+def test_readiness_false_while_loading_liveness_true(tmp_path: Path) -> None:
+    srv = Server(
+        make_tiny_model(tmp_path / "m"),
+        "--feedback-db",
+        str(tmp_path / "fb.sqlite3"),
+        env={"TINY_INIT_SLEEP": "2"},
+    )
+    try:
+        assert srv.request("GET", "/livez")[0] == 200
+        status, _, body = srv.request("GET", "/healthcheck")
+        assert status == 503 and body["status"] is False
+        assert srv.request("GET", "/ping")[0] == 503
+        # A prediction sent while loading waits for the model instead of failing.
+        assert invoke(srv, {"data": [[1, 2, None]]})[2]["prediction"] == [[3, -1]]
+        assert srv.request("GET", "/healthcheck")[0] == 200
+    finally:
+        assert srv.stop() == 0
+
+
+def test_bad_model_fails_start_with_a_message(tmp_path: Path) -> None:
+    model = make_tiny_model(tmp_path / "m")
+    (model / "legion_model" / "entrypoint.py").write_text("def init():\n    return 'dict'\n")
+    srv = Server(model, "--feedback-db", str(tmp_path / "fb.sqlite3"))
+    assert srv.proc.wait(30) == 1
+    assert "init() returned 'dict'; GPPI requires 'matrix'" in srv.log
+    assert "Traceback" not in srv.log
+
+
+def test_http_client_disconnect_mid_request_does_not_hurt(server: Server) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.putrequest("POST", "/api/model/invoke")
+    conn.putheader("Content-Length", "50")
+    conn.endheaders()
+    conn.send(b'{"data"')
+    conn.close()
+    assert invoke(server, {"data": [[1, 2, None]]})[0] == 200
+    time.sleep(0.2)
+    assert 'status="499"' in server.request("GET", "/metrics")[2]
+    assert "Exception in ASGI application" not in server.log

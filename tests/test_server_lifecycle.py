@@ -1,0 +1,205 @@
+"""Batching correctness, SIGTERM drain, feedback durability and export, several workers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from legion_ci.cli.feedback import feedback as feedback_cli
+from tests.server_support import Server, make_tiny_model
+
+
+def _metric(text: str, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", text, re.M)
+    assert found, name
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize("wait_ms", ["0", "5"])
+def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(
+    tmp_path: Path, wait_ms: str
+) -> None:
+    srv = Server(
+        make_tiny_model(tmp_path / "m"),
+        "--feedback-db",
+        str(tmp_path / "fb.sqlite3"),
+        "--max-batch-wait-ms",
+        wait_ms,
+        env={"TINY_CALL_DELAY": "0.05"},
+    )
+    try:
+        srv.wait_ready()
+
+        def one(i: int) -> tuple[int, list, list]:
+            # Different sizes and column orders in flight together.
+            rows = [[i * 10 + k, k] for k in range(1 + i % 4)]
+            body = {"columns": ["a", "b"], "data": rows}
+            if i % 3 == 0:
+                body = {"columns": ["b", "a"], "data": [[b, a] for a, b in rows]}
+            status, _, answer = srv.request("POST", "/api/model/invoke", body)
+            return status, rows, answer["prediction"]
+
+        with ThreadPoolExecutor(48) as pool:
+            results = list(pool.map(one, range(96)))
+        for status, rows, prediction in results:
+            assert status == 200
+            assert prediction == [[a + b, a - b] for a, b in rows]
+        text = srv.request("GET", "/metrics")[2]
+        calls = _metric(text, "legion_model_batch_requests_count")
+        merged = _metric(text, "legion_model_batch_requests_sum")
+        assert merged == 96 and calls < 96  # several requests shared a predict() call
+    finally:
+        assert srv.stop() == 0
+
+
+def test_a_failing_request_does_not_fail_its_batch_neighbours(tmp_path: Path) -> None:
+    srv = Server(
+        make_tiny_model(tmp_path / "m"),
+        "--feedback-db",
+        str(tmp_path / "fb.sqlite3"),
+        env={"TINY_CALL_DELAY": "0.05"},
+    )
+    try:
+        srv.wait_ready()
+
+        def one(i: int) -> int:
+            a = 666 if i == 7 else i
+            return srv.request("POST", "/api/model/invoke", {"data": [[a, 1, None]]})[0]
+
+        with ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(one, range(16)))
+        assert statuses[7] == 500
+        assert statuses[:7] + statuses[8:] == [200] * 15
+    finally:
+        assert srv.stop() == 0
+
+
+def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path: Path) -> None:
+    srv = Server(
+        make_tiny_model(tmp_path / "m"),
+        "--feedback-db",
+        str(tmp_path / "fb.sqlite3"),
+        env={"TINY_SLOW_S": "1.5"},
+    )
+    srv.wait_ready()
+    result: dict = {}
+
+    def slow() -> None:
+        result["answer"] = srv.request("POST", "/api/model/invoke", {"data": [[-1, 1, None]]})
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.4)  # the slow request is inside predict()
+    srv.signal(signal.SIGTERM)
+    thread.join(10)
+    assert result["answer"][0] == 200
+    assert result["answer"][2]["prediction"] == [[0, -2]]
+    assert srv.proc.wait(20) == 0
+    assert "drained and stopped" in srv.log
+
+
+def test_feedback_is_durable_across_kill_9_and_exports_joined(tmp_path: Path) -> None:
+    db = tmp_path / "fb.sqlite3"
+    srv = Server(make_tiny_model(tmp_path / "m"), "--feedback-db", str(db), "--log-requests")
+    srv.wait_ready()
+    status, headers, _ = srv.request(
+        "POST", "/api/model/invoke", {"data": [[1, 2, None]]}, headers={"Request-ID": "req-1"}
+    )
+    assert status == 200 and headers["request-id"] == "req-1"
+    # An MLflow-protocol prediction with a generated id, rated through that id.
+    status, headers, _ = srv.request("POST", "/invocations", {"inputs": [[5, 1, None]]})
+    generated = headers["request-id"]
+    for rid, payload in (("req-1", {"truth": 3.5}), (generated, {"truth": 6})):
+        status, _, body = srv.request(
+            "POST",
+            "/api/model/feedback",
+            payload,
+            headers={"Request-ID": rid, "Model-Name": "tiny", "Model-Version": "2.1"},
+        )
+        assert status == 200 and body == {"registered": True, "request_id": rid, "message": payload}
+    srv.proc.kill()  # kill -9 right after the answers
+    srv.proc.wait()
+
+    runner = CliRunner()
+    out = runner.invoke(feedback_cli, ["export", "--db", str(db)])
+    assert out.exit_code == 0, out.output
+    records = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [r["request_id"] for r in records] == ["req-1", generated]
+    first = records[0]
+    assert first["feedback"] == {"truth": 3.5}
+    assert first["request"] == {"data": [[1, 2, None]]}
+    assert first["response"] == {"prediction": [[3, -1]], "columns": ["sum", "diff"]}
+    assert first["model_name"] == "tiny" and first["model_version"] == "2.1"
+    assert records[1]["response"] == {"predictions": [{"sum": 6, "diff": 4}]}
+
+    target = tmp_path / "out.csv"
+    out = runner.invoke(
+        feedback_cli, ["export", "--db", str(db), "--format", "csv", "-o", str(target)]
+    )
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(io.StringIO(target.read_text())))
+    assert [r["request_id"] for r in rows] == ["req-1", generated]
+    assert json.loads(rows[0]["feedback"]) == {"truth": 3.5}
+    assert json.loads(rows[0]["response"])["prediction"] == [[3, -1]]
+
+
+def test_feedback_bad_requests(tmp_path: Path) -> None:
+    srv = Server(make_tiny_model(tmp_path / "m"), "--feedback-db", str(tmp_path / "fb.sqlite3"))
+    try:
+        srv.wait_ready()
+        status, _, body = srv.request("POST", "/api/model/feedback", {"ok": 1})
+        assert status == 400 and "Request-ID" in body["message"]
+        status, _, body = srv.request(
+            "POST", "/api/model/feedback", {"ok": 1}, headers={"Request-ID": "r", "Model-Name": "x"}
+        )
+        assert status == 400 and "does not match the served model (tiny 2.1)" in body["message"]
+        status, _, body = srv.request(
+            "POST", "/api/model/feedback", None, raw=b"{", headers={"Request-ID": "r"}
+        )
+        assert status == 400 and "not valid JSON" in body["message"]
+        status, _, body = srv.request(
+            "POST", "/api/model/feedback", None, raw=b"", headers={"Request-ID": "r"}
+        )
+        assert status == 400 and "empty" in body["message"]
+    finally:
+        assert srv.stop() == 0
+    out = CliRunner().invoke(
+        feedback_cli, ["export", "--db", str(tmp_path / "fb.sqlite3"), "--include-unrated"]
+    )
+    assert out.exit_code == 0, out.output
+    assert out.stdout == "" and "exported 0 record(s)" in out.stderr
+
+
+def test_two_workers_share_the_port_and_add_up_metrics(tmp_path: Path) -> None:
+    srv = Server(
+        make_tiny_model(tmp_path / "m"), "--workers", "2", "--feedback-db", str(tmp_path / "f")
+    )
+    try:
+        srv.wait_ready()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            status, _, text = srv.request("GET", "/metrics")
+            assert status == 200
+            if _metric(text, "legion_model_ready_workers") == 2:
+                break
+            time.sleep(0.2)
+        assert _metric(text, "legion_model_workers") == 2
+        for i in range(40):
+            status, _, body = srv.request("POST", "/api/model/invoke", {"data": [[i, 1, None]]})
+            assert status == 200 and body["prediction"] == [[i + 1, i - 1]]
+        time.sleep(1.2)  # snapshots of the other worker are at most a second old
+        text = srv.request("GET", "/metrics")[2]
+        total = re.search(r'legion_model_requests_total\{route="invoke",status="200"\} (\d+)', text)
+        assert total and int(total.group(1)) == 40
+    finally:
+        assert srv.stop() == 0
