@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from legion_ci.runner.records import RunRecord
-from legion_ci.spec.pipeline import Pipeline
+if TYPE_CHECKING:  # annotations only: keep `import legion_ci.api` light
+    from legion_ci.runner.records import RunRecord
+    from legion_ci.spec.pipeline import Pipeline
 
 
 def validate_pipeline(path: Path | str) -> Pipeline:

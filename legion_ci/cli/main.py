@@ -78,7 +78,7 @@ def _crash_log(exc: BaseException) -> str:
     import traceback
     from importlib import metadata
 
-    from legion_ci.gppi.archive import cache_root
+    from legion_ci.cache import cache_root
 
     versions = []
     for dist in ("legion-ci", "mlflow", "click", "PyYAML", "jsonschema", "docker", "kubernetes"):

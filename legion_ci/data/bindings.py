@@ -34,40 +34,6 @@ from legion_ci.errors import StageError
 from legion_ci.integrations.base import Connection
 from legion_ci.runner.process import StageLog
 
-BINDING_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "Data placed inside the training's work dir before the training runs.",
-    "properties": {
-        "connection": {
-            "type": "string",
-            "minLength": 1,
-            "description": "Name of a data connection (type local, http or s3).",
-        },
-        "remotePath": {
-            "type": "string",
-            "description": (
-                "Path on the connection, relative to its uri: a file, or a directory / S3 "
-                "prefix (ending with '/') copied recursively."
-            ),
-        },
-        "localPath": {
-            "type": "string",
-            "minLength": 1,
-            "description": "Where to place the data, relative to the work dir (stays inside it).",
-        },
-        "sha256": {
-            "type": "string",
-            "pattern": "^[0-9a-fA-F]{64}$",
-            "description": (
-                "Expected sha256 of the file, or of the sorted sha256sum listing of a directory; "
-                "a mismatch fails the stage before training."
-            ),
-        },
-    },
-    "required": ["connection", "remotePath", "localPath"],
-    "additionalProperties": False,
-}
-
 # Generous for slow links yet bounded, so a stalled server fails the stage instead of hanging CI.
 HTTP_TIMEOUT_SECONDS = 60.0
 S3_CONNECT_TIMEOUT_SECONDS = 5

@@ -10,6 +10,7 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from legion_ci.cache import cache_root
 from legion_ci.errors import ModelError
 
 MAX_UNPACKED_BYTES = 4 * 1024**3
@@ -84,13 +85,6 @@ def safe_extract(zip_path: Path, dest: Path) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return dest
-
-
-def cache_root() -> Path:
-    base = os.environ.get("LEGION_CI_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "legion-ci"
-    )
-    return Path(base)
 
 
 def open_artifact(path: Path) -> Path:

@@ -204,7 +204,7 @@ def _entry_points() -> list[tuple[str, str]]:
     import json
     import sys
 
-    from legion_ci.gppi.archive import cache_root
+    from legion_ci.cache import cache_root
 
     stamps = []
     for entry in sys.path:

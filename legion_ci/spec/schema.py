@@ -91,7 +91,7 @@ BASELINE = {
 
 def _binding_schema() -> dict[str, Any]:
     try:
-        from legion_ci.data.bindings import BINDING_SCHEMA
+        from legion_ci.data.schema import BINDING_SCHEMA
     except ImportError:  # pragma: no cover - the data package always ships
         return {"type": "object"}
     return dict(BINDING_SCHEMA)
