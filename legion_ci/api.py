@@ -10,11 +10,15 @@ if TYPE_CHECKING:  # annotations only: keep `import legion_ci.api` light
     from legion_ci.spec.pipeline import Pipeline
 
 
-def validate_pipeline(path: Path | str) -> Pipeline:
-    """Load and validate a pipeline; raises SpecError listing every problem."""
+def validate_pipeline(path: Path | str, *, strict_project: bool = True) -> Pipeline:
+    """Load and validate a pipeline; raises SpecError listing every problem.
+
+    strict_project=False leaves problems in the training project itself (no MLproject, an
+    unknown entry point) to the train stage, so a run records them as a failed stage.
+    """
     from legion_ci.spec.validate import load_pipeline
 
-    return load_pipeline(path)
+    return load_pipeline(path, strict_project=strict_project)
 
 
 def run_pipeline(
@@ -31,7 +35,8 @@ def run_pipeline(
     """
     from legion_ci.runner.engine import execute
 
-    return execute(validate_pipeline(path), only=stage, run_id=run_id, echo=echo)
+    pipeline = validate_pipeline(path, strict_project=False)
+    return execute(pipeline, only=stage, run_id=run_id, echo=echo)
 
 
 def plan_pipeline(path: Path | str, *, stage: str | None = None) -> dict[str, Any]:

@@ -142,3 +142,30 @@ def test_s3_data_binding_through_the_pipeline(sh_project: Path, tmp_path: Path) 
     for path in (sh_project / ".legion").rglob("*"):
         if path.is_file() and path.suffix in (".log", ".json", ".xml", ".md"):
             assert secret not in path.read_text(errors="replace"), path
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("drop-mlproject", "MLproject"),
+        ("entrypoint: main", "unknown entry point 'mian'"),
+    ],
+)
+def test_broken_project_fails_the_stage_and_is_recorded(
+    wine_repo: Path, change: str, expected: str
+) -> None:
+    pipeline = wine_repo / "pipelines" / "wine.yaml"
+    if change == "drop-mlproject":
+        (wine_repo / "examples" / "wine" / "MLproject").unlink()
+    else:
+        pipeline.write_text(pipeline.read_text().replace(change, "entrypoint: mian"))
+    # `validate` finds it up front ...
+    assert expected in run_cli("validate", str(pipeline)).assert_failed(2).err
+    # ... and a run records it as the train stage's failure, for the CI reports.
+    outcome = run_cli("run", str(pipeline), "-q").assert_failed(1)
+    assert expected in outcome.err
+    assert len([line for line in outcome.err.splitlines() if "error:" in line]) == 1
+    record = json.loads(run_cli("runs", "show", "--file", str(pipeline), "-o", "json").out)
+    assert record["stages"]["train"]["status"] == "failed"
+    assert expected in record["stages"]["train"]["error"]
+    assert not list((wine_repo / "pipelines" / ".legion").rglob("*.zip"))

@@ -105,7 +105,7 @@ def execute_command(
         from legion_ci.runner.records import load_record
 
         try:
-            record = load_record(validate_pipeline(file).workspace)
+            record = load_record(validate_pipeline(file, strict_project=False).workspace)
         except Exception:  # the record is a convenience here; the error below still counts
             record = None
     if record is not None:

@@ -16,6 +16,8 @@ from legion_ci.spec.secrets import resolve_references
 from legion_ci.spec.yaml_loader import Located, PathT, format_path, load_located
 
 DATA_CONNECTION_TYPES = ("local", "http", "s3")
+# Toolchain problems in these stage fields are the pipeline file's, always found up front.
+PIPELINE_FIELDS = ("hyperParameters", "arguments")
 STAGE_KIND = {stage: kind for kind, stage in KINDS.items()}
 STAGE_NOUN = {"train": "toolchain", "package": "packaging integration", "deploy": "deploy target"}
 
@@ -139,7 +141,11 @@ def _connections(
 
 
 def _train_problems(
-    data: dict[str, Any], located: Located, base_dir: Path, registry: Registry
+    data: dict[str, Any],
+    located: Located,
+    base_dir: Path,
+    registry: Registry,
+    strict_project: bool,
 ) -> list[Problem]:
     train = (data.get("stages") or {}).get("train")
     if not train:
@@ -160,6 +166,10 @@ def _train_problems(
     validate = getattr(trainer, "validate", None)
     if callable(validate):
         for field_path, message in validate(train, project_dir):
+            if not strict_project and not str(field_path).startswith(PIPELINE_FIELDS):
+                # The project itself (MLproject, entry point) is the train stage's to judge
+                # when running, so the failure lands in the run record and the CI reports.
+                continue
             parts: list[str | int] = []
             for part in str(field_path).replace("]", "").replace("[", ".").split("."):
                 if part:
@@ -179,8 +189,17 @@ def _secret_paths(data: dict[str, Any]) -> set[PathT]:
     return paths
 
 
-def load_pipeline(path: Path | str, environ: dict[str, str] | None = None) -> Pipeline:
-    """Load, validate and resolve a pipeline; raises SpecError with every problem found."""
+def load_pipeline(
+    path: Path | str,
+    environ: dict[str, str] | None = None,
+    *,
+    strict_project: bool = True,
+) -> Pipeline:
+    """Load, validate and resolve a pipeline; raises SpecError with every problem found.
+
+    With strict_project=False (a run), problems the toolchain finds in the project itself
+    (a missing MLproject, an unknown entry point) are left for the train stage to fail on.
+    """
     shown = str(path)
     path = Path(path)
     located = load_located(path, shown)
@@ -219,7 +238,7 @@ def load_pipeline(path: Path | str, environ: dict[str, str] | None = None) -> Pi
     connections, conn_problems = _connections(data, located, base_dir)
     problems.extend(conn_problems)
     try:
-        problems.extend(_train_problems(data, located, base_dir, registry))
+        problems.extend(_train_problems(data, located, base_dir, registry, strict_project))
     except LegionError as exc:
         problems.append(located.problem(("stages", "train"), str(exc)))
     if problems:
