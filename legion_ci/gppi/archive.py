@@ -10,6 +10,7 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from legion_ci.atomic import atomic_output
 from legion_ci.cache import cache_root
 from legion_ci.errors import ModelError
 
@@ -31,25 +32,16 @@ def write_zip(src_dir: Path, dest: Path) -> str:
     A reader never sees a half-written zip: it is built beside `dest` and renamed into place.
     """
     src_dir, dest = Path(src_dir), Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as zf:
-            for path in sorted(src_dir.rglob("*")):
-                if path.is_symlink():
-                    raise ModelError(f"{path}: symbolic links are not allowed in a model binary")
-                if "__pycache__" in path.parts:
-                    continue
-                arcname = path.relative_to(src_dir).as_posix()
-                if path.is_dir():
-                    continue
-                zf.write(path, arcname)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp_name, dest)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with (
+        atomic_output(dest, binary=True) as raw,
+        zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as zf,
+    ):
+        for path in sorted(src_dir.rglob("*")):
+            if path.is_symlink():
+                raise ModelError(f"{path}: symbolic links are not allowed in a model binary")
+            if "__pycache__" in path.parts or path.is_dir():
+                continue
+            zf.write(path, path.relative_to(src_dir).as_posix())
     return sha256_file(dest)
 
 

@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from legion_ci.runner.records import RunRecord, write_atomic
+from legion_ci.atomic import write_atomic
+from legion_ci.runner.records import RunRecord
 
 
 def summary(record: RunRecord) -> dict[str, Any]:
