@@ -10,6 +10,8 @@ in the model's own environment.
 import json
 import os
 
+import numpy as np
+
 _model = None
 _predict = None
 _columns = []  # the input columns, in the order the model was trained on
@@ -19,6 +21,11 @@ _frame_input = True  # whether the model wants a DataFrame (named columns) or an
 _input_schema = []
 _output_schema = []
 _output_names = []
+_fast = False  # whether every input column is a float (or the model takes a bare array)
+_index = None  # _columns as a pandas Index, built once
+_orders = {}  # provided column names -> index array putting them in the model's order
+_FLOAT_TYPES = ("double", "float")
+_NUMERIC_KINDS = ("b", "i", "u", "f")
 
 _JSON_TYPES = {
     "double": "number",
@@ -95,7 +102,7 @@ def _default_example(mlflow_type):
 
 def init():
     global _model, _predict, _columns, _types, _tensor, _frame_input
-    global _input_schema, _output_schema, _output_names
+    global _input_schema, _output_schema, _output_names, _fast, _index, _orders
     folder = _location()
     mlmodel = _read_mlmodel(folder)
     flavors = mlmodel.get("flavors") or {}
@@ -182,6 +189,9 @@ def init():
         {"name": name, "type": kind, "required": True, "example": None}
         for name, kind in zip(_output_names, out_types, strict=True)
     ]
+    _fast = _tensor is not None or all(_types.get(c) in _FLOAT_TYPES for c in _columns)
+    _index = None
+    _orders = {}
     return "matrix"
 
 
@@ -268,14 +278,24 @@ def _plain(value):
 
 
 def _rows(result):
-    """Any model output (DataFrame, Series, ndarray, list, dict of arrays) as rows + names."""
-    import numpy as np
+    """Any model output (DataFrame, Series, ndarray, list, dict of arrays) as rows + names:
+    numeric arrays stay numpy (GPPI callers convert them with one tolist()), anything else is
+    made plain JSON-safe Python here."""
     import pandas as pd
 
-    if isinstance(result, pd.DataFrame):
-        return _plain(result.to_numpy().tolist()), [str(c) for c in result.columns]
-    if isinstance(result, pd.Series):
+    if isinstance(result, np.ndarray) and result.dtype.kind in _NUMERIC_KINDS:
+        pass  # the usual case: on to the array code below
+    elif isinstance(result, pd.DataFrame):
+        names = [str(c) for c in result.columns]
+        values = result.to_numpy()
+        if values.dtype.kind in _NUMERIC_KINDS:
+            return values, names  # numeric: the caller's tolist() makes plain Python
+        return _plain(values.tolist()), names
+    elif isinstance(result, pd.Series):
         name = str(result.name) if result.name is not None else _output_names[0]
+        values = result.to_numpy()
+        if values.dtype.kind in _NUMERIC_KINDS:
+            return values.reshape(-1, 1), [name]
         return [[_plain(v)] for v in result.tolist()], [name]
     if isinstance(result, dict):
         names = [str(k) for k in result]
@@ -297,17 +317,80 @@ def _rows(result):
         names = _output_names[:1] or ["prediction"]
     else:
         names = [f"prediction_{i}" for i in range(width)]
+    if array.dtype.kind in _NUMERIC_KINDS:
+        return array, names  # numeric: the caller's tolist() makes plain Python in one call
     return _plain(array.tolist()), names
 
 
-def predict_on_matrix(matrix, provided_columns_names=None):
-    frame = _frame(matrix, provided_columns_names)
+def _order(provided_columns_names):
+    """The index array taking provided columns to the model's order (None: already in it),
+    worked out once per distinct header; raises the careful path's errors."""
+    if not provided_columns_names:
+        return None
+    key = tuple([str(c) for c in provided_columns_names])
+    order = _orders.get(key, False)
+    if order is not False:
+        return order
+    columns = list(key)
+    if len(set(columns)) != len(columns):
+        dupes = sorted({c for c in columns if columns.count(c) > 1})
+        raise ValueError(f"duplicate input columns: {', '.join(dupes)}")
+    if sorted(columns) != sorted(_columns):
+        return False  # missing or unknown columns: the careful path words the error
+    order = None if columns == _columns else np.array([columns.index(c) for c in _columns])
+    if len(_orders) < 256:
+        _orders[key] = order
+    return order
+
+
+def _fast_array(matrix, provided_columns_names):
+    """All-float input as one 2-D array in the model's column order, converted in one call;
+    None when the careful path must look (strings, None, ragged rows, wrong columns, ...)."""
+    if not _fast or (not provided_columns_names and hasattr(matrix, "columns")):
+        return None
+    order = _order(provided_columns_names)
+    if order is False:
+        return None
+    try:
+        array = np.asarray(matrix)  # no dtype: strings or None must not be parsed here
+    except (ValueError, TypeError):
+        return None
+    if array.ndim != 2 or array.shape[0] == 0 or array.dtype.kind not in _NUMERIC_KINDS:
+        return None
+    if array.shape[1] != len(_columns):
+        return None
+    # The model gets an array of its own, never a view of the caller's (it may write to it),
+    # in the memory layout MLflow's own server gives the estimator (its sums can depend on
+    # it): a bare array row-major as parsed, a DataFrame's values column-major.
+    copy = order is None and (array is matrix or array.base is not None)
     if _tensor is not None:
-        data = frame.to_numpy(dtype=_tensor)
-    elif _frame_input:
-        data = frame
+        if order is not None:
+            array = array[:, order]
+        return np.array(array, dtype=_tensor, order="C", copy=True if copy else None)
+    if order is not None:
+        array = array.T[order].T
+    return np.array(array, dtype=np.float64, order="F", copy=True if copy else None)
+
+
+def predict_on_matrix(matrix, provided_columns_names=None):
+    global _index
+    array = _fast_array(matrix, provided_columns_names)
+    if array is None:
+        frame = _frame(matrix, provided_columns_names)
+        if _tensor is not None:
+            data = np.ascontiguousarray(frame.to_numpy(dtype=_tensor))
+        elif _frame_input:
+            data = frame
+        else:
+            data = frame.to_numpy()
+    elif _frame_input and _tensor is None:
+        import pandas as pd
+
+        if _index is None:
+            _index = pd.Index(_columns)
+        data = pd.DataFrame(array, columns=_index, copy=False)
     else:
-        data = frame.to_numpy()
+        data = array
     return _rows(_predict(data))
 
 

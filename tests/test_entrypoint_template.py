@@ -1,0 +1,182 @@
+"""The MLflow GPPI entrypoint template on real scikit-learn models: the fast all-float path
+(one numpy array for the whole batch) must answer exactly what the careful per-column path
+and the estimator itself answer, and fall back to the careful path with its errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+from legion_ci.gppi.loader import load_model
+from legion_ci.gppi.mlflow_convert import convert_mlflow_model
+
+
+def _binary(tmp: Path, model, x, name: str) -> Path:
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    folder = tmp / f"{name}-mlflow"
+    mlflow.sklearn.save_model(
+        model,
+        str(folder),
+        signature=infer_signature(x, model.predict(x[:5])),
+        serialization_format="cloudpickle",
+    )
+    out = tmp / f"{name}-gppi"
+    convert_mlflow_model(folder, out, name=name, version="1", toolchain_version="test")
+    return out
+
+
+@pytest.fixture(scope="module")
+def data():
+    from sklearn.datasets import load_diabetes
+
+    return load_diabetes(as_frame=True).data
+
+
+@pytest.fixture(scope="module")
+def forest(tmp_path_factory, data):
+    from sklearn.ensemble import RandomForestRegressor
+
+    target = data["bmi"] * 3 + data["s5"]
+    est = RandomForestRegressor(n_estimators=5, random_state=0).fit(data, target)
+    return est, load_model(_binary(tmp_path_factory.mktemp("rf"), est, data, "rf"))
+
+
+@pytest.fixture(scope="module")
+def linear(tmp_path_factory, data):
+    """A pipeline whose sums depend on the memory layout: batches must still match."""
+    from sklearn.linear_model import ElasticNet
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    target = data["bmi"] * 3 + data["s5"]
+    est = make_pipeline(StandardScaler(), ElasticNet(alpha=0.01)).fit(data, target)
+    return est, load_model(_binary(tmp_path_factory.mktemp("en"), est, data, "en"))
+
+
+@pytest.mark.parametrize("which", ["forest", "linear"])
+def test_batch_equals_per_row_and_estimator(request, data, which):
+    est, model = request.getfixturevalue(which)
+    cols = list(data.columns)
+    rows = data.iloc[:300].to_numpy().tolist()
+    out, names = model.predict(rows, cols)
+    assert names == ["prediction"]
+    assert [r[0] for r in out] == est.predict(data.iloc[:300]).tolist()  # exact
+    assert all(type(r[0]) is float for r in out)
+    singles = [model.predict([row], cols)[0][0] for row in rows[:40]]
+    assert singles == out[:40]
+    assert model.predict(rows)[0] == out  # no header: the model's own order
+
+
+@pytest.mark.parametrize("which", ["forest", "linear"])
+def test_columns_in_any_order(request, data, which):
+    _, model = request.getfixturevalue(which)
+    cols = list(data.columns)
+    rows = data.iloc[:50].to_numpy().tolist()
+    expected = model.predict(rows, cols)[0]
+    shuffled = cols[3:] + cols[:3]
+    moved = data.iloc[:50][shuffled].to_numpy().tolist()
+    assert model.predict(moved, shuffled)[0] == expected
+    assert model.predict(moved, shuffled)[0] == expected  # second time from the cached order
+    assert model.predict(np.asarray(moved), shuffled)[0] == expected
+
+
+def test_mixed_types_take_the_careful_path(forest, data):
+    _, model = forest
+    cols = list(data.columns)
+    rows = data.iloc[:3].to_numpy().tolist()
+    expected = model.predict(rows, cols)[0]
+    as_text = [[str(v) for v in row] for row in rows]  # CSV gives strings
+    assert model.predict(as_text, cols)[0] == expected
+    mixed = [list(row) for row in rows]
+    mixed[1][2] = str(mixed[1][2])
+    assert model.predict(mixed, cols)[0] == expected
+    ints = [[int(v * 1000) for v in row] for row in rows]
+    floats = [[float(v) for v in row] for row in ints]
+    assert model.predict(ints, cols)[0] == model.predict(floats, cols)[0]
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "message"),
+    [
+        ([[1.0] * 10, [1.0] * 9], None, "row 2 has 9 values for 10 columns"),
+        ([[1.0] * 9], None, "row 1 has 9 values for 10 columns"),
+        ([[1.0] * 10], ["age"] * 10, "duplicate input columns: age"),
+        ([[1.0]], ["age"], "missing columns: sex, bmi"),
+        ([[1.0] * 11], "extra", "unknown columns: nope"),
+        ([["abc"] + [1.0] * 9], None, "column 'age': expected double"),
+    ],
+)
+def test_bad_input_gets_the_careful_paths_errors(forest, data, rows, columns, message):
+    _, model = forest
+    cols = list(data.columns)
+    if columns == "extra":
+        columns = [*cols, "nope"]
+    with pytest.raises(ValueError, match=message):
+        model.predict(rows, columns or cols)
+
+
+def test_none_is_missing_data_like_nan(forest, data):
+    _, model = forest
+    cols = list(data.columns)
+    row = data.iloc[0].tolist()
+    with_none, with_nan = [None, *row[1:]], [float("nan"), *row[1:]]
+    assert model.predict([with_none], cols)[0] == model.predict([with_nan], cols)[0]
+
+
+def test_dataframe_input_uses_its_own_columns(forest, data):
+    est, model = forest
+    part = data.iloc[:20]
+    reversed_frame = part[list(part.columns)[::-1]]
+    out = model.module.predict_on_matrix(reversed_frame)[0]
+    assert np.asarray(out).ravel().tolist() == est.predict(part).tolist()
+
+
+def test_model_without_feature_names_gets_a_plain_array(tmp_path, data):
+    from sklearn.linear_model import LinearRegression
+
+    x = data.to_numpy()
+    est = LinearRegression().fit(x, data["bmi"].to_numpy() * 2)
+    model = load_model(_binary(tmp_path, est, x, "bare"))
+    assert model.module._frame_input is False
+    out, _ = model.predict(x[:30].tolist())
+    assert [r[0] for r in out] == est.predict(x[:30]).tolist()
+    assert all(type(r[0]) is float for r in out)
+    as_text = [[str(v) for v in row] for row in x[:5].tolist()]  # the careful path
+    assert model.predict(as_text)[0] == out[:5]
+
+
+def test_whole_number_columns_are_checked(tmp_path):
+    from sklearn.linear_model import LinearRegression
+
+    x = pd.DataFrame({"a": [1, 2, 3, 4], "b": [0.5, 1.5, 2.5, 3.5]})
+    est = LinearRegression().fit(x, [1.0, 2.0, 3.0, 4.0])
+    model = load_model(_binary(tmp_path, est, x, "ints"))
+    assert model.predict([[2, 1.5]], ["a", "b"])[0] == [[est.predict(x.iloc[[1]])[0]]]
+    with pytest.raises(ValueError, match="column 'a': expected long"):
+        model.predict([[2.5, 1.5]], ["a", "b"])
+
+
+def test_the_model_never_gets_a_view_of_the_callers_array(forest, data):
+    _, model = forest
+    module = model.module
+    cols = list(data.columns)
+    given = np.asfortranarray(data.iloc[:5].to_numpy())  # already the layout the model gets
+    seen = []
+    original = module._predict
+    module._predict = lambda x: seen.append(x) or original(x)
+    try:
+        module.predict_on_matrix(given, cols)
+        module.predict_on_matrix(given.T[::-1].T, cols[::-1])
+    finally:
+        module._predict = original
+    assert len(seen) == 2
+    assert not any(np.shares_memory(np.asarray(x), given) for x in seen)
