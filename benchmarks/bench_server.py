@@ -54,11 +54,13 @@ def _predictions(run: Running, model, rows: int = 3) -> list[float]:
 
 
 def bench_server(kind, model, args, workdir, wrk) -> dict:
-    run = start(kind, model, workdir, legion_workers=args.legion_workers)
+    run = start(
+        kind, model, workdir, legion_workers=args.legion_workers, legion_http=args.legion_http
+    )
     try:
         result = {"start_to_ready_s": round(run.start_to_ready_s, 2), "scenarios": {}}
         result["check"] = _predictions(run, model)
-        for rows, conns in SCENARIOS:
+        for rows, conns in args.scenario_list:
             body = run.body(model, rows)
             run_wrk(wrk, run.port, run.path, body, conns=conns, seconds=args.warmup,
                     script_dir=workdir)  # fmt: skip
@@ -78,31 +80,34 @@ def bench_server(kind, model, args, workdir, wrk) -> dict:
         run.stop()
 
 
-def report(results: dict, models: list[str]) -> None:
+def report(results: dict, models: list[str], servers: list[str], scenarios: list) -> None:
     print("\n== results (same run, same machine, wrk on 127.0.0.1) ==")
     for key in models:
         per = results[key]
         print(f"\nmodel {key}")
         print(
-            "  scenario    " + "".join(f"{k:>22}" for k in SERVERS) + "   legion/mlflow"
+            "  scenario    " + "".join(f"{k:>22}" for k in servers) + "   legion/mlflow"
             "  legion/mlserver  p99 mlflow/legion  p99 mlserver/legion"
         )
-        for rows, conns in SCENARIOS:
+        for rows, conns in scenarios:
             sc = f"{rows}x{conns}"
             cells = "".join(
                 f"{per[k]['scenarios'][sc]['rps']:>10.1f}/s"
                 f" {per[k]['scenarios'][sc]['p99_ms']:>7.1f}ms"
-                for k in SERVERS
+                for k in servers
             )
-            lg = per["legion"]["scenarios"][sc]
-            mf = per["mlflow"]["scenarios"][sc]
-            ms = per["mlserver"]["scenarios"][sc]
-            print(
-                f"  {rows:>3} rows/{conns:>2}c{cells}   {lg['rps'] / mf['rps']:>11.1f}x"
-                f"  {lg['rps'] / ms['rps']:>14.2f}x  {mf['p99_ms'] / lg['p99_ms']:>16.1f}x"
-                f"  {ms['p99_ms'] / lg['p99_ms']:>18.2f}x"
-            )
-        for k in SERVERS:
+            ratios = ""
+            if {"legion", "mlflow", "mlserver"} <= set(servers):
+                lg = per["legion"]["scenarios"][sc]
+                mf = per["mlflow"]["scenarios"][sc]
+                ms = per["mlserver"]["scenarios"][sc]
+                ratios = (
+                    f"   {lg['rps'] / mf['rps']:>11.1f}x"
+                    f"  {lg['rps'] / ms['rps']:>14.2f}x  {mf['p99_ms'] / lg['p99_ms']:>16.1f}x"
+                    f"  {ms['p99_ms'] / lg['p99_ms']:>18.2f}x"
+                )
+            print(f"  {rows:>3} rows/{conns:>2}c{cells}{ratios}")
+        for k in servers:
             print(
                 f"  {k:8} start-to-ready {per[k]['start_to_ready_s']:5.2f} s,"
                 f" RSS per process (MiB): {per[k]['rss_mib']}"
@@ -115,12 +120,28 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured time per scenario")
     parser.add_argument("--models", default="rf,wine")
     parser.add_argument("--legion-workers", type=int, default=1)
+    parser.add_argument(
+        "--legion-http", default="native", choices=["native", "uvicorn"], help="legion front end"
+    )
+    parser.add_argument(
+        "--servers", default=",".join(SERVERS), help="subset of mlflow,mlserver,legion"
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(f"{r}x{c}" for r, c in SCENARIOS),
+        help="subset of ROWSxCONNS, e.g. 1x64",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    servers = [k for k in SERVERS if k in args.servers.split(",")]
+    args.scenario_list = [(r, c) for r, c in SCENARIOS if f"{r}x{c}" in args.scenarios.split(",")]
+    if not servers or not args.scenario_list:
+        parser.error("no server or no scenario selected")
 
     wrk = ensure_wrk()
-    ensure_mlserver()
+    if "mlserver" in servers:
+        ensure_mlserver()
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="legion-bench-") as tmp:
         workdir = Path(tmp)
@@ -128,19 +149,21 @@ def main() -> int:
             model = build(CACHE / "models", key)
             print(f"model {key}: {len(model.columns)} columns", flush=True)
             results[key] = {}
-            for kind in SERVERS:
+            for kind in servers:
                 results[key][kind] = bench_server(kind, model, args, workdir, wrk)
-            checks = {k: results[key][k]["check"] for k in SERVERS}
-            for k in SERVERS:
+            checks = {k: results[key][k]["check"] for k in servers}
+            ref = checks[servers[0]]
+            for k in servers:
                 if any(abs(a - b) > 1e-6 * max(1.0, abs(b))
-                       for a, b in zip(checks[k], checks["mlflow"], strict=True)):  # fmt: skip
-                    print(f"  WARNING: {k} predicts {checks[k]}, mlflow {checks['mlflow']}")
-    report(results, models)
+                       for a, b in zip(checks[k], ref, strict=True)):  # fmt: skip
+                    print(f"  WARNING: {k} predicts {checks[k]}, {servers[0]} {ref}")
+    report(results, models, servers, args.scenario_list)
     results["_meta"] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "seconds": args.seconds,
         "cpus": os.cpu_count(),
         "legion_workers": args.legion_workers,
+        "legion_http": args.legion_http,
     }
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -93,6 +93,7 @@ class Server:
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
+        self.front = "uvicorn" if "uvicorn" in args else "native"
         self.log_lines: list[str] = []
         self._port_found = threading.Event()
         self.port = 0

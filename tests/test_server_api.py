@@ -16,8 +16,10 @@ from tests.server_support import Server, make_tiny_model
 NUMBER_MODEL_COLUMNS = ["a", "b", "note"]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
+# Every test here runs against both HTTP front ends: they share the routes, and each must
+# carry them over HTTP the same way.
+@pytest.fixture(scope="module", params=["native", "uvicorn"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("api")
     srv = Server(
         make_tiny_model(tmp / "model"),
@@ -27,7 +29,10 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         "4096",
         "--body-timeout-s",
         "1",
+        "--http",
+        request.param,
     )
+    srv.front = request.param
     try:
         srv.wait_ready()
         yield srv
@@ -264,3 +269,100 @@ def test_http_client_disconnect_mid_request_does_not_hurt(server: Server) -> Non
     time.sleep(0.2)
     assert 'status="499"' in server.request("GET", "/metrics")[2]
     assert "Exception in ASGI application" not in server.log
+
+
+def _read_responses(
+    sock: socket.socket, count: int
+) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
+    """Read `count` HTTP responses (Content-Length bodies) from a raw socket."""
+    buf = b""
+    out = []
+    while len(out) < count:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            head, rest = buf[:end], buf[end + 4 :]
+            lines = head.split(b"\r\n")
+            headers = {}
+            for line in lines[1:]:
+                key, _, value = line.partition(b":")
+                headers[key.strip().lower()] = value.strip()
+            length = int(headers.get(b"content-length", b"0"))
+            if lines[0].split()[1] == b"100":
+                buf = rest
+                out.append((lines[0], headers, b""))
+                continue
+            if len(rest) >= length:
+                out.append((lines[0], headers, rest[:length]))
+                buf = rest[length:]
+                continue
+        part = sock.recv(65536)
+        if not part:
+            break
+        buf += part
+    return out
+
+
+def _post(body: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b"POST /api/model/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + extra
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+
+def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
+    # One send holding ten requests, the slow one (a == -1) first: answers keep their order.
+    bodies = [b'{"data": [[%d, 1, null]]}' % i for i in [-1, *range(9)]]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(b"".join(_post(b, b"Request-ID: p%d\r\n" % i) for i, b in enumerate(bodies)))
+        answers = _read_responses(sock, len(bodies))
+    assert len(answers) == len(bodies)
+    for i, (status, headers, body) in enumerate(answers):
+        assert status.startswith(b"HTTP/1.1 200"), body
+        assert headers[b"request-id"] == b"p%d" % i
+        a = [-1, *range(9)][i]
+        assert json.loads(body)["prediction"] == [[a + 1, a - 1]]
+
+
+def test_expect_100_continue_and_http_1_0(server: Server) -> None:
+    body = b'{"data": [[2, 1, null]]}'
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            _post(b"", b"Expect: 100-continue\r\n").replace(b"Length: 0", b"Length: %d" % len(body))
+        )
+        first = _read_responses(sock, 1)
+        assert first[0][0].startswith(b"HTTP/1.1 100")
+        sock.sendall(body)
+        ((status, _, answer),) = _read_responses(sock, 1)
+        assert status.startswith(b"HTTP/1.1 200") and json.loads(answer)["prediction"] == [[3, 1]]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(_post(body).replace(b"HTTP/1.1", b"HTTP/1.0"))
+        reply = b""
+        while part := sock.recv(65536):  # HTTP/1.0 without keep-alive: the server closes
+            reply += part
+    assert b" 200 " in reply.split(b"\r\n", 1)[0] and b"[[3,1]]" in reply
+
+
+# uvicorn answers malformed HTTP with its own plain-text 400 and has no header-size limit of
+# its own: these two run against the native front end only.
+@pytest.mark.parametrize("server", ["native"], indirect=True)
+def test_malformed_http_gets_400_json(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /api/model/invoke HTTP/1.1\r\nContent-Length: nope\r\n\r\n")
+        ((status, headers, body),) = _read_responses(sock, 1)
+    assert status.startswith(b"HTTP/1.1 400")
+    assert headers[b"connection"] == b"close" and headers[b"model-name"] == b"tiny"
+    doc = json.loads(body)
+    assert "malformed HTTP request" in doc["message"] and "Traceback" not in doc["message"]
+    assert invoke(server, {"data": [[1, 2, None]]})[0] == 200
+
+
+@pytest.mark.parametrize("server", ["native"], indirect=True)
+def test_oversized_headers_get_431(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n")
+        ((status, headers, body),) = _read_responses(sock, 1)
+    assert status.startswith(b"HTTP/1.1 431") and headers[b"connection"] == b"close"
+    assert "over 65536 bytes" in json.loads(body)["message"]
+    assert server.request("GET", "/livez")[0] == 200

@@ -25,9 +25,9 @@ def _metric(text: str, name: str) -> float:
     return float(found.group(1))
 
 
-@pytest.mark.parametrize("wait_ms", ["0", "5"])
+@pytest.mark.parametrize(("wait_ms", "front"), [("0", "native"), ("5", "native"), ("0", "uvicorn")])
 def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(
-    tmp_path: Path, wait_ms: str
+    tmp_path: Path, wait_ms: str, front: str
 ) -> None:
     srv = Server(
         make_tiny_model(tmp_path / "m"),
@@ -35,6 +35,8 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(
         str(tmp_path / "fb.sqlite3"),
         "--max-batch-wait-ms",
         wait_ms,
+        "--http",
+        front,
         env={"TINY_CALL_DELAY": "0.05"},
     )
     try:
@@ -84,11 +86,14 @@ def test_a_failing_request_does_not_fail_its_batch_neighbours(tmp_path: Path) ->
         assert srv.stop() == 0
 
 
-def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path: Path) -> None:
+@pytest.mark.parametrize("front", ["native", "uvicorn"])
+def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path: Path, front: str) -> None:
     srv = Server(
         make_tiny_model(tmp_path / "m"),
         "--feedback-db",
         str(tmp_path / "fb.sqlite3"),
+        "--http",
+        front,
         env={"TINY_SLOW_S": "1.5"},
     )
     srv.wait_ready()

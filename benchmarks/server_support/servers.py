@@ -142,7 +142,14 @@ def _wait_ready(run: Running, timeout: float = 120) -> None:
     raise RuntimeError(f"{run.kind} not ready after {timeout} s")
 
 
-def start(kind: str, model: BenchModel, workdir: Path, *, legion_workers: int = 1) -> Running:
+def start(
+    kind: str,
+    model: BenchModel,
+    workdir: Path,
+    *,
+    legion_workers: int = 1,
+    legion_http: str = "native",
+) -> Running:
     port = free_port()
     log = workdir / f"{kind}-{model.key}.log"
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", PYTHONUNBUFFERED="1")
@@ -154,7 +161,7 @@ def start(kind: str, model: BenchModel, workdir: Path, *, legion_workers: int = 
             "import sys; from legion_ci.cli.serve import serve; serve(sys.argv[1:])",
             str(model.gppi_dir), "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(legion_workers), "--feedback-db", str(workdir / "feedback.sqlite3"),
-            "--log-level", "warning",
+            "--log-level", "warning", "--http", legion_http,
         ]  # fmt: skip
         path, ready = "/api/model/invoke", "/healthcheck"
     elif kind == "mlflow":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from legion_ci.server.config import ServeSettings
+from legion_ci.server.config import HTTP_FRONTS, ServeSettings
 
 _D = ServeSettings("")  # the defaults live in one place: ServeSettings
 
@@ -88,6 +88,14 @@ _D = ServeSettings("")  # the defaults live in one place: ServeSettings
     type=click.Path(dir_okay=False),
     envvar="LEGION_FEEDBACK_DB",
     help="sqlite file holding feedback and logged predictions.",
+)
+@click.option(
+    "--http",
+    default=_D.http,
+    show_default=True,
+    type=click.Choice(HTTP_FRONTS),
+    envvar="LEGION_SERVE_HTTP",
+    help="HTTP front end: native (httptools on uvloop) or uvicorn (ASGI).",
 )
 @click.option(
     "--log-level",

@@ -1,19 +1,20 @@
-"""The model REST server as a bare ASGI app: Legion's routes, MLflow's scoring protocol,
-feedback, health and metrics.
+"""The model REST server's routes: Legion's, MLflow's scoring protocol, feedback, health and
+metrics, written once for both HTTP front ends (the native one in native.py, the default, and
+uvicorn through the ASGI interface here).
 
-No web framework: the hot path (invoke) is header scan, body read, JSON parse, a queue into
-the batcher and one JSON dump. Routing is a dict lookup on (method, path).
+No web framework: the hot path (invoke) is header scan, JSON parse, a queue into the batcher and
+one JSON dump. Routing is a dict lookup on (method, path).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -63,11 +64,26 @@ class ClientGone(Exception):
 
 
 class Request:
-    __slots__ = ("client_request_id", "content_length", "content_type", "headers", "id", "receive")
+    __slots__ = (
+        "body",
+        "client_request_id",
+        "content_length",
+        "content_type",
+        "headers",
+        "id",
+        "receive",
+    )
 
-    def __init__(self, receive: Receive, headers: list[tuple[bytes, bytes]]):
-        self.receive = receive
+    def __init__(
+        self,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | None = None,
+        receive: Receive | None = None,
+    ):
         self.headers = headers
+        # The whole body when the front end read it already (native), else read via `receive`.
+        self.body = body
+        self.receive = receive
         self.content_type: bytes | None = None
         self.content_length: bytes | None = None
         # What the client sent (feedback needs one); `id` is that or a generated one.
@@ -75,9 +91,27 @@ class Request:
         self.id = ""
 
 
+# What dispatch() answers: status, content type, body, request id, whether to close.
+Response = tuple[int, bytes, bytes, bytes, bool]
+
+
+# Generated request ids: 64 random bits per process, then a counter; 32 hex digits, unique
+# across workers and restarts, without a syscall per request.
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count()
+
+
+def _new_id() -> bytes:
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFFFFFFFFFF:016x}".encode()
+
+
 class ModelApp:
-    """ASGI app serving one GPPI model. The model loads in the background at startup, so
-    liveness answers at once and readiness turns true when the model is in memory."""
+    """The routes of the server, shared by both HTTP front ends: `dispatch(method, path,
+    headers, body)` answers (status, content type, body, request id, close). `__call__` makes it
+    an ASGI app (uvicorn front end); legion_ci.server.native calls dispatch() directly.
+
+    The model loads in the background at startup, so liveness answers at once and readiness
+    turns true when the model is in memory."""
 
     def __init__(self, settings: ServeSettings, root: Path, manifest: Manifest):
         self.settings = settings
@@ -95,7 +129,8 @@ class ModelApp:
         self._info_doc = b""
         self._json_cls: Any = None
         self._parent = os.getppid()
-        self._static = [
+        # Headers on every response, besides content-type, content-length and the request id.
+        self.static_headers = [
             (b"model-name", manifest.model_name.encode("utf-8")),
             (b"model-version", manifest.model_version.encode("utf-8")),
         ]
@@ -119,17 +154,60 @@ class ModelApp:
         for method, path in self._routes:
             self._methods.setdefault(path, []).append(method)
 
-    # -- ASGI ------------------------------------------------------------------------------------
+    # -- ASGI front end --------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self._handle(scope, receive, send)
+            answer = await self.dispatch(
+                scope["method"], scope["path"], scope["headers"], None, receive
+            )
+            if answer is None:
+                return
+            status, ctype, body, rid, close = answer
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": self.response_headers(ctype, len(body), rid, close),
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def response_headers(
+        self, ctype: bytes, length: int, rid: bytes, close: bool
+    ) -> list[tuple[bytes, bytes]]:
+        headers = [
+            (b"content-type", ctype),
+            (b"content-length", str(length).encode()),
+            *self.static_headers,
+            (b"request-id", rid),
+            (b"x-request-id", rid),
+        ]
+        if close:
+            headers.append((b"connection", b"close"))
+        return headers
+
+    # -- the routes, for either front end -----------------------------------------------------
+    def route_name(self, method: str, path: str) -> str:
+        return self._routes.get((method, path), (None, "other"))[1]
+
+    async def dispatch(
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | None = None,
+        receive: Receive | None = None,
+        failure: RequestError | None = None,
+    ) -> Response | None:
+        """Answer one request. Either `body` is the whole request body or `receive` (ASGI)
+        reads it. `failure`: the front end already knows the answer is this error (a body over
+        the limit or too slow), but the request id, headers and metrics are still ours.
+        Returns None when the client left before its body arrived (nobody to answer)."""
         began = time.perf_counter()
-        req = Request(receive, scope["headers"])
-        for key, value in req.headers:
+        req = Request(headers, body, receive)
+        for key, value in headers:
             if key == b"content-type":
                 req.content_type = value
             elif key == b"content-length":
@@ -144,50 +222,40 @@ class ModelApp:
                 rid = None
                 raise bad("Request-ID must be 1 to 200 letters, digits or ._:/+=@-")
             if rid is None:
-                rid = uuid.uuid4().hex.encode()
+                rid = _new_id()
             req.id = rid.decode()
-            handler, route = self._routes.get((scope["method"], scope["path"]), (None, "other"))
+            handler, route = self._routes.get((method, path), (None, "other"))
+            if failure is not None:
+                raise failure
             if handler is None:
-                allowed = self._methods.get(scope["path"])
+                allowed = self._methods.get(path)
                 if allowed:
                     raise RequestError(
-                        405,
-                        f"{scope['method']} is not allowed on {scope['path']}; use "
-                        + ", ".join(allowed),
+                        405, f"{method} is not allowed on {path}; use " + ", ".join(allowed)
                     )
-                raise RequestError(404, f"no route {scope['path']}")
-            status, body, ctype = await handler(req)
+                raise RequestError(404, f"no route {path}")
+            status, out, ctype = await handler(req)
         except ClientGone:
             # Nobody to answer; 499 (nginx's "client closed request") keeps it visible in metrics.
             self.metrics.observe_request(route, 499, time.perf_counter() - began)
-            return
+            return None
         except RequestError as exc:
-            rid = rid or uuid.uuid4().hex.encode()
+            rid = rid or _new_id()
             status, ctype, close = exc.status, _JSON, exc.close
-            body = self._error(exc.status, exc.message, rid)
+            out = self._error(exc.status, exc.message, rid)
         except Exception:
-            rid = rid or uuid.uuid4().hex.encode()
+            rid = rid or _new_id()
             # The traceback stays in the server log, found by the request id the client got.
-            log.exception("request %s on %s failed", rid.decode(), scope.get("path"))
+            log.exception("request %s on %s failed", rid.decode(), path)
             status, ctype = 500, _JSON
-            body = self._error(
+            out = self._error(
                 500,
                 "the model failed on this request; the server log has the details under"
                 f" request id {rid.decode()}",
                 rid,
             )
-        headers = [
-            (b"content-type", ctype),
-            (b"content-length", str(len(body)).encode()),
-            *self._static,
-            (b"request-id", rid),
-            (b"x-request-id", rid),
-        ]
-        if close:
-            headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
         self.metrics.observe_request(route, status, time.perf_counter() - began)
+        return status, ctype, out, rid, close
 
     @staticmethod
     def _error(status: int, message: str, rid: bytes) -> bytes:
@@ -200,6 +268,8 @@ class ModelApp:
         )
 
     async def _body(self, req: Request) -> bytes:
+        if req.body is not None:
+            return req.body  # the native front end read it and enforced the limits already
         limit = self.settings.max_body_bytes
         if req.content_length is not None:
             try:
@@ -218,7 +288,7 @@ class ModelApp:
         try:
             async with asyncio.timeout(self.settings.body_timeout_s):
                 while True:
-                    message = await req.receive()
+                    message = await req.receive()  # type: ignore[misc]
                     if message["type"] == "http.disconnect":
                         raise ClientGone
                     chunk = message.get("body", b"")

@@ -70,7 +70,10 @@ class Batcher:
                 wait = self._linger()
                 if wait > 0:
                     self._more.clear()
-                    self._want = self._last_requests
+                    # Queued now: the clients answered before; the last call's clients come
+                    # next. Waiting for both merges the two groups into one call instead of
+                    # alternating between two half-size batches.
+                    self._want = len(self._queue) + self._last_requests
                     try:
                         async with asyncio.timeout(wait):
                             await self._more.wait()
@@ -89,9 +92,7 @@ class Batcher:
         requests) the clients it answered send their next requests within a fraction of a
         millisecond; waiting for them (at most max_wait) can beat predicting for a few and
         making the rest wait a whole call. An idle server (no call just finished) never waits."""
-        if self.max_wait_s <= 0 or self._last_requests <= 1:
-            return 0.0
-        if len(self._queue) >= self._last_requests or self._queued_rows >= self.max_rows:
+        if self.max_wait_s <= 0 or self._last_requests <= 1 or self._queued_rows >= self.max_rows:
             return 0.0
         return min(self.max_wait_s, self._last_seconds / 2)
 

@@ -3,7 +3,8 @@
 The listening socket is bound once, by the first process, and handed to every worker (fd
 inheritance), so the kernel spreads connections over the workers and a port clash is reported
 before anything loads. Workers are fresh interpreters (not forks of a process that imported
-numpy and its thread pools); each loads the model itself, in parallel.
+numpy and its thread pools); each loads the model itself, in parallel. A worker serves HTTP
+with the native front end (native.py) or, with `--http uvicorn`, uvicorn; the routes are the same.
 
 SIGTERM: every worker stops accepting, finishes its in-flight requests (up to the drain
 timeout) and exits 0; the supervisor forwards SIGTERM, waits, and exits 0.
@@ -21,9 +22,13 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from legion_ci.errors import InputError
 from legion_ci.server.config import SETTINGS_ENV, ServeSettings
+
+if TYPE_CHECKING:
+    from legion_ci.server.app import ModelApp
 
 log = logging.getLogger("legion_ci.server")
 
@@ -80,13 +85,24 @@ def serve(settings: ServeSettings) -> int:
 
 
 def run_worker(settings: ServeSettings, sock: socket.socket) -> int:
-    import uvicorn
-
     from legion_ci.gppi.manifest import read_manifest
     from legion_ci.server.app import ModelApp
 
     root = Path(settings.artifact)
     app = ModelApp(settings, root, read_manifest(root))
+    if settings.http == "native":
+        from legion_ci.server.native import run_native
+
+        code = run_native(app, sock)
+        if code == 0:
+            log.info("drained and stopped (pid %d)", os.getpid())
+        return code
+    return _run_uvicorn(app, settings, sock)
+
+
+def _run_uvicorn(app: ModelApp, settings: ServeSettings, sock: socket.socket) -> int:
+    import uvicorn
+
     config = uvicorn.Config(
         app,
         loop="uvloop",

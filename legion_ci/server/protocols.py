@@ -55,12 +55,10 @@ class InputSchema:
     # -- columns -----------------------------------------------------------------------------
     def plan(self, columns: Any) -> list[int] | None:
         """Where each model column sits in the request's columns (None: same order, same set)."""
-        if columns is None:
+        if columns is None or columns == self.columns:  # the common cases, checked first
             return None
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
             raise bad('"columns" must be a list of column names (strings)')
-        if columns == self.columns:
-            return None
         seen: set[str] = set()
         dupes = [c for c in columns if c in seen or seen.add(c)]  # type: ignore[func-returns-value]
         if dupes:
@@ -183,6 +181,8 @@ def is_json(mtype: str) -> bool:
 
 def check_json_content_type(content_type: bytes | None) -> None:
     """Legion's routes take JSON; a missing Content-Type is read as JSON (curl scripts)."""
+    if content_type == b"application/json":
+        return
     mtype, _ = media_type(content_type)
     if mtype and not is_json(mtype):
         raise RequestError(415, f"Content-Type {mtype!r} is not supported; send application/json")

@@ -1,0 +1,428 @@
+"""The default HTTP/1.1 front end: an asyncio.Protocol on uvloop, parsing with httptools, calling
+ModelApp.dispatch() with the whole request body. The ASGI layer (scope dicts, receive/send
+messages, a task and several awaits per request) costs more than the model's share of a 1-row
+request; this keeps only what the routes need.
+
+Per connection: keep-alive; pipelined requests are answered one at a time, in order; bodies
+with Content-Length or chunked; a declared or received body over the limit gets 413 and the
+connection closes; a body that does not arrive within the body timeout gets 408; Expect:
+100-continue is honoured; an idle connection closes after the keep-alive timeout.
+
+SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish (up to
+the drain timeout), then close what is left and return 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from collections import deque
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+
+from legion_ci.server.app import ModelApp, Response
+from legion_ci.server.protocols import RequestError, bad
+
+log = logging.getLogger("legion_ci.server")
+
+KEEP_ALIVE_S = 30.0
+LINGER_S = 2.0  # after an early answer (413), read and drop what the client still sends
+MAX_PIPELINED = 32  # parsed requests waiting on one connection before reading pauses
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers together; more gets 431
+
+_REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    415: b"Unsupported Media Type",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
+}
+_METHODS: dict[bytes, str] = {}
+
+# One parsed request: method, path, headers, body, failure (answer this error), keep-alive.
+Item = tuple[str, str, list[tuple[bytes, bytes]], bytes, RequestError | None, bool]
+
+
+class Front:
+    """What the connections share: the app, the precomputed header bytes, the live
+    connections (for drain and the idle sweep) and the Date header, refreshed every second."""
+
+    def __init__(self, app: ModelApp, loop: asyncio.AbstractEventLoop):
+        self.app = app
+        self.loop = loop
+        self.settings = app.settings
+        self.static = b"".join(k + b": " + v + b"\r\n" for k, v in app.static_headers)
+        self.connections: set[HttpProtocol] = set()
+        self.draining = False
+        self.date = b""
+        self._tick()
+
+    def _tick(self) -> None:
+        self.date = b"date: " + formatdate(usegmt=True).encode() + b"\r\n"
+        now = self.loop.time()
+        for conn in list(self.connections):
+            conn.sweep(now)
+        self.loop.call_later(1.0, self._tick)
+
+    def head(self, status: int, ctype: bytes, length: int, rid: bytes, close: bool) -> bytes:
+        return b"".join(
+            (
+                b"HTTP/1.1 %d %s\r\ncontent-type: " % (status, _REASONS.get(status, b"Error")),
+                ctype,
+                b"\r\ncontent-length: %d\r\n" % length,
+                self.date,
+                self.static,
+                b"request-id: ",
+                rid,
+                b"\r\nx-request-id: ",
+                rid,
+                b"\r\nconnection: close\r\n\r\n" if close else b"\r\n\r\n",
+            )
+        )
+
+
+class HttpProtocol(asyncio.Protocol):
+    __slots__ = (
+        "app",
+        "body",
+        "body_size",
+        "body_timer",
+        "busy",
+        "discarding",
+        "front",
+        "head_bytes",
+        "headers",
+        "in_body",
+        "last_active",
+        "loop",
+        "parser",
+        "paused",
+        "pending",
+        "request_began",
+        "transport",
+        "url",
+        "write_paused",
+    )
+
+    def __init__(self, front: Front):
+        self.front = front
+        self.app = front.app
+        self.loop = front.loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: Any = None
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.in_body = False
+        self.body_timer: asyncio.TimerHandle | None = None
+        self.request_began = 0.0
+        self.pending: deque[Item] = deque()
+        self.busy = False  # a request of this connection is being answered
+        self.discarding = False  # answered early and closing: what arrives is dropped
+        self.paused = False
+        self.write_paused = False
+        self.last_active = 0.0
+
+    # -- connection --------------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.last_active = self.loop.time()
+        self.front.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.front.connections.discard(self)
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
+        if self.in_body and not self.discarding:
+            # The client left in the middle of sending its body: nobody to answer.
+            method, path = self._method_path()
+            self.app.metrics.observe_request(
+                self.app.route_name(method, path), 499, time.perf_counter() - self.request_began
+            )
+        self.in_body = False
+        self.pending.clear()
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.discarding:
+            return
+        self.last_active = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(bad("protocol upgrades are not supported"))
+        except httptools.HttpParserError as exc:
+            if not self.discarding:
+                self._fail(bad(f"malformed HTTP request: {exc}"))
+        if self.in_body and self.body_timer is None and not self.discarding:
+            self.body_timer = self.loop.call_later(
+                self.front.settings.body_timeout_s, self._body_timeout
+            )
+
+    def eof_received(self) -> bool | None:
+        # The client is done sending: answer what is queued, then close (False closes at once
+        # when nothing is in flight).
+        if self.busy:
+            self.discarding = True
+            return True
+        return False
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.paused and self.transport is not None:
+            self.transport.resume_reading()
+
+    def sweep(self, now: float) -> None:
+        """Once a second: close a connection idle past the keep-alive timeout."""
+        if (
+            not self.busy
+            and not self.in_body
+            and self.transport is not None
+            and now - self.last_active > KEEP_ALIVE_S
+        ):
+            self.transport.close()
+
+    def drain(self) -> None:
+        """SIGTERM: an idle connection closes now, a busy one after its current answer."""
+        if not self.busy and not self.in_body and self.transport is not None:
+            self.transport.close()
+
+    # -- parser callbacks --------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.discarding:
+            return
+        self.url = b""
+        self.headers = []
+        self.head_bytes = 0
+        self.body = []
+        self.body_size = 0
+        self.request_began = time.perf_counter()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+        self._count_head(len(name) + len(value))
+
+    def _count_head(self, size: int) -> None:
+        self.head_bytes += size
+        if self.head_bytes > MAX_HEAD_BYTES and not self.discarding:
+            self._fail(
+                RequestError(431, f"the request line and headers are over {MAX_HEAD_BYTES} bytes")
+            )
+
+    def on_headers_complete(self) -> None:
+        if self.discarding:
+            return
+        self.in_body = True
+        limit = self.front.settings.max_body_bytes
+        expect = False
+        for key, value in self.headers:
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0  # the parser rejects it
+                if declared > limit:
+                    self._fail(
+                        RequestError(
+                            413,
+                            f"the request body is {declared} bytes, over this server's limit"
+                            f" of {limit} bytes",
+                            close=True,
+                        )
+                    )
+                    return
+            elif key == b"expect" and value.lower() == b"100-continue":
+                expect = True
+        if expect and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self.discarding:
+            return
+        self.body_size += len(body)
+        limit = self.front.settings.max_body_bytes
+        if self.body_size > limit:
+            self._fail(
+                RequestError(
+                    413,
+                    f"the request body is over this server's limit of {limit} bytes",
+                    close=True,
+                )
+            )
+            return
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.discarding:
+            return
+        self.in_body = False
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
+        method, path = self._method_path()
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        keep_alive = self.parser.should_keep_alive() and not self.front.draining
+        self._enqueue((method, path, self.headers, body, None, keep_alive))
+
+    # -- requests ----------------------------------------------------------------------------
+    def _method_path(self) -> tuple[str, str]:
+        raw = self.parser.get_method()
+        method = _METHODS.get(raw)
+        if method is None:
+            method = raw.decode("latin-1")
+            if len(_METHODS) < 64:
+                _METHODS[raw] = method
+        url = self.url
+        q = url.find(b"?")
+        if q >= 0:
+            url = url[:q]
+        path = url.decode("latin-1")
+        if "%" in path:
+            path = unquote(path, encoding="latin-1")
+        return method, path
+
+    def _fail(self, exc: RequestError) -> None:
+        """Answer `exc` for the request being parsed, then close: the rest of the stream is
+        not parsed (the body was not read, so the next request's start is unknown)."""
+        try:
+            method, path = self._method_path()
+        except Exception:
+            method, path = "GET", "/"
+        exc.close = True
+        self.discarding = True
+        self.in_body = False
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
+        self._enqueue((method, path, self.headers, b"", exc, False))
+
+    def _body_timeout(self) -> None:
+        self.body_timer = None
+        if self.in_body and not self.discarding:
+            timeout = self.front.settings.body_timeout_s
+            self._fail(RequestError(408, f"the request body did not arrive within {timeout:g} s"))
+
+    def _enqueue(self, item: Item) -> None:
+        if self.busy:
+            self.pending.append(item)
+            if len(self.pending) >= MAX_PIPELINED and not self.paused:
+                self.paused = True
+                if self.transport is not None:
+                    self.transport.pause_reading()
+            return
+        self.busy = True
+        self.loop.create_task(self._serve(item))
+
+    async def _serve(self, item: Item) -> None:
+        front = self.front
+        app = self.app
+        while True:
+            method, path, headers, body, failure, keep_alive = item
+            try:
+                answer: Response | None = await app.dispatch(
+                    method, path, headers, body, None, failure
+                )
+            except BaseException:
+                self.busy = False
+                if self.transport is not None:
+                    self.transport.close()
+                raise
+            transport = self.transport
+            if transport is None:  # the client left; its answer goes nowhere
+                self.busy = False
+                return
+            assert answer is not None  # the body is complete: dispatch always answers
+            status, ctype, out, rid, close = answer
+            close = close or not keep_alive or front.draining
+            transport.write(front.head(status, ctype, len(out), rid, close) + out)
+            self.last_active = self.loop.time()
+            if close:
+                self.busy = False
+                self._close_after_answer(failure is not None)
+                return
+            if not self.pending:
+                self.busy = False
+                if self.discarding:  # the client sent EOF
+                    transport.close()
+                return
+            item = self.pending.popleft()
+            if self.paused and len(self.pending) < MAX_PIPELINED // 2:
+                self.paused = False
+                if not self.write_paused:
+                    transport.resume_reading()
+
+    def _close_after_answer(self, early: bool) -> None:
+        transport = self.transport
+        self.discarding = True
+        self.pending.clear()
+        if not early:
+            transport.close()
+            return
+        # Answered before the body was read: closing with unread data would reset the
+        # connection and could lose the answer. Send FIN, drop what still arrives, close when
+        # the client does or after a moment.
+        if self.paused or self.write_paused:
+            transport.resume_reading()
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError, NotImplementedError):
+            transport.close()
+            return
+        self.loop.call_later(LINGER_S, transport.close)
+
+
+async def serve_native(app: ModelApp, sock: socket.socket) -> int:
+    """Serve on `sock` until SIGTERM/SIGINT (or app.on_fatal); returns the exit code."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    app.on_fatal = stop.set
+    await app.startup()
+    front = Front(app, loop)
+    server = await loop.create_server(lambda: HttpProtocol(front), sock=sock, backlog=2048)
+    try:
+        await stop.wait()
+    finally:
+        front.draining = True
+        server.close()
+        for conn in list(front.connections):
+            conn.drain()
+        deadline = loop.time() + app.settings.drain_timeout_s
+        while front.connections and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(front.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        await asyncio.sleep(0)
+        await app.shutdown()
+    return 1 if app.load_error is not None else 0
+
+
+def run_native(app: ModelApp, sock: socket.socket) -> int:
+    import uvloop
+
+    return uvloop.run(serve_native(app, sock))
