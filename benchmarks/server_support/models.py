@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,16 @@ def build(workdir: Path, key: str) -> BenchModel:
     base = workdir / key
     done = base / "done.json"
     if done.is_file():
+        # The trained model is cached; its GPPI binary is not, so that it always carries the
+        # current entrypoint template (what a fresh train stage would write).
+        shutil.rmtree(base / "gppi", ignore_errors=True)
+        convert_mlflow_model(
+            base / "mlflow",
+            base / "gppi",
+            name=key,
+            version="1",
+            toolchain_version=mlflow.__version__,
+        )
         meta = json.loads(done.read_text())
         return BenchModel(key, base / "mlflow", base / "gppi", base / "model.joblib", **meta)
     model, x = _train(key)
