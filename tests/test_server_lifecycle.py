@@ -207,4 +207,5 @@ def test_two_workers_share_the_port_and_add_up_metrics(tmp_path: Path) -> None:
         total = re.search(r'legion_model_requests_total\{route="invoke",status="200"\} (\d+)', text)
         assert total and int(total.group(1)) == 40
     finally:
-        assert srv.stop() == 0
+        code = srv.stop()
+        assert code == 0, srv.log

@@ -55,15 +55,27 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def open_db(path: Path | str) -> sqlite3.Connection:
+def open_db(path: Path | str, wait_s: float = 30.0) -> sqlite3.Connection:
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect(path)
-        conn.executescript(SCHEMA)
-    except (OSError, sqlite3.Error) as exc:
-        raise InputError(f"{path}: cannot open the feedback store: {exc}") from None
-    return conn
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = _connect(path)
+            try:
+                conn.executescript(SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+        except sqlite3.OperationalError as exc:
+            # Workers starting together race to switch a new file to WAL; sqlite answers
+            # that race with an immediate "database is locked", without its busy handler.
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise InputError(f"{path}: cannot open the feedback store: {exc}") from None
+            time.sleep(0.05)
+        except (OSError, sqlite3.Error) as exc:
+            raise InputError(f"{path}: cannot open the feedback store: {exc}") from None
 
 
 class FeedbackStore:
