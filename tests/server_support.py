@@ -58,6 +58,8 @@ def predict_on_matrix(matrix, provided_columns_names=None):
         if a == 666:
             raise ValueError("secret internal detail: the model cannot handle 666")
         if a == -1:
+            if os.environ.get("TINY_STARTED_FILE"):
+                open(os.environ["TINY_STARTED_FILE"], "w").close()
             time.sleep(float(os.environ.get("TINY_SLOW_S", "1.5")))
         out.append([a + b, a - b])
     delay = float(os.environ.get("TINY_CALL_DELAY", "0"))

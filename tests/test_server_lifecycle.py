@@ -94,7 +94,7 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path: Path, front: s
         str(tmp_path / "fb.sqlite3"),
         "--http",
         front,
-        env={"TINY_SLOW_S": "1.5"},
+        env={"TINY_SLOW_S": "1.5", "TINY_STARTED_FILE": str(tmp_path / "started")},
     )
     srv.wait_ready()
     result: dict = {}
@@ -104,7 +104,10 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path: Path, front: s
 
     thread = threading.Thread(target=slow)
     thread.start()
-    time.sleep(0.4)  # the slow request is inside predict()
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "started").exists():  # the slow request is inside predict()
+        assert time.monotonic() < deadline, srv.log
+        time.sleep(0.02)
     srv.signal(signal.SIGTERM)
     thread.join(10)
     assert result["answer"][0] == 200
