@@ -257,3 +257,21 @@ def test_runs_list_and_show(sh_pipeline: Path) -> None:
 def test_unknown_stage_name(sh_pipeline: Path) -> None:
     outcome = run_cli("stage", "deploy", str(sh_pipeline)).assert_failed(2)
     assert "no stage 'deploy' in this pipeline; it has: train" in outcome.err
+
+
+def test_later_stage_on_another_agent_with_the_workspace_moved(
+    sh_project: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    pipeline = write(sh_project / "pipeline.yaml", PACKAGED)
+    run_cli("stage", "train", str(pipeline), "-q").assert_success()
+    # The second agent gets the project (workspace included) at another path.
+    moved = tmp_path / "agent-2" / "project"
+    shutil.copytree(sh_project, moved)
+    shutil.rmtree(sh_project)
+    run_cli("stage", "package", str(moved / "pipeline.yaml"), "-q").assert_success()
+    record = latest_record(moved)
+    assert record["stages"]["package"]["status"] == "succeeded"
+    assert record["workspace"] == str(moved / ".legion")
+    assert (moved / ".legion" / "reports" / "junit.xml").is_file()

@@ -114,9 +114,13 @@ def load_record(workspace: Path, run_id: str = "latest") -> RunRecord:
         known = ", ".join(r.id for r in list_records(workspace)[-5:]) or "(none)"
         raise InputError(f"{workspace}: no run {run_id!r}; recent runs: {known}")
     try:
-        return RunRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        record = RunRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, TypeError) as exc:
         raise InputError(f"{path}: unreadable run record: {exc}") from None
+    # A later stage may run on another CI agent with the workspace at another path (stash /
+    # unstash, a shared volume): the record lives where it was found, not where it was made.
+    record.workspace = str(workspace.resolve())
+    return record
 
 
 def list_records(workspace: Path) -> list[RunRecord]:

@@ -47,6 +47,9 @@ def run_package(
     train = record.stages["train"].outputs
     artifact = Path(train["artifact"])
     if not artifact.is_file():
+        # The train stage may have run on another agent, with the workspace elsewhere.
+        artifact = record.folder / "artifacts" / artifact.name
+    if not artifact.is_file():
         raise StageError(f"the trained model binary of run {record.id} is gone: {artifact}")
     if sha256_file(artifact) != train.get("artifact_sha256"):
         raise StageError(f"{artifact}: checksum differs from the one train recorded")
