@@ -196,6 +196,11 @@ def test_github_actions_outputs_and_summary(sh_pipeline: Path, tmp_path: Path) -
     metrics_block = text.split("metrics<<", 1)[1].splitlines()
     assert json.loads(metrics_block[1]) == {"r2": 0.9, "rmse": 0.5}
     assert "## legion-ci: linear 1.0 — succeeded" in gh_summary.read_text()
+    failed = run_cli("run", str(sh_pipeline), "-q", env={**env, "FAKE_TRAINER_FAIL": "3"})
+    failed.assert_failed(1)
+    annotation = next(line for line in failed.err.splitlines() if line.startswith("::error"))
+    assert annotation.startswith("::error title=legion-ci::trainer 'sh-trainer' exited with code 3")
+    assert "%0A" in annotation  # the log tail stays inside one annotation
 
 
 def test_ci_failure_prints_reproduce_command(sh_pipeline: Path) -> None:

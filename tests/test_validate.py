@@ -202,7 +202,7 @@ def test_bad_registration_file_is_located(sh_project: Path) -> None:
 def test_github_annotations(sh_project: Path) -> None:
     path = write(sh_project / "p.yaml", SH_PIPELINE.replace("workDir", "workdir"))
     outcome = run_cli("validate", str(path), env={"GITHUB_ACTIONS": "true"}).assert_failed(2)
-    assert f"::error file={path},line=10,col=5::stages.train.workdir: unknown key" in outcome.out
+    assert f"::error file={path},line=10,col=5::stages.train.workdir: unknown key" in outcome.err
 
 
 def test_schema_command_matches_published_schema() -> None:

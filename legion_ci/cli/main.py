@@ -120,9 +120,15 @@ def _report_error(exc: LegionError) -> None:
         from legion_ci.reports.github import in_github_actions, print_annotations
 
         if in_github_actions():
-            print_annotations(exc.problems, sys.stdout)
+            # The Actions runner reads workflow commands from stderr too; stdout stays clean
+            # for --output json.
+            print_annotations(exc.problems, sys.stderr)
     else:
         click.echo(f"legion-ci: error: {exc}", err=True)
+        from legion_ci.reports.github import escape_data, in_github_actions
+
+        if in_github_actions():
+            click.echo(f"::error title=legion-ci::{escape_data(str(exc))}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,18 +15,18 @@ def in_github_actions() -> bool:
     return os.environ.get("GITHUB_ACTIONS") == "true"
 
 
-def _escape_data(text: str) -> str:
+def escape_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def annotation(problem: Problem, level: str = "error") -> str:
     where = f"file={_escape_property(problem.file)},line={problem.line},col={problem.col}"
     message = f"{problem.path}: {problem.message}" if problem.path else problem.message
-    return f"::{level} {where}::{_escape_data(message)}"
+    return f"::{level} {where}::{escape_data(message)}"
 
 
 def print_annotations(problems: list[Problem], stream: IO[str]) -> None:
