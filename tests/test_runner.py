@@ -280,3 +280,14 @@ def test_later_stage_on_another_agent_with_the_workspace_moved(
     assert record["stages"]["package"]["status"] == "succeeded"
     assert record["workspace"] == str(moved / ".legion")
     assert (moved / ".legion" / "reports" / "junit.xml").is_file()
+
+
+def test_training_output_cannot_issue_workflow_commands(sh_pipeline: Path) -> None:
+    env = {"GITHUB_ACTIONS": "true", "FAKE_TRAINER_ECHO": "::add-mask::injected"}
+    lines = run_cli("run", str(sh_pipeline), env=env).assert_success().err.splitlines()
+    stop = next(i for i, line in enumerate(lines) if line.startswith("::stop-commands::"))
+    token = lines[stop].split("::")[2]
+    injected = lines.index("::add-mask::injected")
+    resume = lines.index(f"::{token}::")
+    assert stop < injected < resume
+    assert len(token) == 32

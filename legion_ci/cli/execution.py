@@ -97,6 +97,15 @@ def execute_command(
     echo = None if (quiet or output == "json") else sys.stderr
     record: RunRecord | None = None
     failure: BaseException | None = None
+    resume = None
+    if echo is not None and in_github_actions():
+        # Training output is echoed live; a line of it that looks like a workflow command
+        # (::add-mask::, ::set-env::, ::error::) must not be obeyed by the Actions runner.
+        import secrets
+
+        resume = secrets.token_hex(16)
+        echo.write(f"::stop-commands::{resume}\n")
+        echo.flush()
     try:
         record = run_pipeline(file, stage=stage, run_id=run_id, echo=echo)
     except (StageError, Cancelled) as exc:
@@ -108,6 +117,10 @@ def execute_command(
             record = load_record(validate_pipeline(file, strict_project=False).workspace)
         except Exception:  # the record is a convenience here; the error below still counts
             record = None
+    finally:
+        if resume is not None and echo is not None:
+            echo.write(f"::{resume}::\n")
+            echo.flush()
     if record is not None:
         if in_github_actions():
             from legion_ci.reports.markdown import render_markdown
