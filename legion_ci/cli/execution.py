@@ -110,13 +110,7 @@ def execute_command(
         record = run_pipeline(file, stage=stage, run_id=run_id, echo=echo)
     except (StageError, Cancelled) as exc:
         failure = exc
-        from legion_ci.api import validate_pipeline
-        from legion_ci.runner.records import load_record
-
-        try:
-            record = load_record(validate_pipeline(file, strict_project=False).workspace)
-        except Exception:  # the record is a convenience here; the error below still counts
-            record = None
+        record = getattr(exc, "record", None)
     finally:
         if resume is not None and echo is not None:
             echo.write(f"::{resume}::\n")

@@ -112,14 +112,16 @@ class Registry:
             )
         table[registration.name] = registration
 
-    def names(self, kind: str) -> list[str]:
-        return sorted(self._by_kind[kind])
-
     def for_stage(self, stage: str) -> dict[str, Registration]:
         for kind, stage_name in KINDS.items():
             if stage_name == stage:
                 return dict(self._by_kind[kind])
         raise KeyError(stage)
+
+    def for_stage_named(self, stage: str, name: str) -> Registration:
+        """The registration that runs `stage` under `name` (e.g. train, mlflow)."""
+        kind = next(kind for kind, stage_name in KINDS.items() if stage_name == stage)
+        return self.get(kind, name)
 
     def get(self, kind: str, name: str) -> Registration:
         table = self._by_kind[kind]

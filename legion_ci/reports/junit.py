@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 from legion_ci.runner.records import CANCELLED, FAILED, SKIPPED, RunRecord
 
@@ -60,7 +59,3 @@ def render_junit(record: RunRecord) -> str:
             out.text = _log_tail(record, stage.log, 200)
     ET.indent(suite)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode")
-
-
-def junit_path(folder: Path) -> Path:
-    return folder / "junit.xml"

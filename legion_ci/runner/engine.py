@@ -6,7 +6,6 @@ import hashlib
 import importlib
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from legion_ci.runner.process import StageLog
 from legion_ci.runner.records import (
     CANCELLED,
     FAILED,
-    PENDING,
     RUNNING,
     SUCCEEDED,
     RunRecord,
@@ -28,7 +26,7 @@ from legion_ci.runner.records import (
     new_run_id,
     now,
 )
-from legion_ci.spec.pipeline import STAGE_ORDER, Pipeline
+from legion_ci.spec.pipeline import Pipeline
 
 # Stage name -> "module:function(pipeline, record, stage_record, log)". Stages whose
 # integrations do not exist yet are refused by validation before they get here.
@@ -157,20 +155,19 @@ def _run_stage(
 def finish(record: RunRecord, pipeline: Pipeline) -> None:
     from legion_ci.reports import write_reports
 
-    statuses = [s.status for s in record.stages.values()]
-    if CANCELLED in statuses:
-        record.status = CANCELLED
-    elif FAILED in statuses:
-        record.status = FAILED
-    elif all(s == SUCCEEDED for s in statuses):
-        record.status = SUCCEEDED
-    elif SUCCEEDED in statuses and all(s in (SUCCEEDED, PENDING) for s in statuses):
-        record.status = "partial"
-    else:
-        record.status = PENDING
+    record.status = record.overall_status()
     record.finished = now()
     record.save()
     write_reports(record, pipeline.redactor)
+
+
+def _selected_stages(pipeline: Pipeline, only: str | None) -> list[str]:
+    if only is not None and only not in pipeline.stages:
+        raise InputError(
+            f"{pipeline.display}: no stage {only!r} in this pipeline; it has:"
+            f" {', '.join(pipeline.stages)}"
+        )
+    return [only] if only else list(pipeline.stages)
 
 
 def execute(
@@ -181,13 +178,8 @@ def execute(
     echo: IO[str] | None = None,
 ) -> RunRecord:
     """Run every stage (or only `only`); returns the record. Raises StageError or Cancelled
-    after the record and reports are written."""
-    if only is not None and only not in pipeline.stages:
-        raise InputError(
-            f"{pipeline.display}: no stage {only!r} in this pipeline; it has:"
-            f" {', '.join(pipeline.stages)}"
-        )
-    names = [only] if only else list(pipeline.stages)
+    after the record and reports are written, with the record as the exception's `record`."""
+    names = _selected_stages(pipeline, only)
     for name in names:
         if name not in STAGE_RUNNERS:
             raise InputError(f"stage {name!r} cannot run yet in this version of legion-ci")
@@ -203,6 +195,9 @@ def execute(
         try:
             for name in names:
                 _run_stage(pipeline, record, name, echo)
+        except (StageError, Cancelled) as exc:
+            exc.record = record  # type: ignore[attr-defined]
+            raise
         finally:
             finish(record, pipeline)
     return record
@@ -213,16 +208,9 @@ def plan(pipeline: Pipeline, only: str | None = None) -> dict[str, Any]:
     from legion_ci.runner.stages.train import tracking_settings
 
     stages = []
-    for name in [only] if only else pipeline.stages:
-        if name not in pipeline.stages:
-            raise InputError(f"{pipeline.display}: no stage {name!r} in this pipeline")
+    for name in _selected_stages(pipeline, only):
         spec = pipeline.stage(name)
-        registration = pipeline.registry.get(
-            {"train": "ToolchainIntegration", "package": "PackagingIntegration"}.get(
-                name, "DeployTarget"
-            ),
-            pipeline.integration_name(name),
-        )
+        registration = pipeline.registration(name)
         entry: dict[str, Any] = {
             "stage": name,
             "integration": registration.name,
@@ -246,11 +234,3 @@ def plan(pipeline: Pipeline, only: str | None = None) -> dict[str, Any]:
         "workspace": str(pipeline.workspace),
         "stages": stages,
     }
-
-
-def stage_names() -> tuple[str, ...]:
-    return STAGE_ORDER
-
-
-def python() -> str:
-    return sys.executable

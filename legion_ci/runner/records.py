@@ -21,13 +21,14 @@ from typing import Any
 from legion_ci.atomic import write_atomic
 from legion_ci.errors import InputError
 
-PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, SKIPPED = (
+PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, SKIPPED, PARTIAL = (
     "pending",
     "running",
     "succeeded",
     "failed",
     "cancelled",
     "skipped",
+    "partial",
 )
 
 
@@ -95,11 +96,15 @@ class RunRecord:
         write_atomic(Path(self.workspace) / "latest", self.id + "\n")
 
     def overall_status(self) -> str:
+        """The run's status, derived from its stages'. `partial`: what ran succeeded and
+        later stages are still to run (`legion-ci stage` one at a time)."""
         statuses = [s.status for s in self.stages.values()]
         for status in (CANCELLED, FAILED, RUNNING):
             if status in statuses:
                 return status
-        return SUCCEEDED if statuses and all(s == SUCCEEDED for s in statuses) else PENDING
+        if statuses and all(s == SUCCEEDED for s in statuses):
+            return SUCCEEDED
+        return PARTIAL if SUCCEEDED in statuses else PENDING
 
 
 def load_record(workspace: Path, run_id: str = "latest") -> RunRecord:

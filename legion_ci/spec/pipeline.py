@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from legion_ci.integrations.base import Connection
-from legion_ci.integrations.registry import Registry
+from legion_ci.integrations.registry import Registration, Registry
 from legion_ci.runner.process import Redactor
 from legion_ci.spec.yaml_loader import Located
 
@@ -47,6 +47,9 @@ class Pipeline:
 
     def integration_name(self, stage: str) -> str:
         return str(self.stage(stage)[STAGE_INTEGRATION_KEY[stage]])
+
+    def registration(self, stage: str) -> Registration:
+        return self.registry.for_stage_named(stage, self.integration_name(stage))
 
     @property
     def workspace(self) -> Path:

@@ -8,7 +8,7 @@ from typing import Any
 
 from legion_ci.errors import InputError, LegionError, Problem, SpecError
 from legion_ci.integrations.base import Connection
-from legion_ci.integrations.registry import KINDS, Registry, load_registry
+from legion_ci.integrations.registry import Registry, load_registry
 from legion_ci.runner.process import Redactor
 from legion_ci.spec.pipeline import STAGE_INTEGRATION_KEY, Pipeline
 from legion_ci.spec.schema import SECRET_FIELDS, build_schema
@@ -18,7 +18,6 @@ from legion_ci.spec.yaml_loader import Located, PathT, format_path, load_located
 DATA_CONNECTION_TYPES = ("local", "http", "s3")
 # Toolchain problems in these stage fields are the pipeline file's, always found up front.
 PIPELINE_FIELDS = ("hyperParameters", "arguments")
-STAGE_KIND = {stage: kind for kind, stage in KINDS.items()}
 STAGE_NOUN = {"train": "toolchain", "package": "packaging integration", "deploy": "deploy target"}
 
 
@@ -159,7 +158,7 @@ def _train_problems(
     baseline = train.get("baseline")
     if isinstance(baseline, str) and not (base_dir / baseline).is_file():
         problems.append(located.problem((*base, "baseline"), f"no such file: {baseline}"))
-    registration = registry.get("ToolchainIntegration", train["toolchain"])
+    registration = registry.for_stage_named("train", train["toolchain"])
     if registration.mode != "python":
         return problems
     trainer = registration.instantiate()

@@ -53,9 +53,7 @@ def run_package(
         raise StageError(f"the trained model binary of run {record.id} is gone: {artifact}")
     if sha256_file(artifact) != train.get("artifact_sha256"):
         raise StageError(f"{artifact}: checksum differs from the one train recorded")
-    registration = pipeline.registry.get(
-        "PackagingIntegration", pipeline.integration_name("package")
-    )
+    registration = pipeline.registration("package")
     scratch = record.folder / "work" / "package"
     shutil.rmtree(scratch, ignore_errors=True)
     artifact_dir = safe_extract(artifact, scratch / "artifact")

@@ -149,7 +149,7 @@ def run_train(
     from legion_ci.gppi.archive import write_zip
 
     stage = pipeline.stage("train")
-    registration = pipeline.registry.get("ToolchainIntegration", stage["toolchain"])
+    registration = pipeline.registration("train")
     project_dir = pipeline.resolve_path(stage.get("workDir", "."))
     scratch = record.folder / "work" / "train"
     if scratch.exists():
