@@ -6,7 +6,6 @@ import base64
 import contextlib
 import http.server
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from legion_ci.runner.process import terminate_group
 
 
 def free_port() -> int:
@@ -60,14 +61,7 @@ def moto_server(log_path: Path, startup_timeout: float = 30.0) -> Iterator[str]:
                 time.sleep(0.1)
         yield endpoint
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        terminate_group(proc, grace=10)
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from data_support import free_port
 
 from legion_ci.integrations.base import TrainContext
 from legion_ci.runner.process import Redactor, StageLog, terminate_group
@@ -144,12 +145,6 @@ def make_ctx(
         run_id="run-test-1",
         log=StageLog(stage / "train.log", redact=Redactor(secrets)),
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
