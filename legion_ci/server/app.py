@@ -30,6 +30,8 @@ from legion_ci.server.protocols import (
     answer_legion,
     answer_mlflow,
     bad,
+    body_too_large,
+    body_too_slow,
     check_json_content_type,
     decode_json,
     parse_legion,
@@ -278,12 +280,7 @@ class ModelApp:
             except ValueError:
                 raise bad("Content-Length is not a number") from None
             if declared > limit:
-                raise RequestError(
-                    413,
-                    f"the request body is {declared} bytes, over this server's limit of"
-                    f" {limit} bytes",
-                    close=True,
-                )
+                raise body_too_large(limit, declared)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -295,20 +292,12 @@ class ModelApp:
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > limit:
-                        raise RequestError(
-                            413,
-                            f"the request body is over this server's limit of {limit} bytes",
-                            close=True,
-                        )
+                        raise body_too_large(limit)
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            raise RequestError(
-                408,
-                f"the request body did not arrive within {self.settings.body_timeout_s:g} s",
-                close=True,
-            ) from None
+            raise body_too_slow(self.settings.body_timeout_s) from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     # -- lifecycle -------------------------------------------------------------------------------

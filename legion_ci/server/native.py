@@ -27,7 +27,7 @@ from urllib.parse import unquote
 import httptools
 
 from legion_ci.server.app import ModelApp, Response
-from legion_ci.server.protocols import RequestError, bad
+from legion_ci.server.protocols import RequestError, bad, body_too_large, body_too_slow
 
 log = logging.getLogger("legion_ci.server")
 
@@ -245,14 +245,7 @@ class HttpProtocol(asyncio.Protocol):
                 except ValueError:
                     declared = 0  # the parser rejects it
                 if declared > limit:
-                    self._fail(
-                        RequestError(
-                            413,
-                            f"the request body is {declared} bytes, over this server's limit"
-                            f" of {limit} bytes",
-                            close=True,
-                        )
-                    )
+                    self._fail(body_too_large(limit, declared))
                     return
             elif key == b"expect" and value.lower() == b"100-continue":
                 expect = True
@@ -265,13 +258,7 @@ class HttpProtocol(asyncio.Protocol):
         self.body_size += len(body)
         limit = self.front.settings.max_body_bytes
         if self.body_size > limit:
-            self._fail(
-                RequestError(
-                    413,
-                    f"the request body is over this server's limit of {limit} bytes",
-                    close=True,
-                )
-            )
+            self._fail(body_too_large(limit))
             return
         self.body.append(body)
 
@@ -322,8 +309,7 @@ class HttpProtocol(asyncio.Protocol):
     def _body_timeout(self) -> None:
         self.body_timer = None
         if self.in_body and not self.discarding:
-            timeout = self.front.settings.body_timeout_s
-            self._fail(RequestError(408, f"the request body did not arrive within {timeout:g} s"))
+            self._fail(body_too_slow(self.front.settings.body_timeout_s))
 
     def _enqueue(self, item: Item) -> None:
         if self.busy:

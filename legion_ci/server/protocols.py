@@ -32,6 +32,18 @@ class RequestError(Exception):
         self.close = close
 
 
+def body_too_large(limit: int, declared: int | None = None) -> RequestError:
+    """413, said the same way by both front ends, whether declared or counted."""
+    size = f"is {declared} bytes, over" if declared is not None else "is over"
+    return RequestError(
+        413, f"the request body {size} this server's limit of {limit} bytes", close=True
+    )
+
+
+def body_too_slow(timeout_s: float) -> RequestError:
+    return RequestError(408, f"the request body did not arrive within {timeout_s:g} s", close=True)
+
+
 def bad(message: str) -> RequestError:
     return RequestError(400, message)
 
