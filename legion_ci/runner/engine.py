@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import signal
 import subprocess
@@ -70,15 +69,11 @@ def cancellation() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _new_record(pipeline: Pipeline) -> RunRecord:
     record = RunRecord(
         id=new_run_id(),
         pipeline=str(pipeline.path),
-        pipeline_sha256=_sha256(pipeline.path),
+        pipeline_sha256=pipeline.located.sha256,
         model={"name": pipeline.model_name, "version": pipeline.model_version},
         workspace=str(pipeline.workspace),
         git_commit=git_commit(pipeline.base_dir),

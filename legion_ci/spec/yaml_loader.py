@@ -8,6 +8,7 @@ after a fixed number of nodes, in bounded memory).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class Located:
 
     file: str
     data: Any
+    sha256: str = ""  # of the bytes that were parsed, for the run record
     values: dict[PathT, tuple[int, int]] = field(default_factory=dict)
     keys: dict[PathT, tuple[int, int]] = field(default_factory=dict)
 
@@ -167,7 +169,7 @@ def load_located(path: Path | str, display: str | None = None) -> Located:
         loader.dispose()
     if node is None:
         raise fail("file is empty")
-    located = Located(shown, None)
+    located = Located(shown, None, hashlib.sha256(raw).hexdigest())
     builder = _Builder(located, _Loader(""))
     try:
         located.data = builder.build(node, ())
