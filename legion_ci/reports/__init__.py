@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,13 @@ def write_reports(record: RunRecord, redact: Any = None) -> Path:
         return redact(text) if redact else text
 
     folder = record.folder / "reports"
-    write_atomic(folder / "summary.json", clean(json.dumps(summary(record), indent=2)))
-    write_atomic(folder / "junit.xml", clean(render_junit(record)))
-    write_atomic(folder / "summary.md", clean(render_markdown(record)))
-    latest = Path(record.workspace) / "reports"
-    latest.mkdir(parents=True, exist_ok=True)
-    for name in ("summary.json", "junit.xml", "summary.md"):
-        tmp = latest / f".{name}.tmp"
-        shutil.copyfile(folder / name, tmp)
-        tmp.replace(latest / name)
+    reports = {
+        "summary.json": json.dumps(summary(record), indent=2),
+        "junit.xml": render_junit(record),
+        "summary.md": render_markdown(record),
+    }
+    # The run's own copy, and the latest run's at a stable path for CI globs.
+    for target in (folder, Path(record.workspace) / "reports"):
+        for name, text in reports.items():
+            write_atomic(target / name, clean(text))
     return folder
