@@ -26,12 +26,12 @@ def write_reports(record: RunRecord, redact: Any = None) -> Path:
 
     folder = record.folder / "reports"
     reports = {
-        "summary.json": json.dumps(summary(record), indent=2),
-        "junit.xml": render_junit(record),
-        "summary.md": render_markdown(record),
+        "summary.json": clean(json.dumps(summary(record), indent=2)),
+        "junit.xml": clean(render_junit(record)),
+        "summary.md": clean(render_markdown(record)),
     }
     # The run's own copy, and the latest run's at a stable path for CI globs.
     for target in (folder, Path(record.workspace) / "reports"):
         for name, text in reports.items():
-            write_atomic(target / name, clean(text))
+            write_atomic(target / name, text)
     return folder
