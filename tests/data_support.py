@@ -5,63 +5,33 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.server
-import os
-import socket
-import subprocess
 import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from legion_ci.runner.process import terminate_group
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (also used as the 'unreachable storage' port)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from procs import free_port, http_ok, service
 
 
 @contextlib.contextmanager
 def moto_server(log_path: Path, startup_timeout: float = 30.0) -> Iterator[str]:
     """Run moto's standalone server on 127.0.0.1; yield its endpoint URL; stop it by pid."""
     port = free_port()
-    env = dict(os.environ)
-    # The emulator must never see real credentials, whatever the machine has.
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        env.pop(key, None)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
     endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto server exited early:\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"moto server not ready in {startup_timeout}s:\n{log_path.read_text()}"
-                    ) from None
-                time.sleep(0.1)
+    # The emulator must never see real credentials, whatever the machine has.
+    with service(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        log_path,
+        ready=http_ok(f"{endpoint}/moto-api/"),
+        timeout=startup_timeout,
+        unset=AWS_KEYS,
+        name="moto server",
+    ):
         yield endpoint
-    finally:
-        terminate_group(proc, grace=10)
+
+
+AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
 
 
 @dataclass

@@ -4,20 +4,16 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 import sys
 import textwrap
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from data_support import free_port
+from procs import free_port, http_ok, service
 
 from legion_ci.integrations.base import TrainContext
-from legion_ci.runner.process import Redactor, StageLog, terminate_group
+from legion_ci.runner.process import Redactor, StageLog
 
 REPO = Path(__file__).resolve().parent.parent
 WINE = REPO / "examples" / "wine"
@@ -152,52 +148,30 @@ def mlflow_server(root: Path, extra_args: tuple[str, ...] = ()) -> Iterator[str]
     """A real `mlflow server` on 127.0.0.1, stopped by pid when the block ends (failures too)."""
     port = free_port()
     root.mkdir(parents=True, exist_ok=True)
-    log = open(root / "server.log", "w", encoding="utf-8")  # noqa: SIM115
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'server.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            *extra_args,
-        ],
-        cwd=root,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"mlflow server exited with {proc.returncode}:\n"
-                    + (root / "server.log").read_text()[-3000:]
-                )
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{url}/health", timeout=2) as response,
-            ):
-                if response.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("mlflow server did not answer /health within 90 s")
-            time.sleep(0.3)
+    argv = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'server.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        *extra_args,
+    ]
+    with service(
+        argv,
+        root / "server.log",
+        ready=http_ok(f"{url}/health"),
+        timeout=90,
+        cwd=root,
+        name="mlflow server",
+    ):
         yield url
-    finally:
-        terminate_group(proc, grace=10)
-        log.close()

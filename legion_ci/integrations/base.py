@@ -64,3 +64,73 @@ class Trainer(Protocol):
     def train(self, ctx: TrainContext) -> TrainResult:
         """Run the training; write the GPPI folder into ctx.output_dir; raise StageError."""
         ...
+
+
+@dataclass
+class PackageTarget:
+    """Where a packed model goes (Legion's `targets`: e.g. docker-push to a registry)."""
+
+    name: str  # the target's role, e.g. "docker-push"
+    connection: Connection
+
+
+@dataclass
+class PackageContext:
+    model_name: str
+    model_version: str
+    run_id: str  # the legion-ci run id
+    git_commit: str | None
+    artifact: Path  # the trained model binary (zip), checksum already verified
+    artifact_dir: Path  # the same binary, safely extracted (a GPPI folder)
+    arguments: dict[str, Any]  # integration-specific, validated against its registration
+    targets: list[PackageTarget]
+    output_dir: Path  # the run's artifacts folder: keep what should outlive the stage here
+    scratch_dir: Path  # removed when the stage ends
+    train_outputs: Mapping[str, Any]  # the train stage's outputs (mlflow_run_id, ...)
+    log: StageLog
+    clients: Any = None  # legion_ci.integrations.clients.Clients: Docker/Kubernetes, made once
+
+
+@dataclass
+class PackageResult:
+    """What the packager hands back; checked against the package stage's declared outputs."""
+
+    outputs: dict[str, Any] = field(default_factory=dict)  # image, digest, image_id, size, ...
+
+
+@runtime_checkable
+class Packager(Protocol):
+    """A Toolchain Packaging Integration (Legion's Model Packager)."""
+
+    def pack(self, ctx: PackageContext) -> PackageResult:
+        """Pack ctx.artifact_dir (build, smoke-test, push); raise StageError on failure."""
+        ...
+
+
+@dataclass
+class DeployContext:
+    model_name: str
+    model_version: str
+    run_id: str
+    artifact: Path | None  # the trained model binary (zip), when train ran in this run
+    package_outputs: Mapping[str, Any]  # image, digest, ... when package ran
+    arguments: dict[str, Any]
+    connection: Connection | None  # e.g. a kubernetes connection
+    workspace: Path  # deployment state lives under <workspace>/deployments/
+    scratch_dir: Path
+    log: StageLog
+    clients: Any = None
+
+
+@dataclass
+class DeployResult:
+    outputs: dict[str, Any] = field(default_factory=dict)  # url, ...
+
+
+@runtime_checkable
+class Deployer(Protocol):
+    """A deploy target (Legion's Model Deployer)."""
+
+    def deploy(self, ctx: DeployContext) -> DeployResult:
+        """Deploy, wait until ready, smoke-test; raise StageError leaving the old one serving."""
+        ...
