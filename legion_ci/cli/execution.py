@@ -10,6 +10,7 @@ import click
 
 from legion_ci.errors import Cancelled, StageError
 from legion_ci.runner.records import RunRecord
+from legion_ci.stage_types import BY_NAME
 
 
 def _outputs_for_ci(record: RunRecord) -> dict[str, Any]:
@@ -19,11 +20,13 @@ def _outputs_for_ci(record: RunRecord) -> dict[str, Any]:
         "summary": str(record.folder / "reports" / "summary.json"),
         "junit": str(record.folder / "reports" / "junit.xml"),
     }
+    for name, stage in record.stages.items():
+        for key, ci_name in BY_NAME[name].ci_outputs.items():
+            value = stage.outputs.get(key)
+            if value is not None:
+                outputs[ci_name] = value
     train = record.stages.get("train")
     if train is not None:
-        if "artifact" in train.outputs:
-            outputs["artifact"] = train.outputs["artifact"]
-            outputs["artifact-sha256"] = train.outputs.get("artifact_sha256", "")
         outputs["metrics"] = json.dumps(train.metrics, sort_keys=True)
     return outputs
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from legion_ci.cli.options import output_option, pipeline_argument
-from legion_ci.spec.pipeline import STAGE_ORDER
+from legion_ci.stage_types import STAGE_ORDER
 
 
 @click.command()

@@ -41,6 +41,8 @@ class TrainContext:
     run_id: str  # the legion-ci run id
     log: StageLog
     connections: Mapping[str, Connection] = field(default_factory=dict)
+    toolchain: str = ""  # the registered name the pipeline chose
+    data: Sequence[Mapping[str, Any]] = ()  # the stage's data bindings, already placed
 
 
 @dataclass
@@ -52,17 +54,21 @@ class TrainResult:
 
 @runtime_checkable
 class Trainer(Protocol):
-    """A Toolchain Train Integration that runs inside the legion-ci process."""
-
-    def validate(self, stage: Mapping[str, Any], project_dir: Path) -> Sequence[tuple[str, str]]:
-        """Problems found before anything runs, as (field path under the stage, message).
-
-        e.g. ("entrypoint", "unknown entry point 'mian'; known: main").
-        """
-        ...
+    """A Toolchain Train Integration (Legion's Model Trainer)."""
 
     def train(self, ctx: TrainContext) -> TrainResult:
         """Run the training; write the GPPI folder into ctx.output_dir; raise StageError."""
+        ...
+
+
+@runtime_checkable
+class ValidatesStage(Protocol):
+    """Optional, for any kind: problems found before anything runs."""
+
+    def validate(self, stage: Mapping[str, Any], folder: Path) -> Sequence[tuple[str, str]]:
+        """(field path under the stage, message) pairs, e.g. ("entrypoint", "unknown entry
+        point 'mian'; known: main"). `folder` is the training project for a trainer, the
+        pipeline's folder for the other kinds."""
         ...
 
 
@@ -89,6 +95,7 @@ class PackageContext:
     train_outputs: Mapping[str, Any]  # the train stage's outputs (mlflow_run_id, ...)
     log: StageLog
     clients: Any = None  # legion_ci.integrations.clients.Clients: Docker/Kubernetes, made once
+    integration: str = ""  # the registered name the pipeline chose
 
 
 @dataclass
@@ -120,6 +127,8 @@ class DeployContext:
     scratch_dir: Path
     log: StageLog
     clients: Any = None
+    integration: str = ""  # the registered name the pipeline chose
+    stage_spec: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -18,16 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from legion_ci.errors import InputError, Problem, SpecError
+from legion_ci.stage_types import BY_KIND, STAGES
 
 ENTRY_POINT_GROUP = "legion_ci.integrations"
 ENV_PATHS = "LEGION_CI_INTEGRATIONS"
 
-# Registration kind -> the pipeline stage it serves.
-KINDS = {
-    "ToolchainIntegration": "train",
-    "PackagingIntegration": "package",
-    "DeployTarget": "deploy",
-}
+# Registration kind -> the pipeline stage it serves, from the one stage table.
+KINDS = {stage.kind: stage.name for stage in STAGES}
 
 REGISTRATION_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -66,6 +63,26 @@ class Registration:
     @property
     def mode(self) -> str:
         return "python" if (self.python or self.factory is not None) else "command"
+
+    def load(self) -> Any:
+        """The integration as an object satisfying its kind's Protocol (Trainer, Packager,
+        Deployer): the in-process object itself, or the adapter that speaks Legion's
+        out-of-process contract. The runner never needs to know which."""
+        if self.mode == "command":
+            from legion_ci.integrations.external import ADAPTERS
+
+            return ADAPTERS[self.kind](self)
+        obj = self.instantiate()
+        from legion_ci.integrations import base
+
+        protocol = getattr(base, BY_KIND[self.kind].protocol)
+        if not isinstance(obj, protocol):
+            needs = {"Trainer": "train(ctx)", "Packager": "pack(ctx)", "Deployer": "deploy(ctx)"}
+            raise InputError(
+                f"{self.source}: integration {self.name!r} is a {self.kind} but"
+                f" {type(obj).__name__} has no {needs[BY_KIND[self.kind].protocol]}"
+            )
+        return obj
 
     def instantiate(self) -> Any:
         """The in-process integration object (imports its module only now)."""

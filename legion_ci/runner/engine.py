@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import signal
 import subprocess
 import threading
@@ -26,13 +25,7 @@ from legion_ci.runner.records import (
     now,
 )
 from legion_ci.spec.pipeline import Pipeline
-
-# Stage name -> "module:function(pipeline, record, stage_record, log)". Stages whose
-# integrations do not exist yet are refused by validation before they get here.
-STAGE_RUNNERS = {
-    "train": "legion_ci.runner.stages.train:run_train",
-    "package": "legion_ci.runner.stages.package:run_package",
-}
+from legion_ci.stage_types import BY_NAME, StageType, resolve
 
 
 def git_commit(folder: Path) -> str | None:
@@ -120,9 +113,10 @@ def _run_stage(
     record.status = RUNNING
     record.save()
     started = time.monotonic()
-    module_name, _, func = STAGE_RUNNERS[name].partition(":")
+    stage_type = BY_NAME[name]
     try:
-        getattr(importlib.import_module(module_name), func)(pipeline, record, stage_record, log)
+        resolve(stage_type.run)(pipeline, record, stage_record, log)
+        check_outputs(stage_type, stage_record.integration, stage_record.outputs)
         stage_record.status = SUCCEEDED
     except (Cancelled, KeyboardInterrupt) as exc:
         reason = str(exc) if isinstance(exc, Cancelled) else "interrupted (Ctrl-C)"
@@ -145,6 +139,22 @@ def _run_stage(
         log.close()
         record.save()
     return stage_record
+
+
+def check_outputs(stage_type: StageType, integration: str, outputs: dict[str, Any]) -> None:
+    """What the integration handed back must hold the stage's declared outputs."""
+    from jsonschema import Draft202012Validator
+
+    errors = sorted(
+        Draft202012Validator(stage_type.outputs).iter_errors(outputs), key=lambda e: e.path
+    )
+    if errors:
+        error = errors[0]
+        where = ".".join(str(p) for p in error.path) or "outputs"
+        raise StageError(
+            f"{stage_type.noun} {integration!r} handed back bad outputs: {where}: {error.message}"
+            f" (declared: {', '.join(stage_type.outputs.get('required', []))})"
+        )
 
 
 def finish(record: RunRecord, pipeline: Pipeline) -> None:
@@ -175,9 +185,6 @@ def execute(
     """Run every stage (or only `only`); returns the record. Raises StageError or Cancelled
     after the record and reports are written, with the record as the exception's `record`."""
     names = _selected_stages(pipeline, only)
-    for name in names:
-        if name not in STAGE_RUNNERS:
-            raise InputError(f"stage {name!r} cannot run yet in this version of legion-ci")
     first = pipeline.stages[0]
     if only is None or only == first:
         if run_id is not None:
@@ -200,8 +207,6 @@ def execute(
 
 def plan(pipeline: Pipeline, only: str | None = None) -> dict[str, Any]:
     """What would run, resolved and redacted, without running anything."""
-    from legion_ci.runner.stages.train import tracking_settings
-
     stages = []
     for name in _selected_stages(pipeline, only):
         spec = pipeline.stage(name)
@@ -215,13 +220,7 @@ def plan(pipeline: Pipeline, only: str | None = None) -> dict[str, Any]:
         }
         if registration.mode == "command":
             entry["command"] = registration.argv()
-        if name == "train":
-            entry["workDir"] = str(pipeline.resolve_path(spec.get("workDir", ".")))
-            entry["entrypoint"] = spec.get("entrypoint", "main")
-            entry["hyperParameters"] = spec.get("hyperParameters") or {}
-            entry["tracking_uri"] = tracking_settings(pipeline, spec)[0]
-            entry["data"] = spec.get("data") or []
-            entry["gates"] = spec.get("gates") or {}
+        entry.update(resolve(BY_NAME[name].plan)(pipeline, spec))
         stages.append(entry)
     return {
         "pipeline": str(pipeline.path),

@@ -8,34 +8,14 @@ import signal
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 from legion_ci.errors import Cancelled, StageError
+from legion_ci.redact import Redactor
 
-
-class Redactor:
-    """Replaces every known secret value with ***; secrets shorter than 4 chars are ignored
-    so that a value like '1' does not blank out every digit of a log."""
-
-    def __init__(self, secrets: Iterable[str] = ()):
-        self._secrets: set[str] = set()
-        for secret in secrets:
-            self.add(secret)
-
-    def add(self, secret: str) -> None:
-        if secret and len(secret) >= 4:
-            self._secrets.add(secret)
-
-    def __call__(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
-
-    def __bool__(self) -> bool:
-        return bool(self._secrets)
+__all__ = ["Redactor", "StageLog", "run_logged", "terminate_group"]
 
 
 class StageLog:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from legion_ci.integrations.base import Connection
 from legion_ci.integrations.registry import Registration, Registry
-from legion_ci.runner.process import Redactor
+from legion_ci.redact import Redactor
 from legion_ci.spec.yaml_loader import Located
-
-STAGE_ORDER = ("train", "package", "deploy")
-# The key naming each stage's integration.
-STAGE_INTEGRATION_KEY = {"train": "toolchain", "package": "integration", "deploy": "target"}
+from legion_ci.stage_types import BY_NAME, STAGE_ORDER
 
 
 @dataclass
@@ -25,6 +22,7 @@ class Pipeline:
     registry: Registry
     redactor: Redactor
     connections: dict[str, Connection]
+    _clients: Any = field(default=None, repr=False)
 
     @property
     def base_dir(self) -> Path:
@@ -46,7 +44,7 @@ class Pipeline:
         return self.data["stages"][name]
 
     def integration_name(self, stage: str) -> str:
-        return str(self.stage(stage)[STAGE_INTEGRATION_KEY[stage]])
+        return str(self.stage(stage)[BY_NAME[stage].integration_key])
 
     def registration(self, stage: str) -> Registration:
         return self.registry.for_stage_named(stage, self.integration_name(stage))
@@ -57,3 +55,11 @@ class Pipeline:
 
     def resolve_path(self, value: str) -> Path:
         return (self.base_dir / value).resolve()
+
+    def clients(self) -> Any:
+        """The Docker / Kubernetes clients, built once from the resolved connections."""
+        if self._clients is None:
+            from legion_ci.integrations.clients import Clients
+
+            self._clients = Clients(self.connections)
+        return self._clients

@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from legion_ci.integrations.registry import Registry
+from legion_ci.stage_types import BASELINE, GATE, STAGES
+
+__all__ = ["BASELINE", "CONNECTION", "GATE", "SECRET_FIELDS", "build_schema"]
 
 SCHEMA_ID = "https://legion-ci.dev/schemas/pipeline-v1.json"
 SECRET_REF = r"^\$\{(env|file):[^}]+\}$"
@@ -50,51 +53,13 @@ CONNECTION = {
         },
         "namespace": {"type": "string", "description": "Kubernetes namespace."},
         "kubeconfig": {"type": "string", "description": "Path to a kubeconfig file."},
-    },
-}
-
-GATE = {
-    "type": "object",
-    "description": "Bounds on one training metric; the stage fails when a bound is broken.",
-    "additionalProperties": False,
-    "minProperties": 1,
-    "properties": {
-        "min": {"type": "number", "description": "Smallest acceptable value."},
-        "max": {"type": "number", "description": "Largest acceptable value."},
-        "maxIncrease": {
-            "type": "number",
-            "description": "Largest acceptable increase over the baseline value.",
-        },
-        "maxDecrease": {
-            "type": "number",
-            "description": "Largest acceptable decrease from the baseline value.",
+        "context": {"type": "string", "description": "Kubernetes context in the kubeconfig."},
+        "host": {
+            "type": "string",
+            "description": "Docker engine to use (unix:// or tcp://); default $DOCKER_HOST.",
         },
     },
 }
-
-BASELINE = {
-    "description": "What the metrics are compared with: a metrics JSON file checked in on the"
-    " main branch, or an earlier run record ({run: latest} or {run: <run id>}).",
-    "oneOf": [
-        {"type": "string", "description": "Path to a JSON file {metric: value} or a summary.json."},
-        {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["run"],
-            "properties": {
-                "run": {"type": "string", "description": "'latest' or a run id."},
-            },
-        },
-    ],
-}
-
-
-def _binding_schema() -> dict[str, Any]:
-    try:
-        from legion_ci.data.schema import BINDING_SCHEMA
-    except ImportError:  # pragma: no cover - the data package always ships
-        return {"type": "object"}
-    return dict(BINDING_SCHEMA)
 
 
 def _stage_schema(
@@ -131,65 +96,10 @@ def _stage_schema(
 
 
 def build_schema(registry: Registry) -> dict[str, Any]:
-    train = _stage_schema(
-        "train",
-        "toolchain",
-        registry,
-        {
-            "workDir": {
-                "type": "string",
-                "description": "Project folder, relative to the pipeline file.",
-            },
-            "entrypoint": {"type": "string", "description": "Entry point of the project."},
-            "hyperParameters": {
-                "type": "object",
-                "additionalProperties": {"type": ["string", "number", "boolean"]},
-                "description": "Parameters passed to the training entry point.",
-            },
-            "tracking": {
-                "type": "string",
-                "description": "Name of an mlflow connection; default: $MLFLOW_TRACKING_URI,"
-                " else a sqlite store in the workspace.",
-            },
-            "data": {
-                "type": "array",
-                "items": _binding_schema(),
-                "description": "Data placed in the work dir before training (Data Bindings).",
-            },
-            "gates": {
-                "type": "object",
-                "additionalProperties": GATE,
-                "description": "Quality gates: metric name -> bounds.",
-            },
-            "baseline": BASELINE,
-        },
-    )
-    package = _stage_schema(
-        "package",
-        "integration",
-        registry,
-        {
-            "targets": {
-                "type": "array",
-                "description": "Where the packed model goes, e.g. a docker registry connection.",
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["name", "connection"],
-                    "properties": {
-                        "name": {"type": "string", "description": "Target role, e.g. docker-push."},
-                        "connection": {"type": "string", "description": "Connection name."},
-                    },
-                },
-            }
-        },
-    )
-    deploy = _stage_schema(
-        "deploy",
-        "target",
-        registry,
-        {"connection": {"type": "string", "description": "Cluster connection name."}},
-    )
+    stages = {
+        stage.name: _stage_schema(stage.name, stage.integration_key, registry, stage.properties)
+        for stage in STAGES
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -232,7 +142,7 @@ def build_schema(registry: Registry) -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": False,
                 "minProperties": 1,
-                "properties": {"train": train, "package": package, "deploy": deploy},
+                "properties": stages,
                 "description": "The stages to run, always in the order train, package, deploy.",
             },
         },

@@ -9,16 +9,15 @@ from typing import Any
 from legion_ci.errors import InputError, LegionError, Problem, SpecError
 from legion_ci.integrations.base import Connection
 from legion_ci.integrations.registry import Registry, load_registry
-from legion_ci.runner.process import Redactor
-from legion_ci.spec.pipeline import STAGE_INTEGRATION_KEY, Pipeline
+from legion_ci.redact import Redactor
+from legion_ci.spec.pipeline import Pipeline
 from legion_ci.spec.schema import SECRET_FIELDS, build_schema
 from legion_ci.spec.secrets import resolve_references
+from legion_ci.spec.stage_checks import integration_problems, split_field_path
 from legion_ci.spec.yaml_loader import Located, PathT, format_path, load_located
+from legion_ci.stage_types import BY_NAME, STAGES, ConnectionField, resolve
 
-DATA_CONNECTION_TYPES = ("local", "http", "s3")
-# Toolchain problems in these stage fields are the pipeline file's, always found up front.
-PIPELINE_FIELDS = ("hyperParameters", "arguments")
-STAGE_NOUN = {"train": "toolchain", "package": "packaging integration", "deploy": "deploy target"}
+INTEGRATION_KEYS = {stage.integration_key: stage for stage in STAGES}
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
@@ -64,13 +63,13 @@ def _explain(located: Located, error: Any, best_match: Any) -> list[Problem]:
             Problem(located.file, line, col, format_path((*path, key)), "required key is missing")
             for key in missing
         ]
-    if kind == "enum" and leaf in STAGE_INTEGRATION_KEY.values():
+    if kind == "enum" and leaf in INTEGRATION_KEYS and len(path) == 3:
         known = list(error.validator_value)
-        stage = path[-2] if len(path) >= 2 else "?"
+        stage = BY_NAME.get(str(path[1]))
         return [
             located.problem(
                 path,
-                f"unknown {STAGE_NOUN.get(str(stage), 'integration')} {error.instance!r}"
+                f"unknown {stage.noun if stage else 'integration'} {error.instance!r}"
                 f"{_did_you_mean(str(error.instance), known)};"
                 f" known: {', '.join(known) or '(none registered)'}",
             )
@@ -122,59 +121,84 @@ def _connections(
                 )
             )
 
-    train = stages.get("train") or {}
-    for i, binding in enumerate(train.get("data") or []):
-        need(
-            ("stages", "train", "data", i, "connection"),
-            binding["connection"],
-            DATA_CONNECTION_TYPES,
-        )
-    if "tracking" in train:
-        need(("stages", "train", "tracking"), train["tracking"], ("mlflow",))
-    for i, target in enumerate((stages.get("package") or {}).get("targets") or []):
-        need(("stages", "package", "targets", i, "connection"), target["connection"], ("docker",))
-    deploy = stages.get("deploy") or {}
-    if "connection" in deploy:
-        need(("stages", "deploy", "connection"), deploy["connection"], ("kubernetes",))
+    for stage_type in STAGES:
+        spec = stages.get(stage_type.name) or {}
+        for conn_field in stage_type.connections:
+            for path, name in _field_values(spec, conn_field):
+                need(("stages", stage_type.name, *path), name, conn_field.types)
     return connections, problems
 
 
-def _train_problems(
+def _field_values(spec: Any, conn_field: ConnectionField) -> list[tuple[PathT, str]]:
+    """(path, value) of every string at `conn_field.path` in `spec` (`*`: each list item)."""
+    found: list[tuple[PathT, Any]] = [((), spec)]
+    for part in conn_field.path:
+        step: list[tuple[PathT, Any]] = []
+        for path, value in found:
+            if part == "*" and isinstance(value, list):
+                step.extend(((*path, i), item) for i, item in enumerate(value))
+            elif isinstance(value, dict) and part in value:
+                step.append(((*path, part), value[part]))
+        found = step
+    return [(path, value) for path, value in found if isinstance(value, str)]
+
+
+def _stage_problems(
     data: dict[str, Any],
     located: Located,
     base_dir: Path,
     registry: Registry,
     strict_project: bool,
 ) -> list[Problem]:
-    train = (data.get("stages") or {}).get("train")
-    if not train:
-        return []
+    """Each stage type's own checks, or, without one, its in-process integration's."""
     problems: list[Problem] = []
-    base = ("stages", "train")
-    project_dir = (base_dir / train.get("workDir", ".")).resolve()
-    if not project_dir.is_dir():
-        problems.append(located.problem((*base, "workDir"), f"no such folder: {project_dir}"))
-        return problems
-    baseline = train.get("baseline")
-    if isinstance(baseline, str) and not (base_dir / baseline).is_file():
-        problems.append(located.problem((*base, "baseline"), f"no such file: {baseline}"))
-    registration = registry.for_stage_named("train", train["toolchain"])
-    if registration.mode != "python":
-        return problems
-    trainer = registration.instantiate()
-    validate = getattr(trainer, "validate", None)
-    if callable(validate):
-        for field_path, message in validate(train, project_dir):
-            if not strict_project and not str(field_path).startswith(PIPELINE_FIELDS):
-                # The project itself (MLproject, entry point) is the train stage's to judge
-                # when running, so the failure lands in the run record and the CI reports.
+    for stage_type in STAGES:
+        spec = (data.get("stages") or {}).get(stage_type.name)
+        if not spec:
+            continue
+        try:
+            if stage_type.validate:
+                problems.extend(
+                    resolve(stage_type.validate)(data, located, base_dir, registry, strict_project)
+                )
                 continue
-            parts: list[str | int] = []
-            for part in str(field_path).replace("]", "").replace("[", ".").split("."):
-                if part:
-                    parts.append(int(part) if part.isdigit() else part)
-            problems.append(located.problem((*base, *parts), message))
+            registration = registry.for_stage_named(
+                stage_type.name, spec[stage_type.integration_key]
+            )
+            for field_path, message in integration_problems(registration, spec, base_dir):
+                problems.append(
+                    located.problem(
+                        ("stages", stage_type.name, *split_field_path(field_path)), message
+                    )
+                )
+        except LegionError as exc:
+            problems.append(located.problem(("stages", stage_type.name), str(exc)))
     return problems
+
+
+def _defaults(schema: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
+    """`value` with the schema's property defaults filled in, recursively into objects."""
+    filled = dict(value)
+    for key, sub in (schema.get("properties") or {}).items():
+        if key not in filled and "default" in sub:
+            filled[key] = sub["default"]
+        if isinstance(filled.get(key), dict) and sub.get("properties"):
+            filled[key] = _defaults(sub, filled[key])
+    return filled
+
+
+def fill_defaults(data: dict[str, Any], registry: Registry) -> None:
+    """Fill every stage's defaults, and its integration's `arguments` defaults, once, at load,
+    from the same schemas that validated them."""
+    stages = data.get("stages") or {}
+    for stage_type in STAGES:
+        spec = stages.get(stage_type.name)
+        if not isinstance(spec, dict):
+            continue
+        spec = _defaults({"properties": stage_type.properties}, spec)
+        registration = registry.for_stage_named(stage_type.name, spec[stage_type.integration_key])
+        spec["arguments"] = _defaults(registration.arguments, spec.get("arguments") or {})
+        stages[stage_type.name] = spec
 
 
 def _secret_paths(data: dict[str, Any]) -> set[PathT]:
@@ -236,10 +260,8 @@ def load_pipeline(
     problems.extend(ref_problems)
     connections, conn_problems = _connections(data, located, base_dir)
     problems.extend(conn_problems)
-    try:
-        problems.extend(_train_problems(data, located, base_dir, registry, strict_project))
-    except LegionError as exc:
-        problems.append(located.problem(("stages", "train"), str(exc)))
+    fill_defaults(data, registry)
+    problems.extend(_stage_problems(data, located, base_dir, registry, strict_project))
     if problems:
         raise SpecError(problems)
     return Pipeline(

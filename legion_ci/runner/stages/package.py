@@ -1,48 +1,27 @@
 """The package stage: hands the trained model binary to a packaging integration.
 
-Out-of-process packagers follow Legion's contract, `<entrypoint> <artifact dir>
-<packaging.json>`, and write `result.json` into the artifact dir; in-process ones implement
-`pack(artifact_dir, packaging) -> dict`. Either way the result becomes the stage's outputs.
+The integration satisfies the Packager Protocol (in-process, or Legion's out-of-process
+contract through its adapter); what it hands back becomes the stage's outputs once checked
+against the stage's declared outputs.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from legion_ci.errors import StageError
-from legion_ci.runner.process import StageLog, run_logged
+from legion_ci.integrations.base import PackageContext, PackageTarget
+from legion_ci.runner.process import StageLog
 from legion_ci.runner.records import RunRecord, StageRecord
 from legion_ci.spec.pipeline import Pipeline
 
 
-def _packaging_document(pipeline: Pipeline, record: RunRecord, artifact: Path) -> dict[str, Any]:
-    stage = pipeline.stage("package")
-    targets = stage.get("targets") or []
-    connections = {}
-    for target in targets:
-        conn = pipeline.connections[target["connection"]]
-        connections[conn.name] = {"type": conn.type, "uri": conn.uri, **conn.options}
-    return {
-        "id": record.id,
-        "spec": {
-            "integrationName": stage["integration"],
-            "artifactName": artifact.name,
-            "arguments": stage.get("arguments") or {},
-            "targets": [{"name": t["name"], "connectionName": t["connection"]} for t in targets],
-        },
-        "model": dict(record.model),
-        "connections": connections,
-    }
-
-
-def run_package(
-    pipeline: Pipeline, record: RunRecord, stage_record: StageRecord, log: StageLog
-) -> None:
-    from legion_ci.gppi.archive import safe_extract, sha256_file
+def trained_artifact(record: RunRecord) -> Path:
+    """The run's trained model binary, checksum verified against what train recorded."""
+    from legion_ci.gppi.archive import sha256_file
 
     train = record.stages["train"].outputs
     artifact = Path(train["artifact"])
@@ -53,43 +32,50 @@ def run_package(
         raise StageError(f"the trained model binary of run {record.id} is gone: {artifact}")
     if sha256_file(artifact) != train.get("artifact_sha256"):
         raise StageError(f"{artifact}: checksum differs from the one train recorded")
+    return artifact
+
+
+def run_package(
+    pipeline: Pipeline, record: RunRecord, stage_record: StageRecord, log: StageLog
+) -> None:
+    from legion_ci.gppi.archive import safe_extract
+
+    artifact = trained_artifact(record)
+    stage = pipeline.stage("package")
     registration = pipeline.registration("package")
     scratch = record.folder / "work" / "package"
     shutil.rmtree(scratch, ignore_errors=True)
     artifact_dir = safe_extract(artifact, scratch / "artifact")
-    document = _packaging_document(pipeline, record, artifact)
+    ctx = PackageContext(
+        model_name=pipeline.model_name,
+        model_version=pipeline.model_version,
+        run_id=record.id,
+        git_commit=record.git_commit,
+        artifact=artifact,
+        artifact_dir=artifact_dir,
+        arguments=dict(stage.get("arguments") or {}),
+        targets=[
+            PackageTarget(name=t["name"], connection=pipeline.connections[t["connection"]])
+            for t in stage.get("targets") or []
+        ],
+        output_dir=record.folder / "artifacts",
+        scratch_dir=scratch,
+        train_outputs=dict(record.stages["train"].outputs),
+        log=log,
+        clients=pipeline.clients(),
+        integration=registration.name,
+    )
     try:
-        if registration.mode == "python":
-            result = registration.instantiate().pack(artifact_dir, document, log)
-        else:
-            # The document may hold resolved credentials: owner-only, removed right after.
-            doc_path = scratch / "packaging.json"
-            fd = os.open(doc_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(document, handle)
-            try:
-                run_logged(
-                    [*registration.argv(), str(artifact_dir), str(doc_path)],
-                    log,
-                    cwd=scratch,
-                    what=f"packager {registration.name!r}",
-                )
-            finally:
-                doc_path.unlink(missing_ok=True)
-            result_path = artifact_dir / "result.json"
-            try:
-                result = json.loads(result_path.read_text(encoding="utf-8"))
-            except FileNotFoundError:
-                raise StageError(
-                    f"packager {registration.name!r} wrote no result.json into the artifact dir"
-                ) from None
-            except ValueError as exc:
-                raise StageError(
-                    f"packager {registration.name!r}: bad result.json: {exc}"
-                ) from None
-        if not isinstance(result, dict):
-            raise StageError(f"packager {registration.name!r}: result must be a JSON object")
-        stage_record.outputs.update(result)
-        log.line(f"packaged: {json.dumps(result)}")
+        result = registration.load().pack(ctx)
+        stage_record.outputs.update(result.outputs)
+        log.line(f"packaged: {json.dumps(result.outputs)}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def plan_package(pipeline: Pipeline, stage: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "targets": [
+            {"name": t["name"], "connection": t["connection"]} for t in stage.get("targets") or []
+        ]
+    }

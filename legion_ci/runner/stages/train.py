@@ -14,12 +14,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from legion_ci.errors import ModelError, StageError
-from legion_ci.integrations.base import TrainContext, TrainResult
+from legion_ci.errors import ModelError, Problem
+from legion_ci.integrations.base import TrainContext
+from legion_ci.integrations.registry import Registry
 from legion_ci.runner.gates import evaluate_gates, load_baseline, raise_on_failures
-from legion_ci.runner.process import StageLog, run_logged, terminate_group
+from legion_ci.runner.process import StageLog, terminate_group
 from legion_ci.runner.records import RunRecord, StageRecord
 from legion_ci.spec.pipeline import Pipeline
+from legion_ci.spec.stage_checks import PIPELINE_FIELDS, integration_problems, split_field_path
+from legion_ci.spec.yaml_loader import Located
 
 
 def tracking_settings(pipeline: Pipeline, stage: dict[str, Any]) -> tuple[str, dict[str, str]]:
@@ -38,54 +41,6 @@ def tracking_settings(pipeline: Pipeline, stage: dict[str, Any]) -> tuple[str, d
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"], {}
     return f"sqlite:///{pipeline.workspace / 'mlflow.db'}", {}
-
-
-def _external_train(
-    pipeline: Pipeline, record: RunRecord, stage: dict[str, Any], ctx: TrainContext, argv: list[str]
-) -> TrainResult:
-    """Legion's out-of-process trainer contract: <entrypoint> --verbose --mt FILE --target DIR."""
-    training = {
-        "id": record.id,
-        "spec": {
-            "model": {"name": ctx.model_name, "version": ctx.model_version},
-            "toolchain": stage["toolchain"],
-            "entrypoint": ctx.entrypoint,
-            "workDir": str(ctx.project_dir),
-            "hyperParameters": ctx.hyper_parameters,
-            "arguments": ctx.arguments,
-            "data": stage.get("data") or [],
-        },
-        "tracking_uri": ctx.tracking_uri,
-        "tags": ctx.tags,
-    }
-    mt = ctx.scratch_dir / "training.json"
-    mt.write_text(json.dumps(training, indent=2), encoding="utf-8")
-    metrics_file = ctx.scratch_dir / "metrics.json"
-    env = {
-        **ctx.env,
-        "MLFLOW_TRACKING_URI": ctx.tracking_uri,
-        "LEGION_CI_METRICS_FILE": str(metrics_file),
-        "LEGION_CI_RUN_ID": ctx.run_id,
-    }
-    run_logged(
-        [*argv, "--verbose", "--mt", str(mt), "--target", str(ctx.output_dir)],
-        ctx.log,
-        cwd=ctx.project_dir,
-        env=env,
-        what=f"trainer {stage['toolchain']!r}",
-    )
-    result = TrainResult()
-    if metrics_file.is_file():
-        try:
-            reported = json.loads(metrics_file.read_text(encoding="utf-8"))
-            result.metrics = {k: float(v) for k, v in (reported.get("metrics") or {}).items()}
-            result.tags = {k: str(v) for k, v in (reported.get("tags") or {}).items()}
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise StageError(
-                f"trainer {stage['toolchain']!r}: {metrics_file.name} is not"
-                f" {{'metrics': {{name: number}}, 'tags': {{...}}}}: {exc}"
-            ) from None
-    return result
 
 
 class SelfCheck:
@@ -150,7 +105,7 @@ def run_train(
 
     stage = pipeline.stage("train")
     registration = pipeline.registration("train")
-    project_dir = pipeline.resolve_path(stage.get("workDir", "."))
+    project_dir = pipeline.resolve_path(stage["workDir"])
     scratch = record.folder / "work" / "train"
     if scratch.exists():
         shutil.rmtree(scratch)
@@ -176,7 +131,7 @@ def run_train(
             model_name=pipeline.model_name,
             model_version=pipeline.model_version,
             project_dir=project_dir,
-            entrypoint=str(stage.get("entrypoint", "main")),
+            entrypoint=str(stage["entrypoint"]),
             hyper_parameters=dict(stage.get("hyperParameters") or {}),
             arguments=dict(stage.get("arguments") or {}),
             output_dir=output_dir,
@@ -187,12 +142,11 @@ def run_train(
             run_id=record.id,
             log=log,
             connections=pipeline.connections,
+            toolchain=registration.name,
+            data=list(stage.get("data") or []),
         )
         log.line(f"toolchain {registration.name!r} ({registration.mode}), project {project_dir}")
-        if registration.mode == "python":
-            result = registration.instantiate().train(ctx)
-        else:
-            result = _external_train(pipeline, record, stage, ctx, registration.argv())
+        result = registration.load().train(ctx)
         stage_record.metrics = dict(result.metrics)
         stage_record.tags = dict(result.tags)
         stage_record.outputs.update(result.outputs)
@@ -226,3 +180,46 @@ def run_train(
     finally:
         checker.close()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def plan_train(pipeline: Pipeline, stage: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "workDir": str(pipeline.resolve_path(stage["workDir"])),
+        "entrypoint": stage["entrypoint"],
+        "hyperParameters": stage.get("hyperParameters") or {},
+        "tracking_uri": tracking_settings(pipeline, stage)[0],
+        "data": stage.get("data") or [],
+        "gates": stage.get("gates") or {},
+    }
+
+
+def validate_train(
+    data: dict[str, Any],
+    located: Located,
+    base_dir: Path,
+    registry: Registry,
+    strict_project: bool,
+) -> list[Problem]:
+    """The project folder, the baseline file and the toolchain's own checks."""
+    train = (data.get("stages") or {}).get("train")
+    if not train:
+        return []
+    problems: list[Problem] = []
+    base = ("stages", "train")
+    project_dir = (base_dir / train["workDir"]).resolve()
+    if not project_dir.is_dir():
+        problems.append(located.problem((*base, "workDir"), f"no such folder: {project_dir}"))
+        return problems
+    baseline = train.get("baseline")
+    if isinstance(baseline, str) and not (base_dir / baseline).is_file():
+        problems.append(located.problem((*base, "baseline"), f"no such file: {baseline}"))
+    registration = registry.for_stage_named("train", train["toolchain"])
+    if registration.mode != "python":
+        return problems
+    for field_path, message in integration_problems(registration, train, project_dir):
+        if not strict_project and not field_path.startswith(PIPELINE_FIELDS):
+            # The project itself (MLproject, entry point) is the train stage's to judge
+            # when running, so the failure lands in the run record and the CI reports.
+            continue
+        problems.append(located.problem((*base, *split_field_path(field_path)), message))
+    return problems

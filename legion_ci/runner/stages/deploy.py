@@ -1,0 +1,58 @@
+"""The deploy stage: hands the packed model (or the trained binary) to a deploy target.
+
+The target satisfies the Deployer Protocol; it waits for readiness and smoke-tests before it
+returns, and leaves the previous version serving when the new one fails.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any
+
+from legion_ci.integrations.base import DeployContext
+from legion_ci.runner.process import StageLog
+from legion_ci.runner.records import SUCCEEDED, RunRecord, StageRecord
+from legion_ci.spec.pipeline import Pipeline
+
+
+def run_deploy(
+    pipeline: Pipeline, record: RunRecord, stage_record: StageRecord, log: StageLog
+) -> None:
+    from legion_ci.runner.stages.package import trained_artifact
+
+    stage = pipeline.stage("deploy")
+    registration = pipeline.registration("deploy")
+    train = record.stages.get("train")
+    artifact = trained_artifact(record) if train and train.status == SUCCEEDED else None
+    package = record.stages.get("package")
+    package_outputs = dict(package.outputs) if package and package.status == SUCCEEDED else {}
+    scratch = record.folder / "work" / "deploy"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    connection = pipeline.connections.get(stage["connection"]) if "connection" in stage else None
+    ctx = DeployContext(
+        model_name=pipeline.model_name,
+        model_version=pipeline.model_version,
+        run_id=record.id,
+        artifact=artifact,
+        package_outputs=package_outputs,
+        arguments=dict(stage.get("arguments") or {}),
+        connection=connection,
+        workspace=pipeline.workspace,
+        scratch_dir=scratch,
+        log=log,
+        clients=pipeline.clients(),
+        integration=registration.name,
+        stage_spec=stage,
+    )
+    try:
+        result = registration.load().deploy(ctx)
+        stage_record.outputs.update(result.outputs)
+        log.line(f"deployed: {json.dumps(result.outputs)}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def plan_deploy(pipeline: Pipeline, stage: dict[str, Any]) -> dict[str, Any]:
+    return {"connection": stage.get("connection")}
