@@ -45,9 +45,23 @@ class Problem:
 class SpecError(InputError):
     """A pipeline or registration file is invalid; carries every problem found at once."""
 
+    # A file with 60,000 unknown keys must not print 60,000 lines.
+    SHOWN = 50
+
     def __init__(self, problems: list[Problem]):
         self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.col, p.path))
-        super().__init__("\n".join(str(p) for p in self.problems))
+        super().__init__("\n".join(self.lines()))
+
+    @property
+    def shown(self) -> list[Problem]:
+        return self.problems[: self.SHOWN]
+
+    def lines(self) -> list[str]:
+        lines = [str(p) for p in self.shown]
+        hidden = len(self.problems) - len(self.shown)
+        if hidden > 0:
+            lines.append(f"... and {hidden} more error{'s' if hidden != 1 else ''} not shown")
+        return lines
 
 
 class StageError(LegionError):

@@ -155,6 +155,29 @@ def test_baseline_from_previous_run(sh_project: Path) -> None:
     assert "rmse = 0.7, 0.2 over baseline 0.5 > maxIncrease 0.1" in outcome.err
 
 
+def test_latest_baseline_is_the_same_models(sh_project: Path) -> None:
+    """Two pipelines sharing a workspace: {run: latest} never picks the other model's run."""
+    gated = (
+        SH_PIPELINE + "    baseline: {run: latest}\n    gates:\n      rmse: {maxIncrease: 0.1}\n"
+    )
+    mine = write(sh_project / "mine.yaml", gated)
+    other = write(sh_project / "other.yaml", SH_PIPELINE.replace("name: linear", "name: other"))
+    run_cli("run", str(mine), "-q", env={"FAKE_TRAINER_RMSE": "0.3"})  # no baseline: fails
+    run_cli("run", str(write(sh_project / "plain.yaml", SH_PIPELINE)), "-q").assert_success()
+    # A newer run of another model with a far better rmse must not become the baseline.
+    run_cli("run", str(other), "-q", env={"FAKE_TRAINER_RMSE": "0.01"}).assert_success()
+    outcome = run_cli("run", str(mine), "-q", env={"FAKE_TRAINER_RMSE": "0.55"}).assert_success()
+    record = latest_record(sh_project)
+    assert record["model"]["name"] == "linear"
+    baseline = record["stages"]["train"]["baseline"]
+    assert baseline["metrics"]["rmse"] == 0.5, baseline
+    listed = run_cli("runs", "list", str(mine), "-o", "json").assert_success()
+    assert {r["model"]["name"] for r in json.loads(listed.out)} == {"linear"}
+    both = run_cli("runs", "list", str(mine), "--all-models", "-o", "json").assert_success()
+    assert {r["model"]["name"] for r in json.loads(both.out)} == {"linear", "other"}
+    assert outcome.code == 0
+
+
 def test_secrets_are_redacted_everywhere(sh_project: Path) -> None:
     text = (
         SH_PIPELINE
@@ -234,8 +257,10 @@ def test_signal_cancels_stage_and_child(sh_pipeline: Path, tmp_path: Path, signu
     record = latest_record(sh_pipeline.parent)
     assert record["stages"]["train"]["status"] == "cancelled"
     assert record["status"] == "cancelled"
+    # Gone means gone: polled with a deadline that holds on a loaded machine.
+    deadline = time.monotonic() + 30
     with pytest.raises(ProcessLookupError):
-        for _ in range(100):
+        while time.monotonic() < deadline:
             os.kill(trainer_pid, 0)
             time.sleep(0.05)
 

@@ -115,14 +115,14 @@ def _report_error(exc: LegionError) -> None:
             f"{', '.join(files)}: validation failed: {count} error{'s' if count != 1 else ''}",
             err=True,
         )
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
+        for line in exc.lines():
+            click.echo(line, err=True)
         from legion_ci.reports.github import in_github_actions, print_annotations
 
         if in_github_actions():
             # The Actions runner reads workflow commands from stderr too; stdout stays clean
             # for --output json.
-            print_annotations(exc.problems, sys.stderr)
+            print_annotations(exc.shown, sys.stderr)
     else:
         click.echo(f"legion-ci: error: {exc}", err=True)
         from legion_ci.reports.github import escape_data, in_github_actions

@@ -43,6 +43,16 @@ def workspace_of(file: str, workspace: str | None) -> Path:
     return (Path(file).resolve().parent / folder).resolve()
 
 
+def model_of(file: str) -> str | None:
+    """The pipeline's model name, without validating the whole pipeline."""
+    from legion_ci.spec.yaml_loader import load_located
+
+    data = load_located(file).data
+    model = data.get("model") if isinstance(data, dict) else None
+    name = model.get("name") if isinstance(model, dict) else None
+    return name if isinstance(name, str) else None
+
+
 extra_integrations_option = click.option(
     "--integrations",
     "extra",

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from legion_ci.cli.options import output_option, pipeline_argument, workspace_of
+from legion_ci.cli.options import model_of, output_option, pipeline_argument, workspace_of
 
 
 @click.group()
@@ -17,12 +17,17 @@ def runs() -> None:
 @runs.command("list")
 @pipeline_argument
 @click.option("--workspace", type=click.Path(file_okay=False), help="Run records folder.")
+@click.option("--all-models", is_flag=True, help="Also list other models' runs in the workspace.")
 @output_option
-def list_runs(file: str, workspace: str | None, output: str) -> None:
-    """List runs, oldest first."""
+def list_runs(file: str, workspace: str | None, all_models: bool, output: str) -> None:
+    """List the pipeline's model's runs, oldest first."""
     from legion_ci.runner.records import list_records
 
     records = list_records(workspace_of(file, workspace))
+    if not all_models:
+        name = model_of(file)
+        if name is not None:
+            records = [r for r in records if r.model.get("name") == name]
     if output == "json":
         click.echo(
             json.dumps(

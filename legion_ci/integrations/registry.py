@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from legion_ci import fs
 from legion_ci.errors import InputError, Problem, SpecError
 from legion_ci.stage_types import BY_KIND, STAGES
 
@@ -196,9 +197,9 @@ def load_registration_file(path: Path) -> Registration:
 
 
 def _registration_files(location: Path) -> list[Path]:
-    if location.is_dir():
+    if fs.is_dir(location):
         return sorted([*location.glob("*.yaml"), *location.glob("*.yml")])
-    if location.is_file():
+    if fs.is_file(location):
         return [location]
     raise InputError(f"{location}: no such integration registration file or folder")
 

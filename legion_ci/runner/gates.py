@@ -15,9 +15,13 @@ def _fmt(value: float) -> str:
 
 
 def load_baseline(
-    spec: Any, base_dir: Path, workspace: Path, current_run: str
+    spec: Any, base_dir: Path, workspace: Path, current_run: str, model: dict[str, str]
 ) -> tuple[dict[str, float], str] | None:
-    """The baseline metrics and where they came from, or None when none is configured/found."""
+    """The baseline metrics and where they came from, or None when none is configured/found.
+
+    `{run: latest}` is the latest succeeded run of the same model (by name, so a new version
+    compares with the previous one): two pipelines sharing a workspace never compare with
+    each other's runs."""
     if spec is None:
         return None
     if isinstance(spec, str):
@@ -43,10 +47,17 @@ def load_baseline(
     for record in reversed(list_records(workspace)):
         if record.id == current_run:
             continue
+        if wanted == "latest" and record.model.get("name") != model["name"]:
+            continue
         train = record.stages.get("train")
         if train is None or train.status != SUCCEEDED:
             continue
         if wanted in ("latest", record.id):
+            if record.model.get("name") != model["name"]:
+                raise InputError(
+                    f"baseline run {wanted} is of model {record.model.get('name')!r},"
+                    f" not {model['name']!r}"
+                )
             return dict(train.metrics), f"run {record.id}"
     if wanted != "latest":
         raise InputError(f"baseline run {wanted!r} not found among succeeded runs in {workspace}")

@@ -52,6 +52,13 @@ def resolve_references(
                         located.problem(path, f"secret file {name} cannot be read: {exc.strerror}")
                     )
                     return ""
+                except UnicodeDecodeError as exc:
+                    problems.append(
+                        located.problem(
+                            path, f"secret file {name} is not UTF-8 text (byte {exc.start})"
+                        )
+                    )
+                    return ""
             if path in secret_paths or kind == "file":
                 secrets.append(value)
             return value

@@ -6,6 +6,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
+from legion_ci import fs
 from legion_ci.errors import InputError, LegionError, Problem, SpecError
 from legion_ci.integrations.base import Connection
 from legion_ci.integrations.registry import Registry, load_registry
@@ -237,7 +238,7 @@ def load_pipeline(
         for i, item in enumerate(integrations):
             if isinstance(item, str):
                 candidate = base_dir / item
-                if candidate.exists():
+                if fs.exists(candidate):
                     extra.append(candidate)
                 else:
                     problems.append(

@@ -9,6 +9,7 @@ after a fixed number of nodes, in bounded memory).
 from __future__ import annotations
 
 import hashlib
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from legion_ci.errors import Problem, SpecError
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 100_000
+# Deeper than any real pipeline, and far below Python's recursion limit.
+MAX_DEPTH = 64
+MAX_INT_BITS = 1024
 
 PathT = tuple[str | int, ...]
 
@@ -87,6 +91,9 @@ class _Builder:
                 ]
             )
         self.located.values.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if len(path) > MAX_DEPTH and isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            self._problem(node, path, f"nested more than {MAX_DEPTH} levels deep; refused")
+            return None
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
             self.loader.flatten_mapping(node)
@@ -94,7 +101,7 @@ class _Builder:
                 if not isinstance(key_node, yaml.ScalarNode):
                     self._problem(key_node, path, "mapping keys must be plain strings")
                     continue
-                key = str(self.loader.construct_object(key_node))
+                key = str(self.scalar(key_node, path))
                 child = (*path, key)
                 if key in result:
                     first = self.located.keys[child]
@@ -112,7 +119,28 @@ class _Builder:
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self.loader.construct_object(node)
+        return self.scalar(node, path)
+
+    def scalar(self, node: yaml.Node, path: PathT) -> Any:
+        """A scalar's value; one that YAML cannot make (`2024-02-30`, `!!int abc`, an integer
+        of 5,000 digits) is a located problem, not a crash."""
+        try:
+            value = self.loader.construct_object(node)
+            if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+                # Python refuses to print such a number in decimal, so no message could show it.
+                raise OverflowError("integer too large")
+            return value
+        except yaml.constructor.ConstructorError as exc:
+            message = str(exc.problem or "cannot construct this value")
+        except OverflowError as exc:
+            message = str(exc)
+        except Exception:  # PyYAML's constructors raise IndexError, KeyError, ... on bad input
+            message = "cannot read this value"
+        value = str(node.value)
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+        self._problem(node, path, f"not a valid {tag} value: {shown!r} ({message}); quote it")
+        return value
 
     def _problem(self, node: yaml.Node, path: PathT, message: str) -> None:
         self.problems.append(
@@ -135,17 +163,23 @@ def load_located(path: Path | str, display: str | None = None) -> Located:
         return SpecError([Problem(shown, line, col, "", message)])
 
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except FileNotFoundError:
         raise fail("no such file") from None
     except OSError as exc:
         raise fail(f"cannot read: {exc.strerror}") from None
-    if path.is_dir():
+    if stat.S_ISDIR(info.st_mode):
         raise fail("is a directory, not a pipeline file")
-    if size > MAX_FILE_BYTES:
-        raise fail(f"file is {size} bytes; refusing files over {MAX_FILE_BYTES} bytes")
+    if not stat.S_ISREG(info.st_mode) and not stat.S_ISFIFO(info.st_mode):
+        raise fail("not a regular file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise fail(f"file is {info.st_size} bytes; refusing files over {MAX_FILE_BYTES} bytes")
     try:
-        raw = path.read_bytes()
+        # Read at most one byte past the cap: a file that grows, or a pipe, is refused too.
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise fail(f"file is over {MAX_FILE_BYTES} bytes; refused")
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise fail(f"not UTF-8 text (byte {exc.start})") from None
@@ -165,6 +199,8 @@ def load_located(path: Path | str, display: str | None = None) -> Located:
         raise fail(f"not valid YAML: {what}", line, col) from None
     except yaml.YAMLError as exc:
         raise fail(f"not valid YAML: {exc}") from None
+    except RecursionError:
+        raise fail(f"nested more than {MAX_DEPTH} levels deep; refused") from None
     finally:
         loader.dispose()
     if node is None:
@@ -173,6 +209,8 @@ def load_located(path: Path | str, display: str | None = None) -> Located:
     builder = _Builder(located, _Loader(""))
     try:
         located.data = builder.build(node, ())
+    except RecursionError:
+        raise fail(f"nested more than {MAX_DEPTH} levels deep; refused") from None
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

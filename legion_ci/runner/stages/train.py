@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from legion_ci import fs
 from legion_ci.errors import ModelError, Problem
 from legion_ci.integrations.base import TrainContext
 from legion_ci.integrations.registry import Registry
@@ -153,7 +154,7 @@ def run_train(
         report = checker.run(output_dir, log)
 
         baseline = load_baseline(
-            stage.get("baseline"), pipeline.base_dir, pipeline.workspace, record.id
+            stage.get("baseline"), pipeline.base_dir, pipeline.workspace, record.id, record.model
         )
         if baseline is not None:
             stage_record.baseline = {"source": baseline[1], "metrics": baseline[0]}
@@ -207,11 +208,11 @@ def validate_train(
     problems: list[Problem] = []
     base = ("stages", "train")
     project_dir = (base_dir / train["workDir"]).resolve()
-    if not project_dir.is_dir():
+    if not fs.is_dir(project_dir):
         problems.append(located.problem((*base, "workDir"), f"no such folder: {project_dir}"))
         return problems
     baseline = train.get("baseline")
-    if isinstance(baseline, str) and not (base_dir / baseline).is_file():
+    if isinstance(baseline, str) and not fs.is_file(base_dir / baseline):
         problems.append(located.problem((*base, "baseline"), f"no such file: {baseline}"))
     registration = registry.for_stage_named("train", train["toolchain"])
     if registration.mode != "python":

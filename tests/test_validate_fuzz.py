@@ -1,0 +1,235 @@
+"""`legion-ci validate` never crashes: odd YAML (impossible dates, bad explicit tags, deep
+nesting, huge integers, long paths, non-UTF-8 secrets, devices) and property-based fuzzing
+(random structures, mutations of the example pipelines, odd scalars and tags, encodings) each
+end in success or located errors with exit 2, in bounded time."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from legion_ci.cli.main import main
+
+LOCATED = re.compile(r"^.+:\d+:\d+: ")
+WINE = (
+    (REPO / "pipelines" / "wine.yaml")
+    .read_text()
+    .replace("../examples/wine", str(REPO / "examples" / "wine"))
+    .replace(
+        "baselines/wine-metrics.json", str(REPO / "pipelines" / "baselines" / "wine-metrics.json")
+    )
+)
+HEAD = "apiVersion: legion-ci/v1\nkind: Pipeline\nmodel:\n  name: a\n"
+
+
+def validate_in_process(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, float]:
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["validate", str(path)])
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out + err, time.monotonic() - started
+
+
+def assert_clean(code: int, output: str, elapsed: float) -> None:
+    assert code in (0, 2), f"exit {code}:\n{output[-3000:]}"
+    assert "Traceback" not in output and "internal error" not in output, output[-3000:]
+    if code == 2:
+        lines = output.splitlines()
+        assert len(lines) >= 2 and all(LOCATED.match(line) for line in lines[1:2]), output[:2000]
+        assert len(lines) <= 60, f"{len(lines)} lines printed"
+    assert elapsed < 20, f"validation took {elapsed:.1f} s"
+
+
+ODD_VERSIONS = [
+    "2024-02-30",
+    "!!int abc",
+    "!!float x",
+    "!!bool maybe",
+    "!!timestamp foo",
+    "!!binary '%%%'",
+    "!!python/object:os.system ls",
+    "!!set {a, b}",
+    "1" * 5000,
+    "-" + "9" * 4400,
+    "0x" + "f" * 5000,
+    ".nan",
+    "~",
+    "!!str",
+    "&a [*a]",
+]
+
+
+@pytest.mark.parametrize("value", ODD_VERSIONS, ids=range(len(ODD_VERSIONS)))
+def test_odd_scalars_are_located_errors(tmp_path: Path, value: str, capsys) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(f"{HEAD}  version: {value}\nstages: {{train: {{toolchain: mlflow}}}}\n")
+    code, output, elapsed = validate_in_process(path, capsys)
+    assert code == 2
+    assert_clean(code, output, elapsed)
+
+
+@pytest.mark.parametrize("depth", [10, 65, 490, 700, 999, 1000, 5000])
+def test_deep_nesting_is_refused_with_location(tmp_path: Path, depth: int, capsys) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text(HEAD + "  version: '1'\nstages: " + "[" * depth + "]" * depth + "\n")
+    code, output, elapsed = validate_in_process(path, capsys)
+    assert code == 2
+    assert_clean(code, output, elapsed)
+
+
+@pytest.mark.parametrize("field", ["workDir", "baseline", "integrations"])
+def test_file_names_too_long_are_located_errors(tmp_path: Path, field: str, capsys) -> None:
+    long = "x" * 300
+    if field == "integrations":
+        text = (
+            f"{HEAD}  version: '1'\nintegrations: [{long}]\nstages: {{train: {{toolchain: x}}}}\n"
+        )
+    else:
+        text = (
+            f"{HEAD}  version: '1'\nstages:\n  train:\n    toolchain: mlflow\n"
+            f"    workDir: {str(REPO / 'examples' / 'wine') if field == 'baseline' else long}\n"
+            + (f"    baseline: {long}\n" if field == "baseline" else "")
+        )
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    code, output, elapsed = validate_in_process(path, capsys)
+    assert code == 2, output
+    assert_clean(code, output, elapsed)
+    assert field in output
+
+
+def test_non_utf8_secret_file_is_a_located_error(tmp_path: Path, capsys) -> None:
+    (tmp_path / "pw").write_bytes(b"\xff\xfe\x00secret")
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        WINE.replace(
+            "stages:",
+            "connections:\n  t: {type: mlflow, uri: 'http://x', password: '${file:pw}'}\nstages:",
+        )
+    )
+    code, output, elapsed = validate_in_process(path, capsys)
+    assert code == 2
+    assert_clean(code, output, elapsed)
+    assert "connections.t.password: secret file pw is not UTF-8 text" in output
+
+
+def test_devices_and_huge_files_are_refused_unread(tmp_path: Path) -> None:
+    outcome = run_cli("validate", "/dev/zero", timeout=30).assert_failed(2)
+    assert "/dev/zero:1:1: not a regular file" in outcome.err
+    big = tmp_path / "big.yaml"
+    big.write_text("a: " + "x" * (1024 * 1024) + "\n")
+    outcome = run_cli("validate", str(big), timeout=30).assert_failed(2)
+    assert "refusing files over 1048576 bytes" in outcome.err
+
+
+def test_thousands_of_unknown_keys_print_a_capped_list(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(WINE + "".join(f"unknown{i}: 1\n" for i in range(60_000)))
+    code, output, elapsed = validate_in_process(path, capsys)
+    assert code == 2
+    assert_clean(code, output, elapsed)
+    assert "... and 59950 more errors not shown" in output
+    assert "validation failed: 60000 errors" in output
+
+
+# -- property-based fuzzing ------------------------------------------------------------------
+
+ODD_TEXT = st.sampled_from(
+    [":", "- ", "{", "}", "[", "]", "!!int ", "!!float ", "&a ", "*a", "\t", "\n", "  ", "#",
+     "'", '"', "${env:", "${file:", "}", "é", "\u2028", "\x00", "---\n", "? ", "|\n", ">-\n",
+     "2024-02-30", "9" * 5000, "!!timestamp x", "<<: *a\n", "%YAML 1.1\n"]
+)  # fmt: skip
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=30),
+    ODD_TEXT,
+)
+STRUCTURES = st.recursive(
+    SCALARS,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+def _mutate(text: str, ops: list[tuple[int, int, int, str]]) -> str:
+    for op, a, b, insert in ops:
+        if not text:
+            break
+        i, j = sorted((a % len(text), b % len(text)))
+        if op == 0:
+            text = text[:i] + text[j:]
+        elif op == 1:
+            text = text[:i] + insert + text[i:]
+        elif op == 2:
+            lines = text.splitlines(keepends=True)
+            k = a % len(lines)
+            text = "".join([*lines[:k], lines[k], *lines[k:]])
+        else:
+            text = text[:i] + insert + text[j:]
+    return text
+
+
+MUTATIONS = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(0, 10**6), st.integers(0, 10**6), ODD_TEXT),
+    min_size=1,
+    max_size=6,
+)
+ENCODINGS = st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "latin-1", "utf-32"])
+CASES = {"random structures": 0, "mutations": 0, "odd scalars": 0, "encodings": 0}
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    database=None,
+)
+
+
+def test_fuzz_validate_never_crashes(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "fuzz.yaml"
+
+    def check(raw: bytes, kind: str) -> None:
+        CASES[kind] += 1
+        path.write_bytes(raw)
+        assert_clean(*validate_in_process(path, capsys))
+
+    @FUZZ
+    @given(STRUCTURES)
+    def random_structures(data: object) -> None:
+        check(yaml.safe_dump(data, allow_unicode=True).encode(), "random structures")
+
+    @FUZZ
+    @given(MUTATIONS)
+    def mutations(ops: list) -> None:
+        check(_mutate(WINE, ops).encode("utf-8", "surrogatepass"), "mutations")
+
+    @FUZZ
+    @given(SCALARS, st.sampled_from(["version", "name", "workDir", "entrypoint", "alpha"]))
+    def odd_scalars(value: object, key: str) -> None:
+        shown = value if isinstance(value, str) else yaml.safe_dump(value).split("\n")[0]
+        text = re.sub(rf"(\b{key}: ).*", lambda m: m.group(1) + str(shown).replace("\n", " "), WINE)
+        check(text.encode("utf-8", "surrogatepass"), "odd scalars")
+
+    @FUZZ
+    @given(ENCODINGS, MUTATIONS)
+    def encodings(encoding: str, ops: list) -> None:
+        text = _mutate(WINE.replace("wine", "vin-é"), ops)
+        check(text.encode(encoding, "replace"), "encodings")
+
+    for fuzz in (random_structures, mutations, odd_scalars, encodings):
+        fuzz()
+    with capsys.disabled():
+        total = sum(CASES.values())
+        print(f"\nvalidate fuzz: {total} cases tried ({CASES}), all exit 0 or located exit 2")
+    assert total >= 4 * 100
