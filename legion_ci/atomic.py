@@ -31,5 +31,8 @@ def atomic_output(path: Path, *, binary: bool = False) -> Iterator[IO[Any]]:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """Write text atomically, through the redactor: no file legion-ci writes holds a secret."""
+    from legion_ci.redact import redact
+
     with atomic_output(path) as handle:
-        handle.write(text)
+        handle.write(redact(text))

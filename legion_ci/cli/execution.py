@@ -119,6 +119,9 @@ def execute_command(
             echo.write(f"::{resume}::\n")
             echo.flush()
     if record is not None:
+        from legion_ci.reports import redacted
+
+        record = redacted(record)
         if in_github_actions():
             from legion_ci.reports.markdown import render_markdown
 

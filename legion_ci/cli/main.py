@@ -90,17 +90,21 @@ def _crash_log(exc: BaseException) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = folder / f"crash-{stamp}-{os.getpid()}.log"
+    from legion_ci.redact import redact
+
     path.write_text(
-        "\n".join(
-            [
-                f"legion-ci crash at {stamp}",
-                f"command: {' '.join(sys.argv)}",
-                f"python: {sys.version.split()[0]} ({sys.executable})",
-                f"platform: {platform.platform()}",
-                *versions,
-                "",
-                "".join(traceback.format_exception(exc)),
-            ]
+        redact(
+            "\n".join(
+                [
+                    f"legion-ci crash at {stamp}",
+                    f"command: {' '.join(sys.argv)}",
+                    f"python: {sys.version.split()[0]} ({sys.executable})",
+                    f"platform: {platform.platform()}",
+                    *versions,
+                    "",
+                    "".join(traceback.format_exception(exc)),
+                ]
+            )
         ),
         encoding="utf-8",
     )
@@ -132,6 +136,10 @@ def _report_error(exc: LegionError) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from legion_ci.redact import install_streams
+
+    # Everything printed from here on (results, errors, plans, echoed logs) is redacted.
+    install_streams()
     code = 0
     try:
         result: Any = cli.main(args=argv, prog_name="legion-ci", standalone_mode=False)

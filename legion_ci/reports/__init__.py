@@ -16,19 +16,25 @@ def summary(record: RunRecord) -> dict[str, Any]:
     return data
 
 
-def write_reports(record: RunRecord, redact: Any = None) -> Path:
+def redacted(record: RunRecord) -> RunRecord:
+    """A copy of the record with every secret redacted, for rendering: redacting the data
+    before it is rendered means JSON, XML or Markdown escaping cannot disguise a secret."""
+    from legion_ci.redact import redact_data
+
+    return RunRecord.from_dict(redact_data(record.to_dict()))
+
+
+def write_reports(record: RunRecord) -> Path:
     """Write summary.json, junit.xml and summary.md into the run folder and the workspace."""
     from legion_ci.reports.junit import render_junit
     from legion_ci.reports.markdown import render_markdown
 
-    def clean(text: str) -> str:
-        return redact(text) if redact else text
-
+    record = redacted(record)
     folder = record.folder / "reports"
     reports = {
-        "summary.json": clean(json.dumps(summary(record), indent=2)),
-        "junit.xml": clean(render_junit(record)),
-        "summary.md": clean(render_markdown(record)),
+        "summary.json": json.dumps(summary(record), indent=2),
+        "junit.xml": render_junit(record),
+        "summary.md": render_markdown(record),
     }
     # The run's own copy, and the latest run's at a stable path for CI globs.
     for target in (folder, Path(record.workspace) / "reports"):

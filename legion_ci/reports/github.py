@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import IO
 
 from legion_ci.errors import Problem
+from legion_ci.redact import redact, redact_data
 
 
 def in_github_actions() -> bool:
@@ -41,7 +42,7 @@ def write_outputs(outputs: Mapping[str, object]) -> None:
     if not target:
         return
     with open(target, "a", encoding="utf-8") as handle:
-        for name, value in outputs.items():
+        for name, value in redact_data(dict(outputs)).items():
             text = value if isinstance(value, str) else json.dumps(value)
             delimiter = f"ghadelimiter_{secrets.token_hex(8)}"
             while delimiter in text:
@@ -53,4 +54,4 @@ def append_step_summary(markdown: str) -> None:
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target:
         with open(target, "a", encoding="utf-8") as handle:
-            handle.write(markdown)
+            handle.write(redact(markdown))

@@ -163,7 +163,7 @@ def finish(record: RunRecord, pipeline: Pipeline) -> None:
     record.status = record.overall_status()
     record.finished = now()
     record.save()
-    write_reports(record, pipeline.redactor)
+    write_reports(record)
 
 
 def _selected_stages(pipeline: Pipeline, only: str | None) -> list[str]:
@@ -222,9 +222,11 @@ def plan(pipeline: Pipeline, only: str | None = None) -> dict[str, Any]:
             entry["command"] = registration.argv()
         entry.update(resolve(BY_NAME[name].plan)(pipeline, spec))
         stages.append(entry)
-    return {
-        "pipeline": str(pipeline.path),
-        "model": {"name": pipeline.model_name, "version": pipeline.model_version},
-        "workspace": str(pipeline.workspace),
-        "stages": stages,
-    }
+    return pipeline.redactor.data(
+        {
+            "pipeline": str(pipeline.path),
+            "model": {"name": pipeline.model_name, "version": pipeline.model_version},
+            "workspace": str(pipeline.workspace),
+            "stages": stages,
+        }
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import threading
@@ -71,7 +72,7 @@ def run_logged(
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
-    log.line(f"$ {' '.join(argv)}")
+    log.line(f"$ {shlex.join(argv)}")
     try:
         proc = subprocess.Popen(
             list(argv),

@@ -92,7 +92,10 @@ class RunRecord:
         return cls(**fields, stages=stages)
 
     def save(self) -> None:
-        write_atomic(self.record_path, json.dumps(self.to_dict(), indent=2, sort_keys=False))
+        from legion_ci.redact import redact_data
+
+        # Redacted as data, before JSON escaping can change how a secret looks.
+        write_atomic(self.record_path, json.dumps(redact_data(self.to_dict()), indent=2))
         write_atomic(Path(self.workspace) / "latest", self.id + "\n")
 
     def overall_status(self) -> str:

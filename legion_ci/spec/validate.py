@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import urllib.parse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ from legion_ci import fs
 from legion_ci.errors import InputError, LegionError, Problem, SpecError
 from legion_ci.integrations.base import Connection
 from legion_ci.integrations.registry import Registry, load_registry
-from legion_ci.redact import Redactor
+from legion_ci.redact import Redactor, register
 from legion_ci.spec.pipeline import Pipeline
 from legion_ci.spec.schema import SECRET_FIELDS, build_schema
 from legion_ci.spec.secrets import resolve_references
@@ -258,19 +260,47 @@ def load_pipeline(
     data, secrets, ref_problems = resolve_references(
         located, base_dir, _secret_paths(located.data), environ
     )
+    # From here on every message may quote resolved values: register the secrets first.
+    redactor = register(secrets)
+    _register_connection_secrets(data, redactor)
     problems.extend(ref_problems)
     connections, conn_problems = _connections(data, located, base_dir)
     problems.extend(conn_problems)
     fill_defaults(data, registry)
     problems.extend(_stage_problems(data, located, base_dir, registry, strict_project))
     if problems:
-        raise SpecError(problems)
+        raise SpecError([replace(p, message=redactor(p.message)) for p in problems])
     return Pipeline(
         path=path.resolve(),
         display=shown,
         data=data,
         located=located,
         registry=registry,
-        redactor=Redactor(secrets),
+        redactor=redactor,
         connections=connections,
     )
+
+
+def _register_connection_secrets(data: dict[str, Any], redactor: Redactor) -> None:
+    """Secrets a connection carries outside its credential fields: the password in a URI's
+    user info (`http://ci:pw@host`), and the base64 `user:password` pair of basic auth."""
+    for raw in (data.get("connections") or {}).values():
+        if not isinstance(raw, dict):
+            continue
+        for key in ("uri", "endpoint"):
+            value = raw.get(key)
+            if isinstance(value, str) and "@" in value:
+                try:
+                    parts = urllib.parse.urlsplit(value)
+                    password = parts.password
+                except ValueError:
+                    continue
+                if password:
+                    redactor.add(password)
+                    redactor.add(urllib.parse.unquote(password))
+                    redactor.add_basic_auth(
+                        urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(password)
+                    )
+        password = raw.get("password") or raw.get("keySecret")
+        if isinstance(password, str):
+            redactor.add_basic_auth(str(raw.get("username") or raw.get("keyID") or ""), password)
