@@ -22,5 +22,16 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 extras=""
 if [ "${1:-}" = "test" ]; then extras="[test]"; fi
-.venv/bin/python -m pip install -q -e ".${extras}" 2>&1 | grep -v -i -E "^WARNING: Location|^\s*$" || true
+# Exact versions from constraints.txt (scripts/refresh-constraints.sh makes it), so that a new
+# release upstream cannot change what a clean clone installs.
+echo "setup: installing legion-ci${extras} into .venv (pinned by constraints.txt; a few minutes the first time)" >&2
+log="$(mktemp)"
+if ! .venv/bin/python -m pip install --progress-bar off -e ".${extras}" -c constraints.txt >"$log" 2>&1; then
+  grep -v -i "^WARNING: Location" "$log" | tail -30 >&2
+  rm -f "$log"
+  echo "setup: pip install failed (above)" >&2
+  exit 3
+fi
+grep -E "^(Collecting|Successfully installed)" "$log" | sed -e 's/^/  pip: /' >&2 || true
+rm -f "$log"
 .venv/bin/python -c 'import legion_ci, mlflow' || { echo "legion-ci installation failed" >&2; exit 3; }
