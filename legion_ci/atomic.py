@@ -10,14 +10,23 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
-def atomic_output(path: Path, *, binary: bool = False) -> Iterator[IO[Any]]:
+def atomic_output(path: Path, *, binary: bool = False, private: bool = False) -> Iterator[IO[Any]]:
     """Yield a handle on a temporary file beside `path`; on success fsync and rename it into
-    place, on any failure (Ctrl-C included) remove it."""
+    place, on any failure (Ctrl-C included) remove it. `private` keeps it owner-only."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if not private:
+            # mkstemp makes 0600 files; what holds no secret follows the umask like any file.
+            os.chmod(fd, 0o666 & ~_umask())
         with os.fdopen(
             fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})
         ) as handle:

@@ -568,3 +568,28 @@ def test_s3_without_keys_goes_unsigned_not_through_ambient_credentials(
             work,
             log,
         )
+
+
+# --- remotePath left out: the connection's uri names the object (Legion's form) ------------
+
+
+def test_local_uri_naming_the_file_needs_no_remote_path(local, work, log):
+    conns = {"one": Connection(name="one", type="local", uri=local["files"].uri + "/single.bin")}
+    (record,) = place_data([{"connection": "one", "localPath": "in.bin"}], conns, work, log)
+    assert (work / "in.bin").read_bytes() == b"\x00\x01payload"
+    assert record["files"] == 1 and record["remotePath"] == ""
+
+
+def test_http_uri_naming_the_file_needs_no_remote_path(site, work, log):
+    conns = http_connection(site.url + "base/model.csv")
+    place_data([{"connection": "web", "localPath": "m.csv"}], conns, work, log)
+    assert (work / "m.csv").read_bytes() == b"x,y\n1,2\n"
+
+
+def test_s3_uri_naming_the_object_needs_no_remote_path(s3_endpoint, bucket, work, log):
+    conns = s3_connection(s3_endpoint, f"s3://{bucket}/models/v1/weights.bin")
+    (record,) = place_data([{"connection": "store", "localPath": "w.bin"}], conns, work, log)
+    assert (work / "w.bin").read_bytes() == b"w" * 1000 and record["bytes"] == 1000
+    tree = s3_connection(s3_endpoint, f"s3://{bucket}/models/v1/wine/")
+    place_data([{"connection": "store", "localPath": "wine"}], tree, work, log)
+    assert (work / "wine" / "nested" / "deeper" / "test.csv").read_bytes() == b"a,b\n3,4\n"

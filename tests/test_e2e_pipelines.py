@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -41,6 +44,20 @@ def test_wine_pipeline_end_to_end(wine_repo: Path) -> None:
     assert train["metrics"]["rmse"] <= 0.8 and train["metrics"]["r2"] >= 0.3
     artifact = Path(train["outputs"]["artifact"])
     assert artifact.is_file() and artifact.name == "wine-1.0.zip"
+    # A stable path for the latest binary; files holding no secret follow the umask.
+    latest = wine_repo / "pipelines" / ".legion" / "artifacts" / "wine-1.0.zip"
+    assert Path(train["outputs"]["artifact_latest"]) == latest
+    assert latest.read_bytes() == artifact.read_bytes()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for made in (artifact, latest, Path(result["record"])):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o666 & ~umask, made
+    # The binary carries no absolute path of the machine that trained it.
+    with zipfile.ZipFile(artifact) as zf:
+        for name in zf.namelist():
+            if name.endswith((".yaml", ".json", ".txt", "MLmodel", ".py")):
+                text = zf.read(name).decode("utf-8", "replace")
+                assert str(wine_repo) not in text, f"{name} holds {wine_repo}"
 
     # The MLflow run carries legion-ci's tags, the git commit included.
     commit = subprocess.run(
@@ -72,6 +89,12 @@ def test_wine_pipeline_end_to_end(wine_repo: Path) -> None:
     a = run_cli("model", "predict", str(artifact), "-i", str(request)).assert_success().out
     b = run_cli("model", "predict", str(artifact), "-i", str(request2)).assert_success().out
     assert json.loads(a) == json.loads(b)
+
+    # People read results on stdout; progress and stage logs go to stderr.
+    human = run_cli("stage", "train", str(pipeline)).assert_success()
+    assert "train: succeeded" in human.out and "artifact_latest:" in human.out
+    assert "reports:" in human.out
+    assert "train: succeeded" not in human.err and "$ " in human.err
 
 
 def test_wine_gate_failure_leaves_no_artifact(wine_repo: Path) -> None:

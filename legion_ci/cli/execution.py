@@ -49,15 +49,39 @@ def _result_json(record: RunRecord) -> dict[str, Any]:
 
 
 def _print_summary(record: RunRecord) -> None:
+    """The results, on stdout (progress and stage logs go to stderr)."""
     for name, stage in record.stages.items():
         duration = f" in {stage.duration_s:.1f}s" if stage.duration_s is not None else ""
-        click.echo(f"{name}: {stage.status}{duration}", err=True)
+        click.echo(f"{name}: {stage.status}{duration}")
         for metric, value in sorted(stage.metrics.items()):
-            click.echo(f"  {metric} = {value:.6g}", err=True)
-        for key in ("artifact", "artifact_sha256", "image", "url"):
-            if key in stage.outputs:
-                click.echo(f"  {key}: {stage.outputs[key]}", err=True)
-    click.echo(f"run {record.id}: {record.status} ({record.record_path})", err=True)
+            click.echo(f"  {metric} = {value:.6g}")
+        for key in ("artifact", "artifact_sha256", "artifact_latest", "image", "digest", "url"):
+            if stage.outputs.get(key):
+                click.echo(f"  {key}: {stage.outputs[key]}")
+        if name == "deploy" and stage.outputs.get("url") and stage.status == "succeeded":
+            click.echo(f"  try it: {_curl_line(record, stage.outputs['url'])}")
+    click.echo(f"run {record.id}: {record.status} ({record.record_path})")
+    click.echo(f"reports: {record.folder / 'reports'} (latest also in {record.workspace}/reports)")
+
+
+def _curl_line(record: RunRecord, url: str) -> str:
+    import shlex
+
+    train = record.stages.get("train")
+    columns = (train.outputs.get("input_columns") if train else None) or []
+    example = (train.outputs.get("example_row") if train else None) or [0] * len(columns)
+    body = json.dumps({"columns": columns, "data": [example]})
+    return shlex.join(
+        [
+            "curl",
+            "-s",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            url.rstrip("/") + "/api/model/invoke",
+        ]
+    )
 
 
 def execute_command(
@@ -132,4 +156,22 @@ def execute_command(
         else:
             _print_summary(record)
     if failure is not None:
+        if echo is not None and isinstance(failure, StageError) and "\n" in str(failure):
+            # The stage's log was just echoed live: do not print its tail a second time.
+            log = (
+                next(
+                    (
+                        record.folder / s.log
+                        for s in record.stages.values()
+                        if s.status == "failed" and s.log
+                    ),
+                    None,
+                )
+                if record is not None
+                else None
+            )
+            first = str(failure).splitlines()[0]
+            shortened = StageError(f"{first} (full log: {log})" if log else first)
+            shortened.record = record  # type: ignore[attr-defined]
+            raise shortened from None
         raise failure

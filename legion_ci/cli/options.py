@@ -10,11 +10,25 @@ import click
 DEFAULT_PIPELINE = "legion-ci.yaml"
 
 
+def default_pipeline() -> str:
+    """$LEGION_CI_PIPELINE, else legion-ci.yaml in the current folder, which must exist."""
+    if os.environ.get("LEGION_CI_PIPELINE"):
+        return os.environ["LEGION_CI_PIPELINE"]
+    if not Path(DEFAULT_PIPELINE).is_file():
+        from legion_ci.errors import InputError
+
+        raise InputError(
+            f"no {DEFAULT_PIPELINE} in {Path.cwd()}: pass FILE or set LEGION_CI_PIPELINE"
+        )
+    return DEFAULT_PIPELINE
+
+
 def pipeline_argument(func):  # type: ignore[no-untyped-def]
     return click.argument(
         "file",
         required=False,
-        default=lambda: os.environ.get("LEGION_CI_PIPELINE", DEFAULT_PIPELINE),
+        default=None,
+        callback=lambda _ctx, _param, value: value or default_pipeline(),
         type=click.Path(dir_okay=False, path_type=str),
         metavar="[FILE]",
     )(func)

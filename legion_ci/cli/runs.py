@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from legion_ci.cli.options import model_of, output_option, pipeline_argument, workspace_of
+from legion_ci.cli.options import (
+    default_pipeline,
+    model_of,
+    output_option,
+    pipeline_argument,
+    workspace_of,
+)
 
 
 @click.group()
@@ -51,22 +58,29 @@ def list_runs(file: str, workspace: str | None, all_models: bool, output: str) -
 
 
 @runs.command("show")
-@click.argument("run_id", default="latest")
-@click.option(
-    "--file",
-    "file",
-    default="legion-ci.yaml",
-    show_default=True,
-    help="Pipeline file whose workspace to read.",
-)
+@click.argument("args", nargs=-1, metavar="[FILE] [RUN_ID]")
+@click.option("--file", "file_option", hidden=True, help="Pipeline file (same as FILE).")
 @click.option("--workspace", type=click.Path(file_okay=False), help="Run records folder.")
 @output_option
-def show_run(run_id: str, file: str, workspace: str | None, output: str) -> None:
-    """Show one run record (default: the latest)."""
+def show_run(
+    args: tuple[str, ...], file_option: str | None, workspace: str | None, output: str
+) -> None:
+    """Show one run record of FILE's workspace (default: the latest run).
+
+    FILE defaults to legion-ci.yaml or $LEGION_CI_PIPELINE, like `runs list`.
+    """
     from legion_ci.reports.markdown import render_markdown
     from legion_ci.runner.records import load_record
 
-    record = load_record(workspace_of(file, workspace), run_id)
+    if len(args) > 2:
+        raise click.UsageError("runs show takes at most FILE and RUN_ID")
+    file, run_id = file_option, "latest"
+    for arg in args:
+        if arg.endswith((".yaml", ".yml")) or Path(arg).is_file():
+            file = arg
+        else:
+            run_id = arg
+    record = load_record(workspace_of(file or default_pipeline(), workspace), run_id)
     if output == "json":
         click.echo(json.dumps(record.to_dict(), indent=2))
     else:

@@ -88,9 +88,11 @@ def _plan(
     where = f"data binding {index + 1}"
     if not isinstance(binding, Mapping):
         raise StageError(f"{where}: expected a mapping with connection, remotePath, localPath")
-    for key in ("connection", "remotePath", "localPath"):
+    for key in ("connection", "localPath"):
         if not isinstance(binding.get(key), str):
             raise StageError(f"{where}: {key} must be a string")
+    if not isinstance(binding.get("remotePath", ""), str):
+        raise StageError(f"{where}: remotePath must be a string")
     local = binding["localPath"]
     where = f"data binding {index + 1} (localPath {local!r})"
     local_parts = _safe_parts(local, "localPath", where)
@@ -101,7 +103,8 @@ def _plan(
     # A symlink already inside the work dir could still point the write elsewhere.
     if not target.parent.resolve().is_relative_to(root):
         raise StageError(f"{where}: localPath leaves the work dir {root}")
-    remote = binding["remotePath"]
+    # As in Legion, remotePath may be left out when the connection's URI names the object.
+    remote = binding.get("remotePath", "")
     _safe_parts(remote, "remotePath", where)
     expected = binding.get("sha256")
     if expected is not None and not (isinstance(expected, str) and _SHA256.match(expected)):
@@ -264,7 +267,11 @@ def _fetch_http(connection: Connection, remote: str, payload: Path, log: StageLo
         raise StageError(f"{remote!r}: http connections serve single files, not directories")
     # Joined by hand, not urljoin: a remotePath like '//other.host/x' must not change the host
     # that receives the credentials.
-    path = base.path.rstrip("/") + "/" + urllib.parse.quote(remote.lstrip("/"))
+    path = (
+        base.path.rstrip("/") + "/" + urllib.parse.quote(remote.lstrip("/"))
+        if remote
+        else base.path
+    )
     url = urllib.parse.urlunsplit((base.scheme, base.netloc, path, "", ""))
     # Never show userinfo, should a uri carry any.
     shown = urllib.parse.urlunsplit((base.scheme, base.netloc.rpartition("@")[2], path, "", ""))
@@ -327,7 +334,9 @@ def _fetch_s3(connection: Connection, remote: str, payload: Path, log: StageLog)
     bucket = parsed.netloc
     prefix = parsed.path.strip("/")
     key = "/".join(part for part in (prefix, remote.strip("/")) if part)
-    want_tree = remote.endswith("/") or not remote.strip("/.")
+    want_tree = remote.endswith("/") or (
+        not remote.strip("/.") and (not prefix or parsed.path.endswith("/"))
+    )
     shown = f"s3://{bucket}/{key}"
 
     options = connection.options or {}

@@ -21,7 +21,8 @@ BINDING_SCHEMA: dict[str, Any] = {
             "type": "string",
             "description": (
                 "Path on the connection, relative to its uri: a file, or a directory / S3 "
-                "prefix (ending with '/') copied recursively."
+                "prefix (ending with '/') copied recursively. Leave it out when the "
+                "connection's uri names the object itself (as Legion allowed)."
             ),
         },
         "localPath": {
@@ -38,6 +39,6 @@ BINDING_SCHEMA: dict[str, Any] = {
             ),
         },
     },
-    "required": ["connection", "remotePath", "localPath"],
+    "required": ["connection", "localPath"],
     "additionalProperties": False,
 }

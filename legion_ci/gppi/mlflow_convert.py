@@ -27,6 +27,17 @@ def read_mlmodel(model_dir: Path) -> dict[str, Any]:
     return data
 
 
+def _drop_machine_paths(mlmodel: dict[str, Any]) -> bool:
+    """MLflow records where a local store kept the artifacts (`artifact_path:
+    file:///home/...`); a path of the training machine means nothing where the binary is
+    served, so it is left out. Returns whether anything was dropped."""
+    value = mlmodel.get("artifact_path")
+    if isinstance(value, str) and (value.startswith("file:") or value.startswith("/")):
+        del mlmodel["artifact_path"]
+        return True
+    return False
+
+
 def convert_mlflow_model(
     model_dir: Path,
     out_dir: Path,
@@ -54,6 +65,12 @@ def convert_mlflow_model(
     work = out_dir / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
     shutil.copytree(model_dir, work / "model", dirs_exist_ok=True)
+    if _drop_machine_paths(mlmodel):
+        import yaml
+
+        (work / "model" / "MLmodel").write_text(
+            yaml.safe_dump(mlmodel, sort_keys=False), encoding="utf-8"
+        )
     # The entrypoint reads this instead of MLmodel, so it needs no YAML parser at serve time.
     (work / "MLmodel.json").write_text(json.dumps(mlmodel, indent=1, default=str), encoding="utf-8")
     template = resources.files("legion_ci.gppi").joinpath("templates/mlflow_entrypoint.py")

@@ -245,6 +245,10 @@ def param_text(value: Any) -> str:
     return str(value)
 
 
+def is_remote(uri: str) -> bool:
+    return urllib.parse.urlsplit(uri).scheme in ("http", "https", "databricks")
+
+
 def public_uri(uri: str) -> str:
     """The tracking URI without a user:password part, fit for logs and outputs."""
     parts = urllib.parse.urlsplit(uri)
@@ -710,6 +714,8 @@ class _Training:
                 "run_id": run_id,
                 "experiment_id": str(experiment_id),
                 "model_uri": model.uri,
-                "tracking_uri": self.where,
+                # A local store's URI is a path of the machine that trained the model: it
+                # means nothing where the binary is served, so it stays in the run record only.
+                **({"tracking_uri": self.where} if is_remote(self.where) else {}),
             },
         )

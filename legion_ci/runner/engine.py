@@ -125,7 +125,8 @@ def _run_stage(
         raise Cancelled(reason) from None
     except LegionError as exc:
         stage_record.status, stage_record.error = FAILED, pipeline.redactor(str(exc))
-        log.line(f"stage {name} failed: {stage_record.error}")
+        # The log already holds the lines an error's tail quotes: say the first line only.
+        log.line(f"stage {name} failed: {stage_record.error.splitlines()[0]}")
         if not isinstance(exc, StageError):
             raise StageError(stage_record.error) from exc
         raise

@@ -36,7 +36,8 @@ CONNECTION = {
         },
         "uri": {
             "type": "string",
-            "description": "Path, URL, s3://bucket/prefix, registry host or API server.",
+            "description": "Path (for a local connection, relative to the pipeline file), URL,"
+            " s3://bucket/prefix, registry host or API server.",
         },
         "endpoint": {"type": "string", "description": "S3-compatible endpoint URL."},
         "region": {"type": "string", "description": "Object storage region."},

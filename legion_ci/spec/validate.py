@@ -255,6 +255,7 @@ def load_pipeline(
 
     problems.extend(_schema_problems(located, build_schema(registry)))
     if problems:
+        problems.extend(_project_problems_despite(problems, located, base_dir, registry, environ))
         raise SpecError(problems)
 
     data, secrets, ref_problems = resolve_references(
@@ -279,6 +280,42 @@ def load_pipeline(
         redactor=redactor,
         connections=connections,
     )
+
+
+def _project_problems_despite(
+    schema_problems: list[Problem],
+    located: Located,
+    base_dir: Path,
+    registry: Registry,
+    environ: dict[str, str] | None,
+) -> list[Problem]:
+    """With schema errors, still report what each schema-valid stage's own checks find (the
+    toolchain's entry point, hyper-parameters ...), so one validate shows everything to fix.
+    A stage with schema errors of its own is skipped: its checks assume a valid shape."""
+    broken = {
+        p.path.split(".")[1].split("[")[0] for p in schema_problems if p.path.startswith("stages.")
+    }
+    if any(not p.path.startswith("stages.") for p in schema_problems) and not isinstance(
+        located.data.get("stages"), dict
+    ):
+        return []
+    try:
+        data, secrets, _ = resolve_references(
+            located, base_dir, _secret_paths(located.data), environ
+        )
+        redactor = register(secrets)
+        stages = {k: v for k, v in (data.get("stages") or {}).items() if k not in broken}
+        data = {**data, "stages": stages}
+        fill_defaults(data, registry)
+        found = _stage_problems(data, located, base_dir, registry, True)
+    except Exception:  # best effort: the schema errors are the ones that must be shown
+        return []
+    known = {(p.line, p.col, p.path) for p in schema_problems}
+    return [
+        replace(p, message=redactor(p.message))
+        for p in found
+        if (p.line, p.col, p.path) not in known
+    ]
 
 
 def _register_connection_secrets(data: dict[str, Any], redactor: Redactor) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from legion_ci import fs
+from legion_ci.atomic import atomic_output
 from legion_ci.errors import ModelError, Problem
 from legion_ci.integrations.base import TrainContext
 from legion_ci.integrations.registry import Registry
@@ -175,9 +176,15 @@ def run_train(
                 "artifact_sha256": digest,
                 "artifact_bytes": artifact.stat().st_size,
                 "input_columns": [f["name"] for f in report["input"]],
+                "example_row": [f.get("example") for f in report["input"]],
             }
         )
-        log.line(f"trained model binary: {artifact} (sha256 {digest})")
+        # A stable path for the latest good binary of this model, beside the run folders.
+        latest = pipeline.workspace / "artifacts" / artifact.name
+        with atomic_output(latest, binary=True) as handle, open(artifact, "rb") as source:
+            shutil.copyfileobj(source, handle)
+        stage_record.outputs["artifact_latest"] = str(latest)
+        log.line(f"trained model binary: {artifact} (sha256 {digest}), also at {latest}")
     finally:
         checker.close()
         shutil.rmtree(scratch, ignore_errors=True)
