@@ -78,6 +78,22 @@ class ModelError(StageError):
     """A trained model binary is malformed or fails its self-check."""
 
 
+class StorageError(LegionError):
+    """The disk is full (or the quota used up): nothing legion-ci can fix, exit 1."""
+
+    exit_code = EXIT_STAGE_FAILED
+
+
+def storage_error(exc: OSError) -> StorageError | None:
+    """A StorageError for a full disk or quota, else None."""
+    import errno
+
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return StorageError(f"the disk is full{where}: {exc.strerror}; free some space and re-run")
+
+
 class Cancelled(LegionError):
     """The run was interrupted by Ctrl-C or SIGTERM."""
 

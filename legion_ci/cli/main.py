@@ -111,6 +111,16 @@ def _crash_log(exc: BaseException) -> str:
     return str(path)
 
 
+def _internal_error(exc: BaseException) -> int:
+    log = _crash_log(exc)
+    click.echo(
+        f"legion-ci: internal error: {type(exc).__name__}: {exc}\n"
+        f"legion-ci: details (versions, traceback) in {log}",
+        err=True,
+    )
+    return EXIT_INTERNAL
+
+
 def _report_error(exc: LegionError) -> None:
     if isinstance(exc, SpecError):
         count = len(exc.problems)
@@ -157,14 +167,17 @@ def main(argv: list[str] | None = None) -> None:
     except LegionError as exc:
         _report_error(exc)
         code = exc.exit_code
+    except OSError as exc:
+        from legion_ci.errors import storage_error
+
+        full = storage_error(exc)
+        if full is None:
+            code = _internal_error(exc)
+        else:
+            _report_error(full)
+            code = full.exit_code
     except Exception as exc:
-        log = _crash_log(exc)
-        click.echo(
-            f"legion-ci: internal error: {type(exc).__name__}: {exc}\n"
-            f"legion-ci: details (versions, traceback) in {log}",
-            err=True,
-        )
-        code = EXIT_INTERNAL
+        code = _internal_error(exc)
     if code not in (0, EXIT_INVALID_INPUT) and state.reproduce and in_ci():
         import shlex
 

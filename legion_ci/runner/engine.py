@@ -11,15 +11,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from legion_ci.errors import Cancelled, InputError, LegionError, StageError
+from legion_ci.errors import Cancelled, InputError, LegionError, StageError, storage_error
 from legion_ci.runner.process import StageLog
 from legion_ci.runner.records import (
     CANCELLED,
     FAILED,
+    INTERRUPTED,
     RUNNING,
     SUCCEEDED,
     RunRecord,
     StageRecord,
+    current_owner,
+    list_records,
+    load_raw_status,
     load_record,
     new_run_id,
     now,
@@ -70,6 +74,7 @@ def _new_record(pipeline: Pipeline) -> RunRecord:
         model={"name": pipeline.model_name, "version": pipeline.model_version},
         workspace=str(pipeline.workspace),
         git_commit=git_commit(pipeline.base_dir),
+        owner=current_owner(),
     )
     for name in pipeline.stages:
         record.stages[name] = StageRecord(name=name, integration=pipeline.integration_name(name))
@@ -93,7 +98,25 @@ def _continue_record(pipeline: Pipeline, stage: str, run_id: str) -> RunRecord:
             )
     if stage not in record.stages:
         record.stages[stage] = StageRecord(name=stage, integration=pipeline.integration_name(stage))
+    record.owner = current_owner()
     return record
+
+
+def _settle_interrupted(pipeline: Pipeline) -> None:
+    """Record runs whose legion-ci process died mid-stage as interrupted, and say so."""
+    import sys
+
+    for old in list_records(pipeline.workspace):
+        if old.status == INTERRUPTED and any(s.status == INTERRUPTED for s in old.stages.values()):
+            raw = load_raw_status(old)
+            if raw == RUNNING:
+                old.save(latest=False)
+                stages = ", ".join(n for n, s in old.stages.items() if s.status == INTERRUPTED)
+                print(
+                    f"legion-ci: run {old.id} was interrupted (stage {stages}: its legion-ci"
+                    f" process {(old.owner or {}).get('pid')} is gone); recorded as interrupted",
+                    file=sys.stderr,
+                )
 
 
 def _run_stage(
@@ -130,6 +153,13 @@ def _run_stage(
         if not isinstance(exc, StageError):
             raise StageError(stage_record.error) from exc
         raise
+    except OSError as exc:
+        full = storage_error(exc)
+        stage_record.status = FAILED
+        stage_record.error = pipeline.redactor(str(full or f"internal error: {exc!r}"))
+        if full is None:
+            raise
+        raise StageError(str(full)) from None
     except Exception as exc:
         stage_record.status = FAILED
         stage_record.error = pipeline.redactor(f"internal error: {type(exc).__name__}: {exc}")
@@ -186,6 +216,7 @@ def execute(
     """Run every stage (or only `only`); returns the record. Raises StageError or Cancelled
     after the record and reports are written, with the record as the exception's `record`."""
     names = _selected_stages(pipeline, only)
+    _settle_interrupted(pipeline)
     first = pipeline.stages[0]
     if only is None or only == first:
         if run_id is not None:

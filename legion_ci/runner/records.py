@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import secrets
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 from legion_ci.atomic import write_atomic
 from legion_ci.errors import InputError
 
-PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, SKIPPED, PARTIAL = (
+PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, SKIPPED, PARTIAL, INTERRUPTED = (
     "pending",
     "running",
     "succeeded",
@@ -29,6 +31,7 @@ PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, SKIPPED, PARTIAL = (
     "cancelled",
     "skipped",
     "partial",
+    "interrupted",  # its legion-ci process died (SIGKILL, a crashed agent) mid-stage
 )
 
 
@@ -71,6 +74,8 @@ class RunRecord:
     finished: str | None = None
     git_commit: str | None = None
     stages: dict[str, StageRecord] = field(default_factory=dict)
+    # The legion-ci process running it: {pid, start (kernel start time), host}
+    owner: dict[str, Any] | None = None
 
     @property
     def folder(self) -> Path:
@@ -91,23 +96,59 @@ class RunRecord:
         fields = {k: v for k, v in data.items() if k != "stages"}
         return cls(**fields, stages=stages)
 
-    def save(self) -> None:
+    def save(self, *, latest: bool = True) -> None:
         from legion_ci.redact import redact_data
 
         # Redacted as data, before JSON escaping can change how a secret looks.
         write_atomic(self.record_path, json.dumps(redact_data(self.to_dict()), indent=2))
-        write_atomic(Path(self.workspace) / "latest", self.id + "\n")
+        if latest:
+            write_atomic(Path(self.workspace) / "latest", self.id + "\n")
+
+    def settle(self) -> bool:
+        """A run that says `running` but whose legion-ci process is gone was interrupted:
+        say so (in memory; the caller saves). Returns whether anything changed."""
+        if RUNNING not in (self.status, *(s.status for s in self.stages.values())):
+            return False
+        if owner_alive(self.owner):
+            return False
+        pid = (self.owner or {}).get("pid")
+        reason = f"interrupted: its legion-ci process (pid {pid}) is gone"
+        for stage in self.stages.values():
+            if stage.status == RUNNING:
+                stage.status, stage.error = INTERRUPTED, reason
+        self.status = self.overall_status()
+        return True
 
     def overall_status(self) -> str:
         """The run's status, derived from its stages'. `partial`: what ran succeeded and
         later stages are still to run (`legion-ci stage` one at a time)."""
         statuses = [s.status for s in self.stages.values()]
-        for status in (CANCELLED, FAILED, RUNNING):
+        for status in (CANCELLED, INTERRUPTED, FAILED, RUNNING):
             if status in statuses:
                 return status
         if statuses and all(s == SUCCEEDED for s in statuses):
             return SUCCEEDED
         return PARTIAL if SUCCEEDED in statuses else PENDING
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (tells a live process from a reused pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def current_owner() -> dict[str, Any]:
+    return {"pid": os.getpid(), "start": _start_time(os.getpid()), "host": socket.gethostname()}
+
+
+def owner_alive(owner: dict[str, Any] | None) -> bool:
+    if not owner or owner.get("host") != socket.gethostname():
+        return True  # another agent's run, or a record from before owners: cannot tell
+    start = _start_time(int(owner["pid"]))
+    return start is not None and start == owner.get("start")
 
 
 def load_record(workspace: Path, run_id: str = "latest") -> RunRecord:
@@ -128,6 +169,7 @@ def load_record(workspace: Path, run_id: str = "latest") -> RunRecord:
     # A later stage may run on another CI agent with the workspace at another path (stash /
     # unstash, a shared volume): the record lives where it was found, not where it was made.
     record.workspace = str(workspace.resolve())
+    record.settle()
     return record
 
 
@@ -139,8 +181,19 @@ def list_records(workspace: Path) -> list[RunRecord]:
             path = folder / "record.json"
             if path.is_file():
                 try:
-                    records.append(RunRecord.from_dict(json.loads(path.read_text("utf-8"))))
+                    record = RunRecord.from_dict(json.loads(path.read_text("utf-8")))
                 except (ValueError, TypeError):
                     continue
+                record.workspace = str(Path(workspace).resolve())
+                record.settle()
+                records.append(record)
     # Ids sort by second only; the start time (milliseconds) orders runs within a second.
     return sorted(records, key=lambda r: (r.started, r.id))
+
+
+def load_raw_status(record: RunRecord) -> str | None:
+    """The status as written on disk, before `settle()` looked at its owner."""
+    try:
+        return json.loads(record.record_path.read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError):
+        return None

@@ -19,6 +19,7 @@ from legion_ci.atomic import atomic_output
 from legion_ci.errors import ModelError, Problem
 from legion_ci.integrations.base import TrainContext
 from legion_ci.integrations.registry import Registry
+from legion_ci.runner.embedded_store import ensure_store, sqlite_path
 from legion_ci.runner.gates import evaluate_gates, load_baseline, raise_on_failures
 from legion_ci.runner.process import StageLog, terminate_group
 from legion_ci.runner.records import RunRecord, StageRecord
@@ -122,6 +123,9 @@ def run_train(
             log.line(f"placing {len(stage['data'])} data binding(s) into {project_dir}")
             stage_record.data = place_data(stage["data"], pipeline.connections, project_dir, log)
         tracking_uri, tracking_env = tracking_settings(pipeline, stage)
+        store = sqlite_path(tracking_uri)
+        if store is not None and registration.name == "mlflow":
+            ensure_store(store, log)
         tags = {
             "legion.model.name": pipeline.model_name,
             "legion.model.version": pipeline.model_version,
