@@ -8,6 +8,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from legion_ci.atomic import atomic_output
@@ -73,16 +74,29 @@ def safe_extract(zip_path: Path, dest: Path) -> Path:
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(tmp, dest)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            # e.g. an entry whose data is longer than its header says (a lying zip bomb)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ModelError(f"{zip_path}: corrupt archive: {exc}") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return dest
 
 
+def _refuse_links_out(folder: Path) -> None:
+    """A binary given as a folder must not reach outside itself through symbolic links."""
+    root = folder.resolve()
+    for entry in folder.rglob("*"):
+        if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+            raise ModelError(f"{entry}: symbolic link pointing outside the model binary")
+
+
 def open_artifact(path: Path) -> Path:
     """Return a folder holding the binary: the folder itself, or a cached extraction of a zip."""
     path = Path(path)
     if path.is_dir():
+        _refuse_links_out(path)
         return path
     if not path.is_file():
         raise ModelError(f"{path}: no such trained model binary (a .zip file or a folder)")
