@@ -28,6 +28,7 @@ setup(
         "httptools>=0.6",
         "uvloop>=0.19",
         "orjson>=3.9",
+        "fastjsonschema>=2.19",
     ],
     extras_require={
         "test": [

@@ -152,7 +152,34 @@ class Registry:
         return [r for kind in KINDS for _, r in sorted(self._by_kind[kind].items())]
 
 
+def _checked_marker(located: Any) -> Path | None:
+    """A registration file already found valid is remembered by its content's hash (and the
+    registration schema's), so every validate need not import jsonschema for the built-ins."""
+    import hashlib
+    import json
+
+    from legion_ci.cache import cache_root
+
+    if not located.sha256:
+        return None
+    schema = hashlib.sha256(json.dumps(REGISTRATION_SCHEMA, sort_keys=True).encode()).hexdigest()
+    return cache_root() / "registrations" / f"{located.sha256[:32]}-{schema[:16]}.ok"
+
+
 def _validate_registration(located: Any) -> None:
+    marker = _checked_marker(located)
+    if marker is not None and marker.is_file():
+        return
+    _validate_registration_fully(located)
+    if marker is not None:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError:
+            pass  # a read-only cache only costs speed
+
+
+def _validate_registration_fully(located: Any) -> None:
     from jsonschema import Draft202012Validator
 
     validator = Draft202012Validator(REGISTRATION_SCHEMA)

@@ -29,6 +29,10 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
 
 
 def _schema_problems(located: Located, schema: dict[str, Any]) -> list[Problem]:
+    from legion_ci.spec.fastcheck import is_valid
+
+    if is_valid(schema, located.data):
+        return []
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import best_match
 
