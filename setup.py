@@ -32,7 +32,7 @@ setup(
     extras_require={
         "test": ["pytest>=8", "ruff>=0.5", "moto[server]>=5", "scikit-learn>=1.3"],
         # legion_ci.airflow: the operators (legion-ci itself may live in another venv).
-        "airflow": ["apache-airflow>=2.10"],
+        "airflow": ["apache-airflow>=3"],
     },
     entry_points={
         "console_scripts": ["legion-ci=legion_ci.cli.main:main"],

@@ -142,10 +142,8 @@ def run_driver(
 
 
 def _dagbag() -> Any:
-    try:
-        from airflow.dag_processing.dagbag import DagBag  # Airflow 3
-    except ImportError:
-        from airflow.models import DagBag
+    from airflow.dag_processing.dagbag import DagBag
+
     return DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
 
 

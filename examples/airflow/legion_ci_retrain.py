@@ -17,10 +17,7 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
-try:  # Airflow 3
-    from airflow.sdk import DAG
-except ImportError:  # Airflow 2
-    from airflow import DAG
+from airflow.sdk import DAG
 
 from legion_ci.airflow import (
     LegionDeployOperator,

@@ -7,12 +7,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-try:  # Airflow 3: the Task SDK
-    from airflow.sdk import BaseHook, BaseOperator
-except ImportError:  # Airflow 2
-    from airflow.hooks.base import BaseHook
-    from airflow.models import BaseOperator
-from airflow.exceptions import AirflowException
+# Airflow 3's Task SDK only: a worker that has just the Task SDK can run these operators.
+from airflow.sdk import BaseHook, BaseOperator
+from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.log import mask_secret
 
 from legion_ci.airflow.command import (
     LegionCIError,
@@ -36,14 +34,6 @@ CONNECTION_FIELDS = {
     "schema": False,
     "uri": True,
 }
-
-
-def _mask(value: str) -> None:
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # Airflow 2
-        from airflow.utils.log.secrets_masker import mask_secret
-    mask_secret(value)
 
 
 def run_id_of(task_id: str) -> str:
@@ -126,7 +116,7 @@ class LegionCIOperator(BaseOperator):
                     )
                 values[variable] = str(value)
                 if secret:
-                    _mask(str(value))
+                    mask_secret(str(value))
         return values
 
     def _continued_run(self) -> str | None:
