@@ -44,8 +44,6 @@ def airflow_env(home: Path, dags: Path = DAGS, **extra: str) -> dict[str, str]:
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         # legion_ci.airflow from this clone; its operators run .venv's legion-ci.
         "PYTHONPATH": str(REPO),

@@ -3,7 +3,7 @@
 The operators run `legion-ci run|stage ... --output json` as a child process in its own
 process group: a crash or a heavy import (MLflow, scikit-learn) stays in the child, and a
 cancel can stop the child and everything it started. Stderr (the stage log, which legion-ci
-echoes there) is streamed line by line; stdout holds only the result JSON.
+echoes there) is followed line by line; stdout holds only the result JSON.
 """
 
 from __future__ import annotations
@@ -138,9 +138,14 @@ def failure_message(
 
 
 class LegionProcess:
-    """One running `legion-ci`: its own process group, stderr handed line by line to
-    `on_line`, stdout collected in a temporary file (a process the stage leaves running,
-    like a local model server, can hold a pipe open; it cannot hold us up on a file)."""
+    """One running `legion-ci` in its own process group, its stderr handed line by line to
+    `on_line` and its stdout kept.
+
+    Both go to files, not pipes: when Airflow SIGKILLs the task process a few seconds after
+    on_kill(), legion-ci goes on recording the cancellation without a broken pipe under it,
+    and a process a stage leaves running (a local model server) cannot hold us up by
+    keeping a pipe open.
+    """
 
     def __init__(
         self,
@@ -150,45 +155,64 @@ class LegionProcess:
         cwd: str | None = None,
         on_line: Callable[[str], None] = print,
     ) -> None:
-        self._stdout = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115
+        self._stdout = tempfile.TemporaryFile()  # noqa: SIM115
+        fd, path = tempfile.mkstemp(prefix="legion-ci-stderr-")
+        self._stderr = open(path, "rb")  # noqa: SIM115  (read while the child appends)
+        os.unlink(path)
         self.tail: deque[str] = deque(maxlen=40)
         try:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=self._stdout,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                text=True,
-                errors="replace",
-            )
+            with os.fdopen(fd, "wb") as stderr:
+                self.proc = subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=dict(env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=self._stdout,
+                    stderr=stderr,
+                    start_new_session=True,
+                )
         except OSError as exc:
-            self._stdout.close()
+            self._close()
             raise LegionCIError(f"cannot start {argv[0]!r}: {exc.strerror}") from None
-        self._reader = threading.Thread(target=self._pump, args=(on_line,), daemon=True)
+        self._reader = threading.Thread(target=self._follow, args=(on_line,), daemon=True)
         self._reader.start()
 
-    def _pump(self, on_line: Callable[[str], None]) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            line = raw.rstrip("\n")
-            self.tail.append(line)
-            on_line(line)
+    def _follow(self, on_line: Callable[[str], None]) -> None:
+        pending = b""
+        while True:
+            ended = self.proc.poll() is not None  # before reading: nothing is missed
+            chunk = self._stderr.read(65536)
+            if chunk:
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    self._emit(line, on_line)
+            elif ended:
+                break
+            else:
+                time.sleep(0.1)
+        if pending:
+            self._emit(pending, on_line)
+
+    def _emit(self, raw: bytes, on_line: Callable[[str], None]) -> None:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        self.tail.append(line)
+        on_line(line)
+
+    def _close(self) -> None:
+        self._stdout.close()
+        self._stderr.close()
 
     def wait(self) -> tuple[int, str]:
-        """Exit code and stdout, once the process has ended.
+        """Exit code and stdout, once the process has ended and its stderr is all read.
 
         Polls rather than blocking in Popen.wait(): Airflow calls on_kill() from a SIGTERM
         handler on this same thread, and Popen.wait() holds a lock stop() would then need.
         """
-        while self.proc.poll() is None:
+        while self.proc.poll() is None or self._reader.is_alive():
             self._reader.join(timeout=0.2)
-        self._reader.join(timeout=10)
         self._stdout.seek(0)
-        out = self._stdout.read()
-        self._stdout.close()
+        out = self._stdout.read().decode("utf-8", errors="replace")
+        self._close()
         return self.proc.returncode, out
 
     def stop(self, grace: float) -> None:
