@@ -134,6 +134,24 @@ def test_failure_messages_are_one_line(sh_project: Path, tmp_path: Path) -> None
     assert "nope" in message
 
 
+def test_a_legion_ci_that_cannot_start_its_python_says_why(tmp_path: Path) -> None:
+    # What a worker gets from `pip install --no-deps legion-ci` beside Airflow when it runs
+    # that env's legion-ci script: a traceback; the task fails with its last line.
+    venv = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(Path(__file__).parent.parent)}
+    argv = [str(venv / "bin" / "python"), "-m", "legion_ci.cli.main", "run", "x.yaml"]
+    lines: list[str] = []
+    process = LegionProcess(argv, env=env, on_line=lines.append)
+    code, out = process.wait()
+    assert code == 1 and parse_result(out) is None
+    assert failure_message(code, None, lines, "legion-ci run") == (
+        "legion-ci run exited with code 1: ModuleNotFoundError: No module named 'click'"
+    )
+    with pytest.raises(LegionCIError, match="cannot start '/nonexistent/legion-ci'"):
+        LegionProcess(["/nonexistent/legion-ci"], env=env)
+
+
 def test_stop_cancels_the_stage_and_its_trainer(sh_project: Path) -> None:
     pipeline = write(sh_project / "pipeline.yaml", PACKAGED)
     pidfile = sh_project / "trainer.pid"

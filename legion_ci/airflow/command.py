@@ -128,10 +128,14 @@ def failure_message(
         following = lines[errors[-1] + 1 : errors[-1] + 2]
         if detail.startswith("internal error") and following:
             detail += " " + following[0].removeprefix("legion-ci: ")  # names the crash log
-    elif lines:
-        # A validation failure: "<file>: validation failed: N errors", then each problem.
-        start = next((i for i, line in enumerate(lines) if "validation failed" in line), 0)
+    elif any("validation failed" in line for line in lines):
+        # "<file>: validation failed: N errors", then each problem on its own line.
+        start = next(i for i, line in enumerate(lines) if "validation failed" in line)
         detail = "; ".join(lines[start : start + 2])
+    elif lines:
+        # Not legion-ci's own words (a Python traceback from a broken install, a signal):
+        # its last line says the most.
+        detail = lines[-1]
     else:
         detail = "no output"
     return f"{what} exited with code {code}: {detail}"
