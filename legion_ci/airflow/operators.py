@@ -4,6 +4,7 @@ process, streams the stage log into the task log, and hands its outputs on throu
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -136,7 +137,7 @@ class LegionCIOperator(BaseOperator):
                 find_executable(self.executable), self.pipeline, self.stage, self._continued_run()
             )
             env = child_environment(os.environ, self.env, self._credentials())
-            self.log.info("running %s", " ".join(argv))
+            self.log.info("running %s", shlex.join(argv))
             self._process = LegionProcess(
                 argv, env=env, cwd=self.workspace, on_line=lambda line: self.log.info("%s", line)
             )
