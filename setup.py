@@ -38,6 +38,8 @@ setup(
             "scikit-learn>=1.3",
             "hypothesis>=6.100",
         ],
+        # legion_ci.airflow: the operators (legion-ci itself may live in another venv).
+        "airflow": ["apache-airflow>=3"],
     },
     entry_points={
         "console_scripts": ["legion-ci=legion_ci.cli.main:main"],

@@ -121,7 +121,9 @@ def execute_command(
 
     from legion_ci.api import run_pipeline
 
-    echo = None if (quiet or output == "json") else sys.stderr
+    # Stage logs go to stderr in both output modes: stdout holds only the JSON, and wrappers
+    # (the Airflow operators) stream stderr into their own logs.
+    echo = None if quiet else sys.stderr
     record: RunRecord | None = None
     failure: BaseException | None = None
     resume = None
