@@ -96,3 +96,35 @@ stages:
 @pytest.fixture
 def sh_pipeline(sh_project: Path) -> Path:
     return write(sh_project / "pipeline.yaml", SH_PIPELINE)
+
+
+# -- figures: what the hardening tests injected and saw, printed as one table at the end -----
+
+FIGURES: dict[str, int] = {}
+FIGURE_ORDER = (
+    "faults injected",
+    "faults survived",
+    "hostile artifacts refused",
+    "requests sent",
+    "requests failed",
+    "secrets found",
+)
+
+
+class Figures:
+    def add(self, name: str, count: int = 1) -> None:
+        FIGURES[name] = FIGURES.get(name, 0) + count
+
+
+@pytest.fixture
+def figures() -> Figures:
+    return Figures()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not FIGURES:
+        return
+    names = [n for n in FIGURE_ORDER if n in FIGURES] + sorted(set(FIGURES) - set(FIGURE_ORDER))
+    terminalreporter.section("hardening figures")
+    for name in names:
+        terminalreporter.write_line(f"{name:<28} {FIGURES[name]:>10,}")

@@ -40,7 +40,9 @@ def kill_quietly(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def test_sigkilled_run_reads_as_interrupted_and_the_next_run_says_so(sh_pipeline: Path) -> None:
+def test_sigkilled_run_reads_as_interrupted_and_the_next_run_says_so(
+    sh_pipeline: Path, figures
+) -> None:
     project = sh_pipeline.parent
     pidfile = project / "trainer.pid"
     proc = start(
@@ -71,6 +73,8 @@ def test_sigkilled_run_reads_as_interrupted_and_the_next_run_says_so(sh_pipeline
     )
     latest = (project / ".legion" / "latest").read_text().strip()
     assert latest != on_disk["id"]
+    figures.add("faults injected")
+    figures.add("faults survived")
     print(f"\nfaults: SIGKILL mid-training -> run {on_disk['id']} recorded interrupted; re-run ok")
 
 
@@ -89,7 +93,9 @@ def wine_pipeline(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_killed_while_the_tracking_store_is_made_then_rerun_succeeds(wine_pipeline: Path) -> None:
+def test_killed_while_the_tracking_store_is_made_then_rerun_succeeds(
+    wine_pipeline: Path, figures
+) -> None:
     workspace = wine_pipeline.parent / ".legion"
     kills = []
     for moment in ("store being made", "3 s in"):
@@ -115,11 +121,13 @@ def test_killed_while_the_tracking_store_is_made_then_rerun_succeeds(wine_pipeli
         rerun = run_cli("run", str(wine_pipeline), "-o", "json", timeout=600)
         rerun.assert_success()
         assert json.loads(rerun.out)["status"] == "succeeded"
+        figures.add("faults injected")
+        figures.add("faults survived")
     print(f"\nfaults: SIGKILL {', '.join(kills)}; each re-run succeeded on the same workspace")
 
 
 @pytest.mark.slow
-def test_two_runs_at_once_in_one_workspace(wine_pipeline: Path) -> None:
+def test_two_runs_at_once_in_one_workspace(wine_pipeline: Path, figures) -> None:
     first = start("run", str(wine_pipeline), "-o", "json")
     second = start("run", str(wine_pipeline), "-o", "json")
     outs = [p.communicate(timeout=900) for p in (first, second)]
@@ -137,6 +145,8 @@ def test_two_runs_at_once_in_one_workspace(wine_pipeline: Path) -> None:
         assert summary["id"] == run_id
         log = (workspace / "runs" / run_id / "logs" / "train.log").read_text()
         assert run_id in log and (ids - {run_id}).pop() not in log
+    figures.add("faults injected")
+    figures.add("faults survived")
     print(f"\nfaults: two concurrent runs {sorted(ids)} both complete, latest is one of them")
 
 
@@ -156,7 +166,9 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_full_disk_fails_cleanly_and_a_rerun_succeeds(sh_project: Path, small_disk: Path) -> None:
+def test_full_disk_fails_cleanly_and_a_rerun_succeeds(
+    sh_project: Path, small_disk: Path, figures
+) -> None:
     pipeline = write(sh_project / "pipeline.yaml", SH_PIPELINE + f"workspace: {small_disk}\n")
     run_cli("run", str(pipeline), "-q").assert_success()
     filler = small_disk / "filler"
@@ -177,4 +189,6 @@ def test_full_disk_fails_cleanly_and_a_rerun_succeeds(sh_project: Path, small_di
     assert not list(small_disk.rglob("*.tmp")), "temporary files left behind"
     filler.unlink()
     run_cli("run", str(pipeline), "-q").assert_success()
+    figures.add("faults injected")
+    figures.add("faults survived")
     print("\nfaults: full disk -> clean failure, no partial files, re-run ok")

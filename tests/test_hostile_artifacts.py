@@ -53,6 +53,9 @@ def patch_central_sizes(path: Path, member: str, size: int) -> None:
 
 
 def refused(artifact: Path, marker: Path, message: str, tmp_path: Path) -> None:
+    from conftest import Figures
+
+    Figures().add("hostile artifacts refused")
     for verb in (("model", "info"), ("model", "self-check")):
         outcome = run_cli(*verb, str(artifact), cwd=tmp_path).assert_failed(1)
         assert message in outcome.err, outcome.err
