@@ -7,6 +7,8 @@ package com.epam.legion.ci
  */
 class LegionCli implements Serializable {
 
+    private static final long serialVersionUID = 1L
+
     private static final String RESOURCES = 'com/epam/legion/ci/'
 
     private final Object steps
@@ -126,7 +128,7 @@ class LegionCli implements Serializable {
 
     /** Run legion-ci with `args` inside withCredentials; [code, stdout, stderr]. */
     Map exec(List<String> args, String label) {
-        String scratch = absolute('.legion-ci/tmp/' + UUID.randomUUID().toString())
+        String scratch = absolute('.legion-ci/tmp/' + UUID.randomUUID())
         List<String> environment = LegionCommand.argvEnvironment(args) + [
             'LEGION_CI_BIN=' + executable,
             'LEGION_CI_OUT=' + scratch + '.out',

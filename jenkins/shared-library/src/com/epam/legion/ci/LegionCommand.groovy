@@ -6,7 +6,7 @@ import com.cloudbees.groovy.cps.NonCPS
  * The legion-ci command lines the steps run, each an argument list. They reach the shell as
  * one environment variable per argument (see run-legion-ci.sh), never spliced into a script.
  */
-class LegionCommand implements Serializable {
+class LegionCommand {
 
     /** Validate the pipeline and print its resolved plan as JSON (secrets shown as ***). */
     @NonCPS

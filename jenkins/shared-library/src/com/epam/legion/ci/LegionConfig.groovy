@@ -6,7 +6,7 @@ import com.cloudbees.groovy.cps.NonCPS
  * The keys every legion* step takes and their defaults, the merge of a step's defaults with the
  * user's map, and the checks that refuse what legion-ci could not use.
  */
-class LegionConfig implements Serializable {
+class LegionConfig {
 
     /** The legion-ci release this library was made with: the default pinned requirement. */
     static final String VERSION = '0.1.0'
@@ -137,12 +137,9 @@ class LegionConfig implements Serializable {
 
     @NonCPS
     private static String envValue(Object env, String name) {
-        try {
-            Object value = env?."${name}"
-            return value ? value.toString() : null
-        } catch (MissingPropertyException ignored) {
-            return null
-        }
+        // Jenkins' env answers null for a variable that is not set.
+        Object value = env?."${name}"
+        return value ? value.toString() : null
     }
 
 }

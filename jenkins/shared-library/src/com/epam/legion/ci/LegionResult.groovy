@@ -11,7 +11,7 @@ import java.nio.file.Paths
  * `{"run_id", "status", "record", "stages": {name: {"status", "outputs", "metrics", "error"}}}`.
  * Everything here is plain data; legion-ci has already replaced every secret by ***.
  */
-class LegionResult implements Serializable {
+class LegionResult {
 
     /** Output keys lifted to the top of the returned Map, as a Jenkinsfile names them. */
     static final Map<String, String> OUTPUTS = [
