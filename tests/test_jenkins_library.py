@@ -52,7 +52,9 @@ return outcome
 BAD_CONFIGS = {
     "unknown-key": "legionTrain(pipline: 'legion-ci.yaml')",
     "wrong-type": "legionPipeline(credentials: 'mlflow-password')",
-    "bad-credential": "legionPackage(credentials: [[id: 'registry', variable: 'A', fileVariable: 'B']])",
+    "bad-credential": (
+        "legionPackage(credentials: [[id: 'registry', variable: 'A', fileVariable: 'B']])"
+    ),
 }
 
 INVALID_PIPELINE = PIPELINE.replace("toolchain: sh-trainer", "toolchain: sh-trainr")

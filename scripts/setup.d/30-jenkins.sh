@@ -29,5 +29,7 @@ if [ ! -x "$prefix/bin/npm-groovy-lint" ]; then
   npm install --silent --no-fund --no-audit --prefix "$prefix" -g \
     "npm-groovy-lint@$lint_version" >/dev/null
 fi
+# A stable path for the tests, whatever the version.
+ln -sfn "$prefix" "$cache/npm-groovy-lint"
 JAVA_HOME="$java_home" groovy --version >/dev/null
 "$prefix/bin/npm-groovy-lint" --version >/dev/null
