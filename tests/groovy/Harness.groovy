@@ -255,6 +255,14 @@ class Steps {
         record(step: 'checkout', workspace: cwd.path)
     }
 
+    /** The `git` step: the scenario's project stands for the repository at that URL. */
+    void git(Map args) {
+        requireNode('git')
+        copyTree(new File(scenario.project as String), cwd)
+        record(step: 'git', url: args.url, branch: args.branch, credentialsId: args.credentialsId,
+            workspace: cwd.path)
+    }
+
     Object stage(String name, Closure body) {
         stages << name
         record(step: 'stage', name: name, status: 'started')
@@ -619,7 +627,7 @@ Map runScenario(Map scenario) {
     Steps steps = new Steps(scenario: scenario, library: library, root: root, tmp: tmp)
     Binding binding = new Binding()
     ['sh', 'echo', 'error', 'withEnv', 'withCredentials', 'string', 'usernamePassword', 'file',
-     'node', 'dir', 'checkout', 'stage', 'pwd', 'isUnix', 'fileExists', 'readFile', 'writeFile',
+     'node', 'dir', 'checkout', 'git', 'stage', 'pwd', 'isUnix', 'fileExists', 'readFile', 'writeFile',
      'libraryResource', 'junit', 'archiveArtifacts', 'stash', 'unstash'].each { String name ->
         binding.setVariable(name, steps.&"${name}")
     }
