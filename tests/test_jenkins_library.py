@@ -5,9 +5,11 @@ and packager, `sh` running the real legion-ci. One JVM runs all builds of this m
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from jenkins_support import (
     EXAMPLES,
     PIPELINE,
@@ -70,8 +72,22 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Build]:
     one_liner = (EXAMPLES / "one-liner" / "Jenkinsfile").read_text()
     declarative = (EXAMPLES / "declarative" / "Jenkinsfile").read_text()
     leak = {"FAKE_TRAINER_LEAK": "1"}
+    # The job `legion-ci jenkins render` makes for the plain project, its script run as is.
+    rendered = run_cli(
+        "jenkins",
+        "render",
+        str(plain / "legion-ci.yaml"),
+        "--root",
+        str(plain),
+        "--git-url",
+        "https://git.example/models.git",
+        "--git-credentials",
+        "git-ro",
+    ).assert_success()
+    job_script = ET.fromstring(rendered.out.split("-->", 1)[1]).findtext("definition/script")
     scenarios = [
         Scenario("one-liner", one_liner, plain),
+        Scenario("generated-job", job_script, plain),
         Scenario("gate-fails", one_liner, gated),
         Scenario("declarative", declarative, secret, CREDENTIALS, leak),
         Scenario("scripted", SCRIPTED, secret, CREDENTIALS, leak),
@@ -129,6 +145,20 @@ def test_one_liner_runs_each_stage_and_publishes(builds: dict[str, Build]) -> No
     # The stage log reaches the console although --output json does not stream it.
     assert "sh-trainer: done" in build.log
     assert not [e for e in build.steps("sh") if e["label"] == "install legion-ci"]
+
+
+def test_job_rendered_by_legion_ci_runs_the_pipeline(builds: dict[str, Build]) -> None:
+    build = builds["generated-job"]
+    assert_ok(build)
+    (git,) = build.steps("git")
+    assert (git["url"], git["branch"], git["credentialsId"]) == (
+        "https://git.example/models.git",
+        "main",
+        "git-ro",
+    )
+    assert build.stage_status() == {"train": "succeeded", "package": "succeeded"}
+    assert build.returned["image"] == "127.0.0.1:5000/linear:1.0"
+    assert len(build.steps("junit")) == 1
 
 
 def test_sh_scripts_are_fixed_text(builds: dict[str, Build]) -> None:
