@@ -59,6 +59,14 @@ BAD_CONFIGS = {
     ),
 }
 
+# A folder name a shell would execute if it ever parsed an argument.
+ODD_DIR = "odd $(touch pwned) 'q' `touch pwned2` dir"
+ODD_JENKINSFILE = (
+    "node { checkout scm; return legionValidate(pipeline: '"
+    + ODD_DIR.replace("'", "\\'")
+    + "/legion-ci.yaml') }"
+)
+
 INVALID_PIPELINE = PIPELINE.replace("toolchain: sh-trainer", "toolchain: sh-trainr")
 
 
@@ -69,6 +77,8 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Build]:
     gated = make_project(base / "gated", PIPELINE % {"rmse_max": 0.1})
     secret = make_project(base / "secret", SECRET_PIPELINE)
     invalid = make_project(base / "invalid", INVALID_PIPELINE % {"rmse_max": 0.8})
+    odd = base / "odd"
+    make_project(odd / ODD_DIR, PIPELINE % {"rmse_max": 0.8})
     one_liner = (EXAMPLES / "one-liner" / "Jenkinsfile").read_text()
     declarative = (EXAMPLES / "declarative" / "Jenkinsfile").read_text()
     leak = {"FAKE_TRAINER_LEAK": "1"}
@@ -91,6 +101,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Build]:
         Scenario("gate-fails", one_liner, gated),
         Scenario("declarative", declarative, secret, CREDENTIALS, leak),
         Scenario("scripted", SCRIPTED, secret, CREDENTIALS, leak),
+        Scenario("odd-path", ODD_JENKINSFILE, odd),
         Scenario("invalid", "node { checkout scm; legionValidate() }", invalid),
         *(Scenario(name, call, plain) for name, call in BAD_CONFIGS.items()),
     ]
@@ -168,6 +179,14 @@ def test_sh_scripts_are_fixed_text(builds: dict[str, Build]) -> None:
     assert len(ran) > 10
     for event in ran:
         assert event["script"] in scripts, event["script"]
+
+
+def test_arguments_reach_legion_ci_verbatim(builds: dict[str, Build]) -> None:
+    build = builds["odd-path"]
+    assert_ok(build)
+    assert build.returned["pipeline"].endswith(f"/{ODD_DIR}/legion-ci.yaml")
+    assert build.returned["stages"] == ["train", "package"]
+    assert not list(build.root.rglob("pwned*"))
 
 
 def test_failing_gate_publishes_then_fails_with_its_one_line_error(

@@ -10,7 +10,10 @@ while [ "$i" -lt "$LEGION_CI_ARGC" ]; do
   eval "set -- \"\$@\" \"\${LEGION_CI_ARG_$i}\""
   i=$((i + 1))
 done
-mkdir -p "$(dirname "$LEGION_CI_OUT")"
+scratch="$(dirname "$LEGION_CI_OUT")"
+mkdir -p "$scratch"
+# Results of earlier builds in this workspace are read as soon as written: keep a day's worth.
+find "$scratch" -type f -mtime +0 -delete 2>/dev/null || true
 rc=0
 "$LEGION_CI_BIN" "$@" >"$LEGION_CI_OUT" 2>"$LEGION_CI_ERR" || rc=$?
 cat "$LEGION_CI_ERR" >&2
