@@ -207,6 +207,7 @@ def test_failing_gate_publishes_then_fails_with_its_one_line_error(
     archived = {p.name for p in build.archived()}
     assert {"record.json", "train.log", "junit.xml", "summary.json"} <= archived
     assert build.description == "linear 1.0: failed"
+    assert "legion-ci: reproduce locally with: legion-ci stage train legion-ci.yaml" in build.log
 
 
 def test_declarative_example_across_agents_with_credentials(builds: dict[str, Build]) -> None:
