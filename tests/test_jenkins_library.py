@@ -100,6 +100,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Build]:
         Scenario("generated-job", job_script, plain),
         Scenario("gate-fails", one_liner, gated),
         Scenario("declarative", declarative, secret, CREDENTIALS, leak),
+        Scenario("declarative-fails", declarative, secret, CREDENTIALS, {"FAKE_TRAINER_FAIL": "3"}),
         Scenario("scripted", SCRIPTED, secret, CREDENTIALS, leak),
         Scenario("odd-path", ODD_JENKINSFILE, odd),
         Scenario("invalid", "node { checkout scm; legionValidate() }", invalid),
@@ -252,6 +253,28 @@ def test_declarative_example_across_agents_with_credentials(builds: dict[str, Bu
         ("mlflow-password", "registry")
     }
     assert build.description == "linear 1.0: succeeded | image 127.0.0.1:5000/linear:1.0"
+
+
+def test_declarative_failed_training_stops_the_pipeline_after_publishing(
+    builds: dict[str, Build],
+) -> None:
+    build = builds["declarative-fails"]
+    assert build.result == "FAILURE"
+    # The stage's error holds the trainer's log tail too; the build carries its first line.
+    assert build.error.startswith("train: trainer 'sh-trainer' exited with code 3; last lines")
+    assert "\n" not in build.error
+    assert build.stage_status() == {"Validate": "succeeded", "Train": "failed"}
+    (junit,) = build.steps("junit")
+    assert junit["cases"][0]["status"] == "failed"
+    assert (
+        "sh-trainer: log line 30"
+        in (build.root / "harness" / "published" / "junit")
+        .rglob("junit.xml")
+        .__next__()
+        .read_text()
+    )
+    assert not build.steps("stash")  # a failed run is not handed to the next agent
+    assert "legion-ci: linear 1.0: failed" in build.log  # the example's post { failure }
 
 
 @pytest.mark.parametrize("build_id", ["declarative", "scripted"])

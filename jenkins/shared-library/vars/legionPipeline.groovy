@@ -30,7 +30,8 @@ Map call(Map userConfig = [:]) {
     return config.label ? node(config.label, onAgent) : node(onAgent)
 }
 
-private Map runStages(Map config) {
+// Not private: CPS cannot call a script's private method from a closure (the node body).
+Map runStages(Map config) {
     LegionCli cli = new LegionCli(this, config)
     cli.install()
     Map plan = cli.plan()
