@@ -39,5 +39,5 @@ def test_library_lints_clean() -> None:
         for p in (REPO / "jenkins").rglob("*")
         if p.suffix == ".groovy" or p.name == "Jenkinsfile"
     }
-    assert report["summary"]["totalFilesLinted"] == len(expected) == 11
+    assert report["summary"]["totalFilesLinted"] == len(expected) >= 11  # vars, src, examples
     assert linted <= expected
