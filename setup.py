@@ -23,6 +23,7 @@ setup(
         "docker>=7",
         "kubernetes>=29",
         "python-jenkins>=1.8",
+        "jenkins-job-builder>=6",
         "boto3>=1.28",
         "uvicorn>=0.30",
         "httptools>=0.6",

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The real parts the Jenkins shared library tests need (no Jenkins controller can run here):
+#   - Debian's groovy 2.4 (the Groovy line Jenkins pipelines run on) on OpenJDK 17, to run
+#     vars/*.groovy and src/ in the harness (tests/groovy/Harness.groovy);
+#   - npm-groovy-lint (CodeNarc), in a local npm prefix under the CI cache, to lint the library.
+# Idempotent: each part is checked before it is installed.
+set -euo pipefail
+cache="${LEGION_CI_CI_CACHE:-$HOME/.cache/legion-ci-ci}"
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+java_home=/usr/lib/jvm/java-17-openjdk-amd64
+if ! command -v groovy >/dev/null 2>&1 || [ ! -x "$java_home/bin/java" ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    groovy openjdk-17-jre-headless >/dev/null
+fi
+
+# npm-groovy-lint ships CodeNarc and its jars inside the npm package; --noserver runs them
+# with the machine's java, so nothing is downloaded at lint time.
+lint_version="16.2.0"   # the last line that runs on Node 20
+prefix="$cache/npm-groovy-lint-$lint_version"
+if [ ! -x "$prefix/bin/npm-groovy-lint" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      nodejs npm >/dev/null
+  fi
+  mkdir -p "$prefix"
+  npm install --silent --no-fund --no-audit --prefix "$prefix" -g \
+    "npm-groovy-lint@$lint_version" >/dev/null
+fi
+# A stable path for the tests, whatever the version.
+ln -sfn "$prefix" "$cache/npm-groovy-lint"
+JAVA_HOME="$java_home" groovy --version >/dev/null
+"$prefix/bin/npm-groovy-lint" --version >/dev/null
