@@ -76,6 +76,10 @@ def test_stage_by_stage_chains_outputs(sh_project: Path) -> None:
     first = latest_record(sh_project)
     assert first["status"] == "partial"
     assert first["stages"]["package"]["status"] == "pending"
+    junit = ET.parse(sh_project / ".legion" / "reports" / "junit.xml").getroot()
+    pending = next(case for case in junit.iter("testcase") if case.get("name") == "package")
+    assert pending.find("skipped") is not None, "a stage not run yet must not read as passed"
+    assert junit.get("skipped") == "1"
     outcome = run_cli("stage", "package", str(pipeline), "-o", "json").assert_success()
     result = json.loads(outcome.out)
     assert result["run_id"] == first["id"]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from legion_ci.runner.records import CANCELLED, FAILED, SKIPPED, RunRecord
+from legion_ci.runner.records import (
+    CANCELLED,
+    FAILED,
+    INTERRUPTED,
+    PENDING,
+    SKIPPED,
+    RunRecord,
+)
 
 
 def _log_tail(record: RunRecord, log: str | None, lines: int = 20) -> str:
@@ -24,8 +31,8 @@ def render_junit(record: RunRecord) -> str:
         name=f"legion-ci.{record.model['name']}",
         tests=str(len(record.stages)),
         failures=str(sum(s.status == FAILED for s in record.stages.values())),
-        errors=str(sum(s.status == CANCELLED for s in record.stages.values())),
-        skipped=str(sum(s.status == SKIPPED for s in record.stages.values())),
+        errors=str(sum(s.status in (CANCELLED, INTERRUPTED) for s in record.stages.values())),
+        skipped=str(sum(s.status in (SKIPPED, PENDING) for s in record.stages.values())),
         time=f"{sum(s.duration_s or 0 for s in record.stages.values()):.3f}",
         timestamp=record.started,
     )
@@ -49,11 +56,14 @@ def render_junit(record: RunRecord) -> str:
         if stage.status == FAILED:
             failure = ET.SubElement(case, "failure", message=stage.error or "stage failed")
             failure.text = _log_tail(record, stage.log)
-        elif stage.status == CANCELLED:
-            error = ET.SubElement(case, "error", message=stage.error or "cancelled")
+        elif stage.status in (CANCELLED, INTERRUPTED):
+            error = ET.SubElement(case, "error", message=stage.error or stage.status)
             error.text = _log_tail(record, stage.log)
         elif stage.status == SKIPPED:
             ET.SubElement(case, "skipped", message=stage.error or "not run")
+        elif stage.status == PENDING:
+            # Stage by stage (`legion-ci stage`), later stages have not run yet: not a pass.
+            ET.SubElement(case, "skipped", message="not run yet in this run")
         if stage.log:
             out = ET.SubElement(case, "system-out")
             out.text = _log_tail(record, stage.log, 200)
