@@ -34,8 +34,9 @@ def run_pipeline(
     the run record and reports are written in every case.
     """
     from legion_ci.runner.engine import execute
+    from legion_ci.spec.validate import load_pipeline
 
-    pipeline = validate_pipeline(path, strict_project=False)
+    pipeline = load_pipeline(path, strict_project=False, stage=stage)
     return execute(pipeline, only=stage, run_id=run_id, echo=echo)
 
 

@@ -137,3 +137,28 @@ def test_validation_messages_do_not_echo_secret_values(tmp_path: Path) -> None:
     outcome = run_cli("validate", str(pipeline)).assert_failed(2)
     assert "hyperParameters.alpha" in outcome.err
     assert "s3cr3t" not in outcome.err + outcome.out
+
+
+def test_a_stage_needs_only_its_own_connections_secrets(tmp_path: Path) -> None:
+    """Train on one agent, package on another: the training agent has no registry password."""
+    root = tmp_path / "project"
+    shutil.copytree(FIXTURES / "sh-trainer", root / "integrations")
+    shutil.copytree(FIXTURES / "sh-packager", root / "packagers")
+    (root / "src").mkdir()
+    text = SH_PIPELINE.replace(
+        "integrations: [integrations/registration.yaml]",
+        "integrations: [integrations/registration.yaml, packagers/registration.yaml]",
+    ) + (
+        "  package:\n    integration: sh-packager\n"
+        "    targets: [{name: docker-push, connection: registry}]\n"
+        "connections:\n  registry:\n    type: docker\n    uri: 127.0.0.1:5000\n"
+        "    username: ci\n    password: ${env:LEGION_TEST_REGISTRY_PW}\n"
+    )
+    pipeline = write(root / "pipeline.yaml", text)
+    run_cli("stage", "train", str(pipeline)).assert_success()
+    refused = run_cli("stage", "package", str(pipeline)).assert_failed(2)
+    assert "LEGION_TEST_REGISTRY_PW is not set" in refused.err
+    run_cli(
+        "stage", "package", str(pipeline), env={"LEGION_TEST_REGISTRY_PW": "registry-pw-1"}
+    ).assert_success()
+    assert "LEGION_TEST_REGISTRY_PW is not set" in run_cli("validate", str(pipeline)).err

@@ -22,8 +22,13 @@ def resolve_references(
     base_dir: Path,
     secret_paths: set[PathT],
     environ: dict[str, str] | None = None,
+    optional: set[PathT] = frozenset(),  # type: ignore[assignment]
 ) -> tuple[Any, list[str], list[Problem]]:
-    """Return (data with references substituted, secret values, problems)."""
+    """Return (data with references substituted, secret values, problems).
+
+    A reference under a path in `optional` (the connections a `legion-ci stage` run does not
+    use) that cannot be resolved is left empty rather than being a problem: a training agent
+    needs no registry password."""
     env = os.environ if environ is None else environ
     secrets: list[str] = []
     problems: list[Problem] = []
@@ -36,6 +41,8 @@ def resolve_references(
                 return ""
             if kind == "env":
                 if name not in env:
+                    if path[:2] in optional:
+                        return ""
                     problems.append(
                         located.problem(
                             path, f"environment variable {name} is not set (${{env:{name}}})"
@@ -48,6 +55,8 @@ def resolve_references(
                 try:
                     value = file_path.read_text(encoding="utf-8").rstrip("\r\n")
                 except OSError as exc:
+                    if path[:2] in optional:
+                        return ""
                     problems.append(
                         located.problem(path, f"secret file {name} cannot be read: {exc.strerror}")
                     )

@@ -224,11 +224,13 @@ def load_pipeline(
     environ: dict[str, str] | None = None,
     *,
     strict_project: bool = True,
+    stage: str | None = None,
 ) -> Pipeline:
     """Load, validate and resolve a pipeline; raises SpecError with every problem found.
 
     With strict_project=False (a run), problems the toolchain finds in the project itself
     (a missing MLproject, an unknown entry point) are left for the train stage to fail on.
+    With `stage`, only the connections that stage uses must resolve their secrets.
     """
     shown = str(path)
     path = Path(path)
@@ -262,8 +264,14 @@ def load_pipeline(
         problems.extend(_project_problems_despite(problems, located, base_dir, registry, environ))
         raise SpecError(problems)
 
+    optional: set[PathT] = set()
+    if stage is not None:
+        used = _used_connections(located.data, stage)
+        optional = {("connections", n) for n in located.data.get("connections") or {}} - {
+            ("connections", n) for n in used
+        }
     data, secrets, ref_problems = resolve_references(
-        located, base_dir, _secret_paths(located.data), environ
+        located, base_dir, _secret_paths(located.data), environ, optional
     )
     # From here on every message may quote resolved values: register the secrets first.
     redactor = register(secrets)
@@ -284,6 +292,17 @@ def load_pipeline(
         redactor=redactor,
         connections=connections,
     )
+
+
+def _used_connections(data: dict[str, Any], stage: str) -> set[str]:
+    spec = (data.get("stages") or {}).get(stage)
+    if not isinstance(spec, dict) or stage not in BY_NAME:
+        return set(data.get("connections") or {})
+    return {
+        name
+        for conn_field in BY_NAME[stage].connections
+        for _, name in _field_values(spec, conn_field)
+    }
 
 
 def _project_problems_despite(
