@@ -162,7 +162,12 @@ def test_feedback_is_durable_across_kill_9_and_exports_joined(tmp_path: Path) ->
 
 
 def test_feedback_bad_requests(tmp_path: Path) -> None:
-    srv = Server(make_tiny_model(tmp_path / "m"), "--feedback-db", str(tmp_path / "fb.sqlite3"))
+    srv = Server(
+        make_tiny_model(tmp_path / "m"),
+        "--feedback-db",
+        str(tmp_path / "fb.sqlite3"),
+        "--log-requests",
+    )
     try:
         srv.wait_ready()
         status, _, body = srv.request("POST", "/api/model/feedback", {"ok": 1})

@@ -320,7 +320,9 @@ class ModelApp:
         from legion_ci.server.feedback import FeedbackStore
 
         self._ready = asyncio.Event()
-        self.store = FeedbackStore(self.settings.feedback_db)
+        # Nothing is opened for writing unless asked: the server may run in a read-only folder.
+        if self.settings.log_requests:
+            self.store = FeedbackStore(self.settings.feedback_db)
         self._tasks.append(asyncio.create_task(self._load()))
         self._tasks.append(asyncio.create_task(self._housekeeping()))
 
@@ -446,6 +448,10 @@ class ModelApp:
 
     # -- feedback --------------------------------------------------------------------------------
     async def feedback(self, req: Request) -> Answer:
+        if self.store is None:
+            raise RequestError(
+                404, "this server stores no feedback; start it with --log-requests to accept it"
+            )
         if req.client_request_id is None:
             raise bad("feedback needs a Request-ID header naming the prediction it is about")
         for key, value in req.headers:

@@ -43,10 +43,14 @@ def setup_logging(level: str) -> None:
     )
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        # Both servers must set it (same user): the old one keeps serving while the new one
+        # loads, and the kernel spreads new connections over both until the old one drains.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -68,7 +72,7 @@ def serve(settings: ServeSettings) -> int:
     root = open_artifact(Path(settings.artifact)).resolve()
     manifest = read_manifest(root)
     settings = replace(settings, artifact=str(root))
-    sock = bind(settings.host, settings.port)
+    sock = bind(settings.host, settings.port, reuse_port=settings.reuse_port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     log.info(
@@ -112,7 +116,7 @@ def _run_uvicorn(app: ModelApp, settings: ServeSettings, sock: socket.socket) ->
         log_config=None,
         server_header=False,
         timeout_graceful_shutdown=int(max(1, settings.drain_timeout_s)),
-        timeout_keep_alive=30,
+        timeout_keep_alive=max(1, int(settings.keep_alive_s)),
     )
     server = uvicorn.Server(config)
 
