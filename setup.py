@@ -30,7 +30,13 @@ setup(
         "orjson>=3.9",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.5", "moto[server]>=5", "scikit-learn>=1.3"],
+        "test": [
+            "pytest>=8",
+            "ruff>=0.5",
+            "moto[server]>=5",
+            "scikit-learn>=1.3",
+            "schemathesis>=4",
+        ],
     },
     entry_points={
         "console_scripts": ["legion-ci=legion_ci.cli.main:main"],

@@ -93,9 +93,11 @@ def test_predict_csv_in_and_out(artifact, tmp_path):
         ("width.json", '{"columns": ["a", "b"], "data": [[1]]}', "row 1 has 1 values for 2"),
         ("rec.json", '[{"a": 1, "b": 2}, {"a": 1}]', "record 2 lacks b"),
         ("cols.json", '{"columns": ["a", "c"], "data": [[1, 2]]}', "missing columns: b"),
-        ("cell.csv", "a,b\n1,x\n", "row 1, column 'b': 'x' is not a number"),
+        ("cell.csv", "a,b\n1,x\n", "cell.csv:2: column 'b': expected a number, got 'x'"),
+        ("nan.csv", "a,b\n1,2\n1,nan\n", "nan.csv:3: column 'b': non-finite numbers are not"),
         ("ragged.csv", "a,b\n1,2,3\n", "ragged.csv:2: 3 values for 2 columns"),
         ("empty.csv", "", "empty CSV"),
+        ("header.csv", "a,b\n\n", "no data rows after the header"),
     ],
 )
 def test_predict_bad_input_is_a_one_line_input_error(artifact, tmp_path, name, text, message):

@@ -195,17 +195,27 @@ def test_slow_body_times_out_with_408(server: Server) -> None:
     assert invoke(server, {"data": [[1, 2, None]]})[0] == 200
 
 
-def test_model_exception_is_500_without_traceback_and_logged(server: Server) -> None:
-    status, _, body = invoke(server, {"data": [[666, 1, None]]}, headers={"Request-ID": "boom-1"})
-    assert status == 500
-    assert body["error_code"] == "INTERNAL_ERROR" and "boom-1" in body["message"]
-    text = json.dumps(body)
-    assert "Traceback" not in text and "secret internal detail" not in text
+def test_model_exception_is_500_with_its_type_and_message(server: Server) -> None:
+    status, headers, body = invoke(
+        server, {"data": [[666, 1, None]]}, headers={"Request-ID": "boom-1"}
+    )
+    assert status == 500 and headers["request-id"] == "boom-1"
+    # Like Legion's server: the client sees why (type and message), never the traceback.
+    assert body["message"] == (
+        "Exception during prediction: ValueError: secret internal detail: the model cannot"
+        " handle 666"
+    )
+    assert body["exception"] == {
+        "type": "ValueError",
+        "message": "secret internal detail: the model cannot handle 666",
+    }
+    assert body["request_id"] == "boom-1" and body["error_code"] == "INTERNAL_ERROR"
+    assert "Traceback" not in json.dumps(body)
     deadline = time.monotonic() + 5
     while "boom-1" not in server.log and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert "request boom-1 on /api/model/invoke failed" in server.log
-    assert "Traceback" in server.log and "secret internal detail" in server.log
+    assert "request boom-1 on /api/model/invoke: the model raised" in server.log
+    assert "Traceback" in server.log
     assert invoke(server, {"data": [[1, 2, None]]})[0] == 200
 
 

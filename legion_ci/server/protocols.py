@@ -8,8 +8,6 @@ MLflow: POST /invocations with dataframe_split | dataframe_records | instances |
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from typing import Any
 
@@ -61,6 +59,7 @@ class InputSchema:
         self.width = len(self.columns)
         self.index = {name: i for i, name in enumerate(self.columns)}
         self.numeric = [f.type.lower() in NUMERIC_TYPES for f in fields]
+        self.types = {f.name: f.type for f in fields}
         self.required = [bool(f.required) for f in fields]
         self.all_numeric_required = all(self.numeric) and all(self.required)
 
@@ -261,58 +260,21 @@ def parse_mlflow(schema: InputSchema, body: bytes, content_type: bytes | None) -
 
 
 def _parse_csv(schema: InputSchema, body: bytes) -> list[list[Any]]:
+    from legion_ci.gppi.rows import RowError, read_csv, typed_rows
+
     if not body:
         raise bad("the request body is empty; send a CSV document with a header row")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise bad("the CSV body is not UTF-8 text") from None
-    reader = csv.reader(io.StringIO(text))
     try:
-        header = next(reader)
-    except StopIteration:
-        raise bad("the CSV body has no header row") from None
-    except csv.Error as exc:
-        raise bad(f"the CSV body is malformed: {exc}") from None
-    plan_columns = [h.strip() for h in header]
-    schema.plan(plan_columns)  # unknown/missing columns say so before any value is parsed
-    numeric = [schema.numeric[schema.index[c]] for c in plan_columns]
-    rows: list[list[Any]] = []
-    try:
-        for line_no, record in enumerate(reader, start=2):
-            if not record:
-                continue
-            if len(record) != len(plan_columns):
-                raise bad(
-                    f"CSV line {line_no} has {len(record)} values, expected {len(plan_columns)}"
-                )
-            rows.append(
-                [
-                    _csv_number(v, line_no, plan_columns[j]) if numeric[j] else (v or None)
-                    for j, v in enumerate(record)
-                ]
-            )
-    except csv.Error as exc:
-        raise bad(f"the CSV body is malformed: {exc}") from None
-    if not rows:
-        raise bad("the CSV body has a header but no rows")
-    return schema.rows(rows, plan_columns)
-
-
-def _csv_number(text: str, line_no: int, column: str) -> int | float | None:
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        raise bad(
-            f"CSV line {line_no}, column {column!r}: expected a number, got {text!r}"
-        ) from None
+        header, records = read_csv(text)
+        schema.plan(header)  # unknown/missing columns say so before any value is parsed
+        rows = typed_rows(header, records, schema.types)
+    except RowError as exc:
+        raise bad(f"CSV body: {exc}") from None
+    return schema.rows(rows, header)
 
 
 def answer_mlflow(rows: list[list[Any]], columns: list[str]) -> dict[str, Any]:
