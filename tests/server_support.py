@@ -87,6 +87,7 @@ class Server:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         port: int = 0,
+        max_fds: int | None = None,
     ):
         full_env = dict(os.environ)
         full_env["MLFLOW_DISABLE_TELEMETRY"] = "true"
@@ -94,7 +95,14 @@ class Server:
         cmd = [
             sys.executable,
             "-c",
-            "import sys; from legion_ci.cli.serve import serve; serve(sys.argv[1:])",
+            # max_fds: a low RLIMIT_NOFILE, to see the server run out of file descriptors.
+            (
+                "import resource; resource.setrlimit(resource.RLIMIT_NOFILE,"
+                f" ({max_fds}, {max_fds}));"
+                if max_fds
+                else ""
+            )
+            + "import sys; from legion_ci.cli.serve import serve; serve(sys.argv[1:])",
             str(artifact),
             "--port",
             str(port),
