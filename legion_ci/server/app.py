@@ -25,6 +25,7 @@ from legion_ci.server import jsonio
 from legion_ci.server.config import ServeSettings
 from legion_ci.server.metrics import Metrics
 from legion_ci.server.protocols import (
+    REQUEST_ID_PATTERN,
     InputSchema,
     RequestError,
     answer_legion,
@@ -47,7 +48,7 @@ Answer = tuple[int, bytes, bytes]
 
 _JSON = b"application/json"
 _GET = "GET"
-_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,200}")
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN.encode())
 _ERROR_CODES = {
     400: "BAD_REQUEST",
     404: "ENDPOINT_NOT_FOUND",
@@ -233,18 +234,13 @@ class ModelApp:
         route = "other"
         extra: list[tuple[bytes, bytes]] | None = None
         try:
-            if rid is not None and _REQUEST_ID.fullmatch(rid) is None:
-                rid = None
-                raise bad("Request-ID must be 1 to 200 letters, digits or ._:/+=@-")
-            if rid is None:
-                rid = _new_id()
-            req.id = rid.decode()
             # HEAD is GET without the body; the front ends leave the body out.
             key = (_GET if method == "HEAD" else method, path)
             handler, route = self._routes.get(key, (None, "other"))
             if failure is not None:
                 raise failure
             if handler is None:
+                rid = None
                 allowed = self._methods.get(path)
                 if allowed:
                     extra = [(b"allow", ", ".join(allowed).encode())]
@@ -252,6 +248,12 @@ class ModelApp:
                         405, f"{method} is not allowed on {path}; use " + ", ".join(allowed)
                     )
                 raise RequestError(404, f"no route {path}")
+            if rid is not None and _REQUEST_ID.fullmatch(rid) is None:
+                rid = None
+                raise bad("Request-ID must be 1 to 200 letters, digits or ._:/+=@-")
+            if rid is None:
+                rid = _new_id()
+            req.id = rid.decode()
             status, out, ctype = await handler(req)
         except ClientGone:
             # Nobody to answer; 499 (nginx's "client closed request") keeps it visible in metrics.
@@ -376,7 +378,8 @@ class ModelApp:
         try:
             model = await asyncio.to_thread(load_model, self.root)
             schema = InputSchema(model.input_fields)
-            info_doc = _dumps(build_openapi(model))
+            example = await asyncio.to_thread(_example_prediction, model)
+            info_doc = _dumps(build_openapi(model, example, feedback=self.settings.log_requests))
         except Exception as exc:
             if isinstance(exc, LegionError):
                 self.load_error = str(exc)
@@ -544,6 +547,19 @@ class ModelApp:
     async def prometheus(self, req: Request) -> Answer:
         text = await asyncio.to_thread(self.metrics.render)
         return 200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8"
+
+
+def _example_prediction(model: Any) -> tuple[list[list[Any]], list[str]] | None:
+    """The model's real answer on its example row, the document's response example; None when
+    the model cannot answer it (the self-check reports that; serving goes on)."""
+    try:
+        columns, rows = model.example_rows()
+        out_rows, out_columns = model.predict(rows, columns)
+        jsonio.dumps(out_rows)
+    except Exception as exc:
+        log.warning("the model failed on its own example row: %s: %s", type(exc).__name__, exc)
+        return None
+    return out_rows, out_columns
 
 
 def _legion_version() -> str:
