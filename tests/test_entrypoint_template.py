@@ -204,3 +204,51 @@ def test_the_model_never_gets_a_view_of_the_callers_array(forest, data):
         module._predict = original
     assert len(seen) == 2
     assert not any(np.shares_memory(np.asarray(x), given) for x in seen)
+
+
+def test_string_labels_are_described_as_strings_with_a_real_example(tmp_path, data):
+    from sklearn.tree import DecisionTreeClassifier
+
+    from legion_ci.server.openapi import build_openapi
+
+    labels = np.where(data["bmi"] > 0, "heavy", "light")
+    est = DecisionTreeClassifier(max_depth=3, random_state=0).fit(data, labels)
+    model = load_model(_binary(tmp_path, est, data, "labels"))
+    (out,) = model.output_fields
+    expected = est.predict(data.iloc[[0]])[0]
+    assert out.type == "string" and out.example == expected  # a real prediction, not null
+    doc = build_openapi(model)
+    response = doc["paths"]["/api/model/invoke"]["post"]["responses"]["200"]
+    assert response["content"]["application/json"]["example"]["prediction"] == [[expected]]
+    assert doc["components"]["schemas"]["OutputRow"]["prefixItems"] == [
+        {"type": ["string", "null"]}
+    ]
+
+
+def test_odahu_head_pickles_are_the_examples_without_signature(tmp_path, data):
+    """An ODAHU-style MLflow project: no signature, no input example, but head_input.pkl and
+    head_output.pkl logged beside the model."""
+    import mlflow.sklearn
+    from sklearn.ensemble import RandomForestRegressor
+
+    from legion_ci.gppi.selfcheck import self_check
+
+    target = (data["bmi"] * 3 + data["s5"]).rename("progression")
+    est = RandomForestRegressor(n_estimators=3, random_state=0).fit(data, target)
+    folder = tmp_path / "odahu-mlflow"
+    mlflow.sklearn.save_model(est, str(folder), serialization_format="cloudpickle")
+    head = data.iloc[5:10]
+    head.to_pickle(folder / "head_input.pkl")
+    target.iloc[5:10].to_pickle(folder / "head_output.pkl")
+    out = tmp_path / "odahu-gppi"
+    convert_mlflow_model(folder, out, name="odahu", version="1", toolchain_version="test")
+    model = load_model(out)
+    assert [f.name for f in model.input_fields] == list(data.columns)
+    assert [f.example for f in model.input_fields] == head.iloc[0].tolist()  # not zeros
+    assert {f.type for f in model.input_fields} == {"number"}
+    (output,) = model.output_fields
+    assert output.name == "progression" and output.type == "number"
+    assert output.example == est.predict(head.iloc[[0]])[0]
+    report = self_check(out)
+    assert report["example"]["data"] == [head.iloc[0].tolist()]
+    assert report["prediction"]["data"] == [[output.example]]
