@@ -112,3 +112,30 @@ def test_predict_bad_input_is_a_one_line_input_error(artifact, tmp_path, name, t
 def test_predict_missing_input_file(artifact, tmp_path):
     outcome = run_cli("model", "predict", str(artifact), "-i", str(tmp_path / "nope.json"))
     assert "no such input file" in outcome.assert_failed(2).err
+
+
+LABEL_ENTRYPOINT = """\
+def init():
+    return "matrix"
+
+def info():
+    # Says number, as Legion's templates often did; the model answers strings.
+    return ([{"name": "x", "type": "number", "required": True, "example": 2.5}],
+            [{"name": "label", "type": "number", "required": True, "example": None}])
+
+def predict_on_matrix(matrix, provided_columns_names=None):
+    return [["big" if row[0] > 1 else "small"] for row in matrix], ["label"]
+"""
+
+
+def test_info_describes_outputs_by_what_the_model_answers(tmp_path):
+    from server_support import make_tiny_model
+
+    folder = make_tiny_model(tmp_path / "labels")
+    (folder / "legion_model" / "entrypoint.py").write_text(LABEL_ENTRYPOINT)
+    data = json.loads(run_cli("model", "info", str(folder), "--json").assert_success().out)
+    assert data["outputs"] == [
+        {"name": "label", "type": "string", "required": True, "example": "big"}
+    ]
+    text = run_cli("model", "info", str(folder)).assert_success().out
+    assert "  label: string (example: 'big')" in text

@@ -61,12 +61,14 @@ def info_command(artifact: Path, as_json: bool) -> None:
     """Print the binary's manifest and its input and output schemas."""
     loaded = _load(artifact)
     manifest = loaded.manifest
+    # Output columns as the model really answers its example row (type and example).
+    outputs, _ = loaded.real_outputs()
     data = {
         "model": {"name": manifest.model_name, "version": manifest.model_version},
         "toolchain": {"name": manifest.toolchain_name, "version": manifest.toolchain_version},
         "output": manifest.output,
         "input": [field.__dict__ for field in loaded.input_fields],
-        "outputs": [field.__dict__ for field in loaded.output_fields],
+        "outputs": [field.__dict__ for field in outputs],
     }
     if as_json:
         click.echo(json.dumps(data))
@@ -80,8 +82,8 @@ def info_command(artifact: Path, as_json: bool) -> None:
         required = "" if field.required else ", optional"
         click.echo(f"  {field.name}: {field.type}{required} (example: {field.example!r})")
     click.echo("output columns:")
-    for field in loaded.output_fields:
-        click.echo(f"  {field.name}: {field.type}")
+    for field in outputs:
+        click.echo(f"  {field.name}: {field.type} (example: {field.example!r})")
 
 
 @model.command("predict")

@@ -378,8 +378,12 @@ class ModelApp:
         try:
             model = await asyncio.to_thread(load_model, self.root)
             schema = InputSchema(model.input_fields)
-            example = await asyncio.to_thread(_example_prediction, model)
-            info_doc = _dumps(build_openapi(model, example, feedback=self.settings.log_requests))
+            outputs, example = await asyncio.to_thread(model.real_outputs)
+            if example is None:
+                log.warning("the model failed on its own example row; see `model self-check`")
+            info_doc = _dumps(
+                build_openapi(model, example, outputs=outputs, feedback=self.settings.log_requests)
+            )
         except Exception as exc:
             if isinstance(exc, LegionError):
                 self.load_error = str(exc)
@@ -547,19 +551,6 @@ class ModelApp:
     async def prometheus(self, req: Request) -> Answer:
         text = await asyncio.to_thread(self.metrics.render)
         return 200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8"
-
-
-def _example_prediction(model: Any) -> tuple[list[list[Any]], list[str]] | None:
-    """The model's real answer on its example row, the document's response example; None when
-    the model cannot answer it (the self-check reports that; serving goes on)."""
-    try:
-        columns, rows = model.example_rows()
-        out_rows, out_columns = model.predict(rows, columns)
-        jsonio.dumps(out_rows)
-    except Exception as exc:
-        log.warning("the model failed on its own example row: %s: %s", type(exc).__name__, exc)
-        return None
-    return out_rows, out_columns
 
 
 def _legion_version() -> str:

@@ -66,44 +66,26 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
-def _output_type(field: Any, example: Any) -> str | None:
-    """An output column's JSON type: what a real prediction gave, else what info() says."""
-    if isinstance(example, bool):
-        return "boolean"
-    if isinstance(example, int):
-        return "integer" if json_type(field.type) == "integer" else "number"
-    if isinstance(example, float):
-        return "number"
-    if isinstance(example, str):
-        return "string"
-    return json_type(field.type)
-
-
-def output_types(model: Any, prediction: list[list[Any]] | None) -> list[str | None]:
-    first = prediction[0] if prediction else []
-    return [
-        _output_type(f, first[i] if i < len(first) else None)
-        for i, f in enumerate(model.output_fields)
-    ]
-
-
 def build_openapi(
     model: Any,
     prediction: tuple[list[list[Any]], list[str]] | None = None,
     *,
+    outputs: list[Any] | None = None,
     feedback: bool = True,
 ) -> dict[str, Any]:
     """`model` is a GppiModel (name, version, input_fields, output_fields); `prediction` the
-    model's real answer on the example row, used as the response example; `feedback`: whether
-    this server accepts feedback (it stores it only with --log-requests)."""
-    inputs, outputs = model.input_fields, model.output_fields
+    model's real answer on the example row, used as the response example, and `outputs` the
+    output fields typed by it (GppiModel.real_outputs()); `feedback`: whether this server
+    accepts feedback (it stores it only with --log-requests)."""
+    inputs = model.input_fields
+    outputs = outputs if outputs is not None else model.output_fields
     columns = [f.name for f in inputs]
     example_row = [f.example for f in inputs]
     if prediction is not None:
         out_example, out_columns = prediction
     else:
         out_example, out_columns = [[f.example for f in outputs]], [f.name for f in outputs]
-    kinds = output_types(model, out_example)
+    kinds = [json_type(f.type) for f in outputs]
     out_items: list[dict[str, Any]] = [
         {"type": [k, "null"]} if k else {} for k in kinds
     ]  # null: a NaN in the output is answered as null
