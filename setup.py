@@ -38,6 +38,7 @@ setup(
             "moto[server]>=5",
             "scikit-learn>=1.3",
             "hypothesis>=6.100",
+            "schemathesis>=4",
         ],
         # legion_ci.airflow: the operators (legion-ci itself may live in another venv).
         "airflow": ["apache-airflow>=3"],

@@ -6,7 +6,10 @@ Sets up what it needs: wrk (apt-get, if missing), MLServer in a cached venv
 (~/.cache/legion-ci-bench/mlserver-venv), the two models logged with MLflow. Each server is
 started, loaded with the same wrk scenarios on 127.0.0.1, and stopped (on failure too), one
 after the other. Prints requests/s and p99 per server and scenario, the ratios legion/mlflow
-and legion/mlserver, start-to-ready time and resident memory per process.
+and legion/mlserver, start-to-ready time and resident memory per process. `legion-uvicorn` is
+the same server through `--http uvicorn`: the native front end earns its place only by the
+native/uvicorn ratio printed from the same run (`--servers legion,legion-uvicorn` for that
+alone).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from benchmarks.server_support.servers import (  # noqa: E402
 )
 
 SCENARIOS = [(1, 64), (1, 16), (100, 16)]  # (rows per request, connections)
-SERVERS = ["mlflow", "mlserver", "legion"]
+SERVERS = ["mlflow", "mlserver", "legion", "legion-uvicorn"]
 
 
 def _predictions(run: Running, model, rows: int = 3) -> list[float]:
@@ -54,9 +57,9 @@ def _predictions(run: Running, model, rows: int = 3) -> list[float]:
 
 
 def bench_server(kind, model, args, workdir, wrk) -> dict:
-    run = start(
-        kind, model, workdir, legion_workers=args.legion_workers, legion_http=args.legion_http
-    )
+    # legion-uvicorn: the same server and model through the uvicorn front end.
+    base, http = ("legion", "uvicorn") if kind == "legion-uvicorn" else (kind, args.legion_http)
+    run = start(base, model, workdir, legion_workers=args.legion_workers, legion_http=http)
     try:
         result = {"start_to_ready_s": round(run.start_to_ready_s, 2), "scenarios": {}}
         result["check"] = _predictions(run, model)
@@ -69,7 +72,7 @@ def bench_server(kind, model, args, workdir, wrk) -> dict:
             )
             result["scenarios"][f"{rows}x{conns}"] = res.__dict__
             print(
-                f"  {model.key:5} {kind:8} {rows:>3} rows {conns:>2} conns: {res.rps:9.1f} req/s"
+                f"  {model.key:5} {kind:14} {rows:>3} rows {conns:>2} conns: {res.rps:9.1f} req/s"
                 f"  p99 {res.p99_ms:8.1f} ms  errors {res.errors}",
                 flush=True,
             )
@@ -106,10 +109,17 @@ def report(results: dict, models: list[str], servers: list[str], scenarios: list
                     f"  {lg['rps'] / ms['rps']:>14.2f}x  {mf['p99_ms'] / lg['p99_ms']:>16.1f}x"
                     f"  {ms['p99_ms'] / lg['p99_ms']:>18.2f}x"
                 )
+            if {"legion", "legion-uvicorn"} <= set(servers):
+                native = per["legion"]["scenarios"][sc]
+                uv = per["legion-uvicorn"]["scenarios"][sc]
+                ratios += (
+                    f"   native/uvicorn {native['rps'] / uv['rps']:.2f}x req/s,"
+                    f" p99 uvicorn/native {uv['p99_ms'] / native['p99_ms']:.2f}x"
+                )
             print(f"  {rows:>3} rows/{conns:>2}c{cells}{ratios}")
         for k in servers:
             print(
-                f"  {k:8} start-to-ready {per[k]['start_to_ready_s']:5.2f} s,"
+                f"  {k:14} start-to-ready {per[k]['start_to_ready_s']:5.2f} s,"
                 f" RSS per process (MiB): {per[k]['rss_mib']}"
             )
 
@@ -124,7 +134,9 @@ def main() -> int:
         "--legion-http", default="native", choices=["native", "uvicorn"], help="legion front end"
     )
     parser.add_argument(
-        "--servers", default=",".join(SERVERS), help="subset of mlflow,mlserver,legion"
+        "--servers",
+        default=",".join(SERVERS),
+        help="subset of mlflow,mlserver,legion,legion-uvicorn",
     )
     parser.add_argument(
         "--scenarios",

@@ -69,9 +69,10 @@ def predict_on_matrix(matrix, provided_columns_names=None):
 """
 
 
-def make_tiny_model(path: Path) -> Path:
+def make_tiny_model(path: Path, version: str = "2.1") -> Path:
     (path / "legion_model").mkdir(parents=True, exist_ok=True)
-    (path / "legion.project.yaml").write_text(TINY_MANIFEST, encoding="utf-8")
+    manifest = TINY_MANIFEST.replace("version: '2.1'", f"version: '{version}'")
+    (path / "legion.project.yaml").write_text(manifest, encoding="utf-8")
     (path / "legion_model" / "entrypoint.py").write_text(TINY_ENTRYPOINT, encoding="utf-8")
     return path
 
@@ -79,21 +80,36 @@ def make_tiny_model(path: Path) -> Path:
 class Server:
     """`legion-ci serve` in a subprocess, stopped by pid when the test ends."""
 
-    def __init__(self, artifact: Path, *args: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        artifact: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        port: int = 0,
+        max_fds: int | None = None,
+    ):
         full_env = dict(os.environ)
         full_env["MLFLOW_DISABLE_TELEMETRY"] = "true"
         full_env.update(env or {})
         cmd = [
             sys.executable,
             "-c",
-            "import sys; from legion_ci.cli.serve import serve; serve(sys.argv[1:])",
+            # max_fds: a low RLIMIT_NOFILE, to see the server run out of file descriptors.
+            (
+                "import resource; resource.setrlimit(resource.RLIMIT_NOFILE,"
+                f" ({max_fds}, {max_fds}));"
+                if max_fds
+                else ""
+            )
+            + "import sys; from legion_ci.cli.serve import serve; serve(sys.argv[1:])",
             str(artifact),
             "--port",
-            "0",
+            str(port),
             *args,
         ]
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            cmd, cwd=cwd or ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         self.front = "uvicorn" if "uvicorn" in args else "native"
         self.log_lines: list[str] = []

@@ -93,9 +93,11 @@ def test_predict_csv_in_and_out(artifact, tmp_path):
         ("width.json", '{"columns": ["a", "b"], "data": [[1]]}', "row 1 has 1 values for 2"),
         ("rec.json", '[{"a": 1, "b": 2}, {"a": 1}]', "record 2 lacks b"),
         ("cols.json", '{"columns": ["a", "c"], "data": [[1, 2]]}', "missing columns: b"),
-        ("cell.csv", "a,b\n1,x\n", "row 1, column 'b': 'x' is not a number"),
+        ("cell.csv", "a,b\n1,x\n", "cell.csv:2: column 'b': expected a number, got 'x'"),
+        ("nan.csv", "a,b\n1,2\n1,nan\n", "nan.csv:3: column 'b': non-finite numbers are not"),
         ("ragged.csv", "a,b\n1,2,3\n", "ragged.csv:2: 3 values for 2 columns"),
         ("empty.csv", "", "empty CSV"),
+        ("header.csv", "a,b\n\n", "no data rows after the header"),
     ],
 )
 def test_predict_bad_input_is_a_one_line_input_error(artifact, tmp_path, name, text, message):
@@ -110,3 +112,30 @@ def test_predict_bad_input_is_a_one_line_input_error(artifact, tmp_path, name, t
 def test_predict_missing_input_file(artifact, tmp_path):
     outcome = run_cli("model", "predict", str(artifact), "-i", str(tmp_path / "nope.json"))
     assert "no such input file" in outcome.assert_failed(2).err
+
+
+LABEL_ENTRYPOINT = """\
+def init():
+    return "matrix"
+
+def info():
+    # Says number, as Legion's templates often did; the model answers strings.
+    return ([{"name": "x", "type": "number", "required": True, "example": 2.5}],
+            [{"name": "label", "type": "number", "required": True, "example": None}])
+
+def predict_on_matrix(matrix, provided_columns_names=None):
+    return [["big" if row[0] > 1 else "small"] for row in matrix], ["label"]
+"""
+
+
+def test_info_describes_outputs_by_what_the_model_answers(tmp_path):
+    from server_support import make_tiny_model
+
+    folder = make_tiny_model(tmp_path / "labels")
+    (folder / "legion_model" / "entrypoint.py").write_text(LABEL_ENTRYPOINT)
+    data = json.loads(run_cli("model", "info", str(folder), "--json").assert_success().out)
+    assert data["outputs"] == [
+        {"name": "label", "type": "string", "required": True, "example": "big"}
+    ]
+    text = run_cli("model", "info", str(folder)).assert_success().out
+    assert "  label: string (example: 'big')" in text

@@ -96,7 +96,12 @@ def test_info_is_an_openapi_document_with_examples(server: Server) -> None:
     assert example == {"columns": NUMBER_MODEL_COLUMNS, "data": [[1.0, 2.0, "x"]]}
     response_example = invoke_op["responses"]["200"]["content"]["application/json"]["example"]
     assert response_example == {"prediction": [[3.0, -1.0]], "columns": ["sum", "diff"]}
-    assert "/api/model/feedback" in doc["paths"] and "/invocations" in doc["paths"]
+    assert "/invocations" in doc["paths"]
+    # Feedback is stored only with --log-requests; this server does not offer it.
+    assert "/api/model/feedback" not in doc["paths"]
+    # The response example is the model's real answer on the example row, typed as it is.
+    output_row = doc["components"]["schemas"]["OutputRow"]
+    assert output_row["prefixItems"] == [{"type": ["number", "null"]}] * 2
     # The documented example really works.
     assert invoke(server, example)[2]["prediction"] == [[3.0, -1.0]]
 
@@ -195,17 +200,27 @@ def test_slow_body_times_out_with_408(server: Server) -> None:
     assert invoke(server, {"data": [[1, 2, None]]})[0] == 200
 
 
-def test_model_exception_is_500_without_traceback_and_logged(server: Server) -> None:
-    status, _, body = invoke(server, {"data": [[666, 1, None]]}, headers={"Request-ID": "boom-1"})
-    assert status == 500
-    assert body["error_code"] == "INTERNAL_ERROR" and "boom-1" in body["message"]
-    text = json.dumps(body)
-    assert "Traceback" not in text and "secret internal detail" not in text
+def test_model_exception_is_500_with_its_type_and_message(server: Server) -> None:
+    status, headers, body = invoke(
+        server, {"data": [[666, 1, None]]}, headers={"Request-ID": "boom-1"}
+    )
+    assert status == 500 and headers["request-id"] == "boom-1"
+    # Like Legion's server: the client sees why (type and message), never the traceback.
+    assert body["message"] == (
+        "Exception during prediction: ValueError: secret internal detail: the model cannot"
+        " handle 666"
+    )
+    assert body["exception"] == {
+        "type": "ValueError",
+        "message": "secret internal detail: the model cannot handle 666",
+    }
+    assert body["request_id"] == "boom-1" and body["error_code"] == "INTERNAL_ERROR"
+    assert "Traceback" not in json.dumps(body)
     deadline = time.monotonic() + 5
     while "boom-1" not in server.log and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert "request boom-1 on /api/model/invoke failed" in server.log
-    assert "Traceback" in server.log and "secret internal detail" in server.log
+    assert "request boom-1 on /api/model/invoke: the model raised" in server.log
+    assert "Traceback" in server.log
     assert invoke(server, {"data": [[1, 2, None]]})[0] == 200
 
 
@@ -366,3 +381,30 @@ def test_oversized_headers_get_431(server: Server) -> None:
     assert status.startswith(b"HTTP/1.1 431") and headers[b"connection"] == b"close"
     assert "over 65536 bytes" in json.loads(body)["message"]
     assert server.request("GET", "/livez")[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("ctype", "raw"),
+    [
+        ("text/csv", b"a,b\n1,nan\n"),
+        ("text/csv", b"a,b\n1,2\ninf,2\n"),
+        ("text/csv", b"a,b\n-Infinity,2\n"),
+        ("application/json", b'{"inputs": [[1, NaN, null]]}'),
+        ("application/json", b'{"inputs": [[1, Infinity, null]]}'),
+        ("application/json", b'{"inputs": [[1, 1e400, null]]}'),
+    ],
+)
+def test_non_finite_numbers_are_400(server: Server, ctype: str, raw: bytes) -> None:
+    status, _, body = server.request(
+        "POST", "/invocations", raw=raw, headers={"Content-Type": ctype}
+    )
+    assert status == 400, body
+    assert "non-finite numbers" in body["message"] and "not accepted" in body["message"]
+
+
+def test_integers_beyond_64_bits_are_json_too(server: Server) -> None:
+    big = 2**70
+    status, _, body = invoke(server, {"data": [[big, 1, None]]})
+    # Accepted (JSON allows them), read as a number the model can add up.
+    assert status == 200, body
+    assert body["prediction"][0][0] == pytest.approx(big, rel=1e-12)

@@ -162,7 +162,12 @@ def test_feedback_is_durable_across_kill_9_and_exports_joined(tmp_path: Path) ->
 
 
 def test_feedback_bad_requests(tmp_path: Path) -> None:
-    srv = Server(make_tiny_model(tmp_path / "m"), "--feedback-db", str(tmp_path / "fb.sqlite3"))
+    srv = Server(
+        make_tiny_model(tmp_path / "m"),
+        "--feedback-db",
+        str(tmp_path / "fb.sqlite3"),
+        "--log-requests",
+    )
     try:
         srv.wait_ready()
         status, _, body = srv.request("POST", "/api/model/feedback", {"ok": 1})
@@ -212,3 +217,117 @@ def test_two_workers_share_the_port_and_add_up_metrics(tmp_path: Path) -> None:
     finally:
         code = srv.stop()
         assert code == 0, srv.log
+
+
+def test_out_of_file_descriptors_is_logged_and_recovered(tmp_path: Path) -> None:
+    import socket
+
+    srv = Server(make_tiny_model(tmp_path / "m"), max_fds=48)
+    clients: list[socket.socket] = []
+    try:
+        srv.wait_ready()
+        # More clients than descriptors: the server accepts until it runs out, says so, and
+        # leaves the rest in the listen backlog instead of resetting them.
+        for _ in range(60):
+            clients.append(socket.create_connection(("127.0.0.1", srv.port), timeout=10))
+        deadline = time.monotonic() + 20
+        while "cannot accept connections" not in srv.log:
+            assert time.monotonic() < deadline, srv.log
+            time.sleep(0.05)
+        assert "Too many open files" in srv.log
+        waiting = clients[-1]  # in the backlog: answered once descriptors are free
+        waiting.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        for sock in clients[:-1]:
+            sock.close()
+        waiting.settimeout(20)
+        assert waiting.recv(4096).startswith(b"HTTP/1.1 200")
+        assert srv.request("POST", "/api/model/invoke", {"data": [[1, 2, None]]})[0] == 200
+        assert "accepting connections again" in srv.log
+    finally:
+        for sock in clients:
+            sock.close()
+        assert srv.stop() == 0, srv.log
+
+
+def test_a_dead_workers_metrics_stop_counting(tmp_path: Path) -> None:
+    import os
+
+    srv = Server(make_tiny_model(tmp_path / "m"), "--workers", "2")
+    try:
+        srv.wait_ready()
+
+        def figures() -> tuple[float, float]:
+            text = srv.request("GET", "/metrics")[2]
+            return _metric(text, "legion_model_workers"), _metric(
+                text, "legion_model_ready_workers"
+            )
+
+        deadline = time.monotonic() + 30
+        while figures() != (2, 2):
+            assert time.monotonic() < deadline, srv.log
+            time.sleep(0.2)
+        children = Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children").read_text().split()
+        assert len(children) == 2
+        time.sleep(1.2)  # both have written a snapshot
+        os.kill(int(children[0]), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while "starting a new one" not in srv.log:
+            assert time.monotonic() < deadline, srv.log
+            time.sleep(0.1)
+        # The replacement loads; the dead worker's snapshot is not among the workers counted.
+        deadline = time.monotonic() + 30
+        seen = set()
+        while True:
+            got = figures()
+            seen.add(got[0])
+            if got == (2, 2):
+                break
+            assert time.monotonic() < deadline, (got, srv.log)
+            time.sleep(0.2)
+        assert max(seen) == 2
+    finally:
+        assert srv.stop() == 0, srv.log
+
+
+AGGREGATE_ENTRYPOINT = """\
+import os
+import time
+
+def init():
+    return "matrix"
+
+def info():
+    return ([{"name": "a", "type": "number", "required": True, "example": 1.0}],
+            [{"name": "total", "type": "number", "required": True, "example": 1.0}])
+
+def predict_on_matrix(matrix, provided_columns_names=None):
+    time.sleep(0.05)
+    return [[sum(row[0] for row in matrix)]], ["total"]
+"""
+
+
+def test_a_model_answering_one_row_for_many_is_served_unbatched(tmp_path: Path) -> None:
+    model = make_tiny_model(tmp_path / "m")
+    (model / "legion_model" / "entrypoint.py").write_text(AGGREGATE_ENTRYPOINT)
+    srv = Server(model)
+    try:
+        srv.wait_ready()
+        # Its own output passes through, as Legion's server did.
+        status, _, body = srv.request("POST", "/api/model/invoke", {"data": [[1], [2], [3]]})
+        assert status == 200 and body["prediction"] == [[6]], body
+        assert "no longer merged" in srv.log
+
+        def one(i: int) -> tuple[int, list]:
+            status, _, body = srv.request("POST", "/api/model/invoke", {"data": [[i], [i]]})
+            return status, body["prediction"]
+
+        with ThreadPoolExecutor(8) as pool:  # concurrent, yet never merged: each its own sum
+            results = list(pool.map(one, range(16)))
+        assert results == [(200, [[2 * i]]) for i in range(16)]
+        text = srv.request("GET", "/metrics")[2]
+        assert _metric(text, "legion_model_unbatched_workers") == 1
+        assert _metric(text, "legion_model_batch_requests_sum") == _metric(
+            text, "legion_model_batch_requests_count"
+        )
+    finally:
+        assert srv.stop() == 0, srv.log

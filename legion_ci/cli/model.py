@@ -61,12 +61,14 @@ def info_command(artifact: Path, as_json: bool) -> None:
     """Print the binary's manifest and its input and output schemas."""
     loaded = _load(artifact)
     manifest = loaded.manifest
+    # Output columns as the model really answers its example row (type and example).
+    outputs, _ = loaded.real_outputs()
     data = {
         "model": {"name": manifest.model_name, "version": manifest.model_version},
         "toolchain": {"name": manifest.toolchain_name, "version": manifest.toolchain_version},
         "output": manifest.output,
         "input": [field.__dict__ for field in loaded.input_fields],
-        "outputs": [field.__dict__ for field in loaded.output_fields],
+        "outputs": [field.__dict__ for field in outputs],
     }
     if as_json:
         click.echo(json.dumps(data))
@@ -80,8 +82,8 @@ def info_command(artifact: Path, as_json: bool) -> None:
         required = "" if field.required else ", optional"
         click.echo(f"  {field.name}: {field.type}{required} (example: {field.example!r})")
     click.echo("output columns:")
-    for field in loaded.output_fields:
-        click.echo(f"  {field.name}: {field.type}")
+    for field in outputs:
+        click.echo(f"  {field.name}: {field.type} (example: {field.example!r})")
 
 
 @model.command("predict")
@@ -113,8 +115,8 @@ def predict_command(artifact: Path, input_file: Path | None, output_format: str)
     else:
         source = str(input_file)
         text = _read_text(input_file)
-        columns, rows = parse_rows(text, source, _kind(input_file, text))
-        rows = _typed(rows, columns, {f.name: f.type for f in loaded.input_fields}, source)
+        types = {f.name: f.type for f in loaded.input_fields}
+        columns, rows = parse_rows(text, source, _kind(input_file, text), types)
     try:
         out_rows, out_columns = loaded.predict(rows, columns)
     except (ValueError, KeyError, TypeError) as exc:
@@ -166,10 +168,18 @@ def _kind(path: Path, text: str) -> str:
     return "json" if text.lstrip()[:1] in ("{", "[") else "csv"
 
 
-def parse_rows(text: str, source: str, kind: str) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows from JSON (split or records, MLflow's wrappers accepted) or CSV."""
+def parse_rows(
+    text: str, source: str, kind: str, types: dict[str, str] | None = None
+) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows from JSON (split or records, MLflow's wrappers accepted) or CSV, text
+    cells converted to the `types` the model declares."""
     if kind == "csv":
-        return _parse_csv(text, source)
+        return _parse_csv(text, source, types or {})
+    columns, rows = _parse_json(text, source)
+    return columns, _typed(rows, columns, types or {}, source)
+
+
+def _parse_json(text: str, source: str) -> tuple[list[str], list[list[Any]]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -218,66 +228,37 @@ def parse_rows(text: str, source: str, kind: str) -> tuple[list[str], list[list[
     raise InputError(f'{source}: expected {{"columns": ..., "data": ...}} or a list of records')
 
 
-def _parse_csv(text: str, source: str) -> tuple[list[str], list[list[Any]]]:
-    reader = csv.reader(io.StringIO(text))
+def _parse_csv(text: str, source: str, types: dict[str, str]) -> tuple[list[str], list[list[Any]]]:
+    """CSV through the reader the server's /invocations uses, so both read a file alike
+    (the same cells become the same values); errors name the file and line."""
+    from legion_ci.gppi.rows import RowError, read_csv, typed_rows
+
     try:
-        header = next(reader)
-    except StopIteration:
-        raise InputError(f"{source}: empty CSV; the first row must name the columns") from None
-    except csv.Error as exc:
-        raise InputError(f"{source}:1: not valid CSV: {exc}") from None
-    header = [h.strip() for h in header]
-    if not any(header):
-        raise InputError(f"{source}:1: the first row must name the columns")
-    rows: list[list[Any]] = []
-    try:
-        for row in reader:
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise InputError(
-                    f"{source}:{reader.line_num}: {len(row)} values for {len(header)} columns"
-                )
-            rows.append(row)
-    except csv.Error as exc:
-        raise InputError(f"{source}:{reader.line_num}: not valid CSV: {exc}") from None
-    if not rows:
-        raise InputError(f"{source}: no data rows after the header")
-    return header, rows
+        header, records = read_csv(text)
+        return header, typed_rows(header, records, types)
+    except RowError as exc:
+        where = f"{source}:{exc.line}" if exc.line else source
+        raise InputError(f"{where}: {exc.detail}") from None
 
 
 def _typed(
     rows: list[list[Any]], columns: list[str], types: dict[str, str], source: str
 ) -> list[list[Any]]:
-    """CSV cells are strings: turn them into the numbers/booleans info() declares, so every
-    entrypoint (not only ours) receives what it was trained on."""
-    converters = {"number": float, "integer": int, "boolean": _boolean}
+    """Text cells (CSV, or strings in JSON) become the numbers/booleans info() declares, the
+    way the server converts a CSV body, so every entrypoint (not only ours) receives what it
+    was trained on."""
+    from legion_ci.gppi.rows import cell_value
+
     out = []
     for number, row in enumerate(rows, 1):
         converted = []
         for column, value in zip(columns, row, strict=True):
-            convert = converters.get(types.get(column, ""))
-            if convert is None or not isinstance(value, str):
+            if not isinstance(value, str) or column not in types:
                 converted.append(value)
                 continue
-            if value.strip() == "":
-                converted.append(None)
-                continue
             try:
-                converted.append(convert(value.strip()))
-            except ValueError:
-                raise InputError(
-                    f"{source}: row {number}, column {column!r}: {value!r} is not "
-                    f"a{'n' if types[column] == 'integer' else ''} {types[column]}"
-                ) from None
+                converted.append(cell_value(value, types[column]))
+            except ValueError as exc:
+                raise InputError(f"{source}: row {number}, column {column!r}: {exc}") from None
         out.append(converted)
     return out
-
-
-def _boolean(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise ValueError(value)

@@ -95,6 +95,24 @@ def to_rows(result: Any) -> list[list[Any]]:
     return [row if isinstance(row, list) else [row] for row in data]
 
 
+_NUMBER_NAMES = frozenset(("number", "float", "double", "integer", "int", "long"))
+_INTEGER_NAMES = frozenset(("integer", "int", "long"))
+
+
+def _observed_type(value: Any, declared: str | None) -> str:
+    """A value's type name, keeping the declared one when the value fits it."""
+    lowered = (declared or "").lower()
+    if isinstance(value, bool):
+        return declared if lowered in ("boolean", "bool") else "boolean"
+    if isinstance(value, int):
+        return declared if lowered in _NUMBER_NAMES else "integer"
+    if isinstance(value, float):
+        return declared if lowered in _NUMBER_NAMES and lowered not in _INTEGER_NAMES else "number"
+    if isinstance(value, str):
+        return declared if lowered in ("string", "str") else "string"
+    return declared or "string"  # null (a NaN) or a nested value: info() knows better
+
+
 class GppiModel:
     """A loaded trained model binary: manifest, entrypoint module and its schemas."""
 
@@ -126,6 +144,33 @@ class GppiModel:
     def example_rows(self) -> tuple[list[str], list[list[Any]]]:
         """One example row built from info(), the input the self-check predicts on."""
         return self.column_names, [[f.example for f in self.input_fields]]
+
+    def real_outputs(self) -> tuple[list[Field], tuple[list[list[Any]], list[str]] | None]:
+        """The output columns as the model really answers: its prediction on the example row
+        gives each column's name, its JSON type (a string-label classifier answers strings,
+        whatever info() says) and its example. Returns (fields, (rows, columns)), or info()'s
+        fields and None when the model cannot answer its own example."""
+        try:
+            columns, rows = self.example_rows()
+            out_rows, out_columns = self.predict(rows, columns)
+        except Exception:
+            return self.output_fields, None
+        first = out_rows[0] if out_rows else None
+        if first is None or len(first) != len(out_columns):
+            return self.output_fields, (out_rows, out_columns)
+        declared = {f.name: f for f in self.output_fields}
+        fields = []
+        for i, (name, value) in enumerate(zip(out_columns, first, strict=True)):
+            field = declared.get(name)
+            if field is None and len(self.output_fields) == len(out_columns):
+                field = self.output_fields[i]
+            kind = _observed_type(value, field.type if field else None)
+            fields.append(
+                Field(
+                    name=name, type=kind, required=field.required if field else True, example=value
+                )
+            )
+        return fields, (out_rows, out_columns)
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         func = getattr(self.module, name, None)

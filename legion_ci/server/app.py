@@ -25,6 +25,7 @@ from legion_ci.server import jsonio
 from legion_ci.server.config import ServeSettings
 from legion_ci.server.metrics import Metrics
 from legion_ci.server.protocols import (
+    REQUEST_ID_PATTERN,
     InputSchema,
     RequestError,
     answer_legion,
@@ -46,7 +47,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Answer = tuple[int, bytes, bytes]
 
 _JSON = b"application/json"
-_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,200}")
+_GET = "GET"
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN.encode())
 _ERROR_CODES = {
     400: "BAD_REQUEST",
     404: "ENDPOINT_NOT_FOUND",
@@ -94,8 +96,21 @@ class Request:
         self.id = ""
 
 
-# What dispatch() answers: status, content type, body, request id, whether to close.
-Response = tuple[int, bytes, bytes, bytes, bool]
+# What dispatch() answers: status, content type, body, request id, whether to close, and
+# extra headers (rare: Allow on a 405), or None.
+Response = tuple[int, bytes, bytes, bytes, bool, list[tuple[bytes, bytes]] | None]
+
+# An exception message in an answer is cut to this length (the log has all of it).
+_MAX_EXCEPTION_TEXT = 1000
+
+
+class ModelFailed(Exception):
+    """The model's own code raised while predicting: answered 500 with the exception's type
+    and message (as Legion did), the traceback only in the server log."""
+
+    def __init__(self, exc: BaseException):
+        super().__init__(str(exc))
+        self.exc = exc
 
 
 # Generated request ids: 64 random bits per process, then a counter; 32 hex digits, unique
@@ -165,14 +180,11 @@ class ModelApp:
             )
             if answer is None:
                 return
-            status, ctype, body, rid, close = answer
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": self.response_headers(ctype, len(body), rid, close),
-                }
-            )
+            status, ctype, body, rid, close, extra = answer
+            headers = self.response_headers(ctype, len(body), rid, close)
+            if extra:
+                headers.extend(extra)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
@@ -193,7 +205,7 @@ class ModelApp:
 
     # -- the routes, for either front end -----------------------------------------------------
     def route_name(self, method: str, path: str) -> str:
-        return self._routes.get((method, path), (None, "other"))[1]
+        return self._routes.get((_GET if method == "HEAD" else method, path), (None, "other"))[1]
 
     async def dispatch(
         self,
@@ -220,23 +232,28 @@ class ModelApp:
         rid = req.client_request_id
         close = False
         route = "other"
+        extra: list[tuple[bytes, bytes]] | None = None
         try:
+            # HEAD is GET without the body; the front ends leave the body out.
+            key = (_GET if method == "HEAD" else method, path)
+            handler, route = self._routes.get(key, (None, "other"))
+            if failure is not None:
+                raise failure
+            if handler is None:
+                rid = None
+                allowed = self._methods.get(path)
+                if allowed:
+                    extra = [(b"allow", ", ".join(allowed).encode())]
+                    raise RequestError(
+                        405, f"{method} is not allowed on {path}; use " + ", ".join(allowed)
+                    )
+                raise RequestError(404, f"no route {path}")
             if rid is not None and _REQUEST_ID.fullmatch(rid) is None:
                 rid = None
                 raise bad("Request-ID must be 1 to 200 letters, digits or ._:/+=@-")
             if rid is None:
                 rid = _new_id()
             req.id = rid.decode()
-            handler, route = self._routes.get((method, path), (None, "other"))
-            if failure is not None:
-                raise failure
-            if handler is None:
-                allowed = self._methods.get(path)
-                if allowed:
-                    raise RequestError(
-                        405, f"{method} is not allowed on {path}; use " + ", ".join(allowed)
-                    )
-                raise RequestError(404, f"no route {path}")
             status, out, ctype = await handler(req)
         except ClientGone:
             # Nobody to answer; 499 (nginx's "client closed request") keeps it visible in metrics.
@@ -246,27 +263,43 @@ class ModelApp:
             rid = rid or _new_id()
             status, ctype, close = exc.status, _JSON, exc.close
             out = self._error(exc.status, exc.message, rid)
+        except ModelFailed as failed:
+            rid = rid or _new_id()
+            exc = failed.exc
+            # The traceback stays in the server log, found by the request id the client got.
+            log.error("request %s on %s: the model raised", rid.decode(), path, exc_info=exc)
+            kind = type(exc).__name__
+            text = " ".join(str(exc).split())[:_MAX_EXCEPTION_TEXT]
+            status, ctype = 500, _JSON
+            out = self._error(
+                500,
+                f"Exception during prediction: {kind}: {text}"
+                if text
+                else f"Exception during prediction: {kind}",
+                rid,
+                exception={"type": kind, "message": text},
+            )
         except Exception:
             rid = rid or _new_id()
-            # The traceback stays in the server log, found by the request id the client got.
             log.exception("request %s on %s failed", rid.decode(), path)
             status, ctype = 500, _JSON
             out = self._error(
                 500,
-                "the model failed on this request; the server log has the details under"
-                f" request id {rid.decode()}",
+                f"the server failed on this request; its log has the details under request id"
+                f" {rid.decode()}",
                 rid,
             )
         self.metrics.observe_request(route, status, time.perf_counter() - began)
-        return status, ctype, out, rid, close
+        return status, ctype, out, rid, close, extra
 
     @staticmethod
-    def _error(status: int, message: str, rid: bytes) -> bytes:
+    def _error(status: int, message: str, rid: bytes, **more: Any) -> bytes:
         return _dumps(
             {
                 "error_code": _ERROR_CODES.get(status, "ERROR"),
                 "message": message,
                 "request_id": rid.decode(),
+                **more,
             }
         )
 
@@ -320,7 +353,9 @@ class ModelApp:
         from legion_ci.server.feedback import FeedbackStore
 
         self._ready = asyncio.Event()
-        self.store = FeedbackStore(self.settings.feedback_db)
+        # Nothing is opened for writing unless asked: the server may run in a read-only folder.
+        if self.settings.log_requests:
+            self.store = FeedbackStore(self.settings.feedback_db)
         self._tasks.append(asyncio.create_task(self._load()))
         self._tasks.append(asyncio.create_task(self._housekeeping()))
 
@@ -343,7 +378,12 @@ class ModelApp:
         try:
             model = await asyncio.to_thread(load_model, self.root)
             schema = InputSchema(model.input_fields)
-            info_doc = _dumps(build_openapi(model))
+            outputs, example = await asyncio.to_thread(model.real_outputs)
+            if example is None:
+                log.warning("the model failed on its own example row; see `model self-check`")
+            info_doc = _dumps(
+                build_openapi(model, example, outputs=outputs, feedback=self.settings.log_requests)
+            )
         except Exception as exc:
             if isinstance(exc, LegionError):
                 self.load_error = str(exc)
@@ -373,6 +413,7 @@ class ModelApp:
             max_rows=self.settings.max_batch_rows,
             max_wait_s=self.settings.max_batch_wait_ms / 1000.0,
             on_batch=self.metrics.observe_batch,
+            on_unbatched=self._unbatched,
         )
         self.metrics.ready = True
         assert self._ready is not None
@@ -384,6 +425,16 @@ class ModelApp:
             time.perf_counter() - began,
             os.getpid(),
         )
+
+    def _unbatched(self, reason: str) -> None:
+        log.warning("%s", reason)
+        self.metrics.unbatched = True
+
+    async def _predict(self, rows: list[list[Any]]) -> tuple[list[list[Any]], list[str]]:
+        try:
+            return await self.batcher.submit(rows)
+        except Exception as exc:
+            raise ModelFailed(exc) from exc
 
     async def _housekeeping(self) -> None:
         while True:
@@ -417,7 +468,7 @@ class ModelApp:
         body = await self._body(req)
         await self._wait_ready()
         rows = parse_legion(self.schema, body)  # type: ignore[arg-type]
-        out_rows, out_cols = await self.batcher.submit(rows)
+        out_rows, out_cols = await self._predict(rows)
         answer = self._encode(answer_legion(out_rows, out_cols))
         if self.settings.log_requests:
             await self._log(req, "invoke", body, answer)
@@ -427,7 +478,7 @@ class ModelApp:
         body = await self._body(req)
         await self._wait_ready()
         rows = parse_mlflow(self.schema, body, req.content_type)  # type: ignore[arg-type]
-        out_rows, out_cols = await self.batcher.submit(rows)
+        out_rows, out_cols = await self._predict(rows)
         answer = self._encode(answer_mlflow(out_rows, out_cols))
         if self.settings.log_requests:
             await self._log(req, "invocations", body, answer)
@@ -446,6 +497,10 @@ class ModelApp:
 
     # -- feedback --------------------------------------------------------------------------------
     async def feedback(self, req: Request) -> Answer:
+        if self.store is None:
+            raise RequestError(
+                404, "this server stores no feedback; start it with --log-requests to accept it"
+            )
         if req.client_request_id is None:
             raise bad("feedback needs a Request-ID header naming the prediction it is about")
         for key, value in req.headers:

@@ -5,8 +5,14 @@ dwarfs its cost per row, so a server that calls predict() once per request stall
 hundred requests per second. Here requests queue while a call is running and the next call
 takes all of them, up to `max_rows` rows. An idle server adds no wait: a lone request is
 predicted at once. Rows are split back per request in order, so each request gets exactly the
-rows a call of its own would have returned. If a merged call fails, each of its requests is
-retried alone, so one bad request cannot fail its neighbours.
+rows a call of its own would have returned (equal within floating-point rounding: a BLAS-backed
+model may differ in the last bits between a 1-row and an N-row call; tree models are exact). If
+a merged call fails, each of its requests is retried alone, so one bad request cannot fail its
+neighbours.
+
+A model whose output does not have one row per input row (an aggregate, a model that always
+answers one row) cannot be split back: the first time that is seen, the batcher stops merging
+for good, answers each request with the model's own output, and says so (`on_unbatched`).
 """
 
 from __future__ import annotations
@@ -34,11 +40,14 @@ class Batcher:
         max_rows: int,
         max_wait_s: float = 0.0,
         on_batch: Callable[[int, int, float], None] | None = None,
+        on_unbatched: Callable[[str], None] | None = None,
     ):
         self._predict = predict
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch
+        self._on_unbatched = on_unbatched
+        self.merging = True  # False once the model's output was seen not to match its rows
         self._queue: deque[tuple[Rows, asyncio.Future]] = deque()
         self._queued_rows = 0
         self._running = False
@@ -99,7 +108,7 @@ class Batcher:
     def _take(self) -> list[tuple[Rows, asyncio.Future]]:
         batch = [self._queue.popleft()]
         rows = len(batch[0][0])
-        while self._queue and rows + len(self._queue[0][0]) <= self.max_rows:
+        while self.merging and self._queue and rows + len(self._queue[0][0]) <= self.max_rows:
             item = self._queue.popleft()
             rows += len(item[0])
             batch.append(item)
@@ -114,10 +123,23 @@ class Batcher:
         if self._on_batch is not None:
             self._on_batch(requests, len(rows), seconds)
         if len(out_rows) != len(rows):
-            raise BatchShapeError(
-                f"predict() returned {len(out_rows)} rows for {len(rows)} input rows"
-            )
+            self._stop_merging(len(out_rows), len(rows))
+            if requests > 1:
+                raise BatchShapeError(
+                    f"predict() returned {len(out_rows)} rows for {len(rows)} input rows"
+                )
         return out_rows, out_cols
+
+    def _stop_merging(self, got: int, rows: int) -> None:
+        if not self.merging:
+            return
+        self.merging = False
+        if self._on_unbatched is not None:
+            self._on_unbatched(
+                f"predict() returned {got} rows for {rows} input rows: the model's output is not"
+                " one row per input row, so requests are no longer merged (each is answered with"
+                " the model's own output)"
+            )
 
     async def _run(self, batch: list[tuple[Rows, asyncio.Future]]) -> None:
         if len(batch) == 1:

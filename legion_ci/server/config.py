@@ -1,51 +1,96 @@
-"""Server settings: every knob declared once, with its default and why it has that default."""
+"""Server settings: every knob declared once, with its default, its help, and its
+`LEGION_SERVE_<NAME>` environment variable. The CLI options, `serve --help` and the image and
+manifest renderers (`serve_env_vars()`) are all derived from this one declaration."""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from legion_ci.errors import InputError
 
 # Workers get their settings through this variable, so a worker process needs no CLI parsing.
 SETTINGS_ENV = "LEGION_SERVE_SETTINGS"
+ENV_PREFIX = "LEGION_SERVE_"
 HTTP_FRONTS = ("native", "uvicorn")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_FEEDBACK_DB = ".legion/feedback.sqlite3"
+
+
+def _setting(default: Any, help: str, **extra: Any) -> Any:
+    """A user-facing setting: a CLI option and a LEGION_SERVE_<NAME> variable."""
+    return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass(frozen=True)
 class ServeSettings:
-    artifact: str
-    host: str = "127.0.0.1"
-    port: int = 5000
+    artifact: str = field(
+        metadata={"help": "The trained model binary to serve (a GPPI .zip or folder)."}
+    )
+    host: str = _setting("127.0.0.1", "Address to bind; 0.0.0.0 only inside a container.")
+    port: int = _setting(5000, "Port to bind (0 picks a free one and logs it).")
+    # Workers of one server share one socket; this lets a second *server* bind the same port
+    # beside a running one (a zero-downtime replacement), the kernel spreading connections.
+    reuse_port: bool = _setting(
+        False, "Set SO_REUSEPORT, so another server can listen on the same port beside this one."
+    )
     # Worker processes. One saturates a core with batching; add one per extra core.
-    workers: int = 1
+    workers: int = _setting(1, "Worker processes sharing the port.")
     # Rows merged into one predict() call at most. Large, because a model's fixed cost per
     # call dominates and a request bigger than this still goes alone rather than being split.
-    max_batch_rows: int = 4096
+    max_batch_rows: int = _setting(4096, "Most rows merged into one predict() call.")
     # Requests that arrive while the model is busy join the next call anyway (adaptive
     # batching), and an idle server never waits. Under load, a call may wait up to this long
     # (and at most half the last call's time) for the clients it just answered to send their
     # next requests, so all clients share one call instead of alternating in two half-size
     # batches. Measured with the native front end (rf, 1 row): 64 conns 5,000 -> 7,600-12,400
     # req/s, 16 conns 2,600 -> 4,100; 0 turns it off.
-    max_batch_wait_ms: float = 2.0
-    max_body_bytes: int = 16 * 1024 * 1024
+    max_batch_wait_ms: float = _setting(
+        2.0, "Extra wait for a batch to fill; 0 never delays an idle server."
+    )
+    max_body_bytes: int = _setting(16 * 1024 * 1024, "Larger request bodies get 413.")
     # A client must deliver its whole body within this time (slow-body clients hold a slot).
-    body_timeout_s: float = 30.0
+    body_timeout_s: float = _setting(30.0, "A body not received within this time gets 408.")
+    # The request line and headers together: a client trickling header bytes (slowloris)
+    # must not hold a connection forever.
+    header_timeout_s: float = _setting(
+        10.0, "Request line and headers not received within this time: 408 and close."
+    )
+    keep_alive_s: float = _setting(30.0, "An idle kept-alive connection closes after this.")
+    # Each connection costs a file descriptor and a little memory; past this many the
+    # native front end stops accepting until some close (the kernel's backlog holds the rest).
+    max_connections: int = _setting(
+        4096, "Open connections per worker at most; more wait in the listen backlog."
+    )
     # SIGTERM waits this long for in-flight requests before closing connections.
-    drain_timeout_s: float = 30.0
+    drain_timeout_s: float = _setting(
+        30.0, "On SIGTERM, how long in-flight requests may take to finish."
+    )
     # A request that arrives while the model is still loading waits this long for it.
-    load_wait_s: float = 120.0
-    log_requests: bool = False
-    feedback_db: str = ".legion/feedback.sqlite3"
-    # Set by the supervisor when several workers share the port, so /metrics adds them up.
-    metrics_dir: str | None = None
-    log_level: str = "info"
+    load_wait_s: float = _setting(120.0, "A request during model loading waits this long (503).")
+    log_requests: bool = _setting(
+        False,
+        "Store each prediction's request and response, and accept feedback, in --feedback-db."
+        " Without it nothing is written.",
+    )
+    feedback_db: str = _setting(
+        DEFAULT_FEEDBACK_DB,
+        "sqlite file for logged predictions and feedback (with --log-requests only).",
+        aliases=("LEGION_FEEDBACK_DB",),
+        path=True,
+    )
+    log_level: str = _setting("info", "Server log level.", choices=LOG_LEVELS)
     # HTTP front end: "native" (asyncio.Protocol + httptools on uvloop, no ASGI layer; about
     # twice the requests/s at 1 row) or "uvicorn" (the same routes as an ASGI app).
-    http: str = "native"
+    http: str = _setting(
+        "native",
+        "HTTP front end: native (httptools on uvloop) or uvicorn (ASGI).",
+        choices=HTTP_FRONTS,
+    )
+    # Set by the supervisor when several workers share the port, so /metrics adds them up.
+    metrics_dir: str | None = field(default=None, metadata={"internal": True})
 
     def check(self) -> ServeSettings:
         problems = []
@@ -59,9 +104,17 @@ class ServeSettings:
             problems.append(f"max batch wait must not be negative, got {self.max_batch_wait_ms}")
         if self.max_body_bytes < 1:
             problems.append(f"max body bytes must be at least 1, got {self.max_body_bytes}")
+        if self.max_connections < 1:
+            problems.append(f"max connections must be at least 1, got {self.max_connections}")
         if self.http not in HTTP_FRONTS:
             problems.append(f"http must be one of {', '.join(HTTP_FRONTS)}, got {self.http!r}")
-        for name in ("body_timeout_s", "drain_timeout_s", "load_wait_s"):
+        for name in (
+            "body_timeout_s",
+            "header_timeout_s",
+            "keep_alive_s",
+            "drain_timeout_s",
+            "load_wait_s",
+        ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name.replace('_', ' ')} must be positive")
         if problems:
@@ -79,3 +132,62 @@ class ServeSettings:
         data: dict[str, Any] = json.loads(raw)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One user-facing setting as the CLI and the renderers see it."""
+
+    name: str  # the dataclass field
+    env: str  # LEGION_SERVE_<NAME>
+    default: Any  # None: required (the artifact)
+    type: type
+    help: str
+    choices: tuple[str, ...] | None = None
+    aliases: tuple[str, ...] = ()
+    path: bool = False
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def settings() -> list[Setting]:
+    """Every user-facing serve setting, in declaration order."""
+    out = []
+    for f in fields(ServeSettings):
+        if f.metadata.get("internal"):
+            continue
+        type_name = str(f.type).split("|")[0].strip()
+        out.append(
+            Setting(
+                name=f.name,
+                env=ENV_PREFIX + f.name.upper(),
+                default=None if f.default is MISSING else f.default,
+                type=_TYPES.get(type_name, str),
+                help=f.metadata["help"],
+                choices=f.metadata.get("choices"),
+                aliases=tuple(f.metadata.get("aliases", ())),
+                path=bool(f.metadata.get("path")),
+            )
+        )
+    return out
+
+
+def serve_env_vars() -> list[tuple[str, str, str]]:
+    """(environment variable, default as the variable would spell it, help) for each setting:
+    what a Dockerfile or a Kubernetes manifest may set for `legion-ci serve`. The artifact's
+    default is "" (it has none)."""
+    return [(s.env, env_value(s.default), s.help) for s in settings()]
+
+
+def env_value(value: Any) -> str:
+    """A setting's value as its environment variable spells it."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -4,6 +4,7 @@ and the parse runs on the event loop), the standard library otherwise."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 try:
@@ -12,11 +13,42 @@ except ImportError:  # pragma: no cover - orjson is a dependency; this keeps a b
     orjson = None  # type: ignore[assignment]
 
 
+class NonFiniteNumber(ValueError):
+    """NaN, Infinity or a number too large for a float: not JSON, refused."""
+
+
+def _refuse(value: str) -> Any:
+    raise NonFiniteNumber(value)
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise NonFiniteNumber(text)
+    return number
+
+
 def loads(data: bytes) -> Any:
-    """Parse JSON; raises ValueError (UnicodeDecodeError for bad UTF-8 with the stdlib)."""
+    """Parse JSON; raises ValueError (NonFiniteNumber for NaN/Infinity, UnicodeDecodeError for
+    bad UTF-8). orjson first; what it refuses gets a second look from the standard library,
+    which reads integers beyond 64 bits (JSON allows them) and tells NaN apart from garbage."""
     if orjson is not None:
-        return orjson.loads(data)
-    return json.loads(data)
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            first: ValueError = exc
+        else:
+            return value
+    else:
+        first = None  # type: ignore[assignment]
+    try:
+        return json.loads(data, parse_constant=_refuse, parse_float=_finite)
+    except NonFiniteNumber:
+        raise
+    except ValueError:
+        if first is not None:
+            raise first from None
+        raise
 
 
 def dumps(obj: Any, encoder: type[json.JSONEncoder] | None = None) -> bytes:

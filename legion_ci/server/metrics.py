@@ -55,6 +55,9 @@ class Metrics:
         self.predict_seconds = Histogram(LATENCY_BUCKETS)
         self.started = time.time()
         self.ready = False
+        # The model's output was seen not to be one row per input row: requests are no
+        # longer merged (batching.py).
+        self.unbatched = False
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -77,6 +80,7 @@ class Metrics:
             "batch_requests": self.batch_requests.to_dict(),
             "predict_seconds": self.predict_seconds.to_dict(),
             "ready": self.ready,
+            "unbatched": self.unbatched,
         }
 
     def write_snapshot(self) -> None:
@@ -93,7 +97,7 @@ class Metrics:
         own = f"worker-{os.getpid()}.json"
         found = []
         for path in sorted(self.metrics_dir.glob("worker-*.json")):
-            if path.name == own:
+            if path.name == own or not _alive(path):
                 continue
             try:
                 found.append(json.loads(path.read_text(encoding="utf-8")))
@@ -106,10 +110,11 @@ class Metrics:
         latency = {r: _copy(h) for r, h in self.latency.items()}
         batch_rows, batch_requests = _copy(self.batch_rows), _copy(self.batch_requests)
         predict_seconds = _copy(self.predict_seconds)
-        workers, ready_workers = 1, int(self.ready)
+        workers, ready_workers, unbatched = 1, int(self.ready), int(self.unbatched)
         for snap in self._others():
             workers += 1
             ready_workers += int(bool(snap.get("ready")))
+            unbatched += int(bool(snap.get("unbatched")))
             for route, status, n in snap.get("requests", []):
                 requests[(route, status)] = requests.get((route, status), 0) + n
             for route, data in snap.get("latency", {}).items():
@@ -129,6 +134,10 @@ class Metrics:
             "# HELP legion_model_ready_workers Workers whose model is loaded.",
             "# TYPE legion_model_ready_workers gauge",
             f"legion_model_ready_workers {ready_workers}",
+            "# HELP legion_model_unbatched_workers Workers that stopped merging requests because"
+            " the model's output is not one row per input row.",
+            "# TYPE legion_model_unbatched_workers gauge",
+            f"legion_model_unbatched_workers {unbatched}",
             "# HELP legion_model_requests_total HTTP requests answered, by route and status.",
             "# TYPE legion_model_requests_total counter",
         ]
@@ -150,6 +159,19 @@ class Metrics:
             out += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
             out += _histogram(name, hist, "")
         return "\n".join(out) + "\n"
+
+
+def _alive(path: Path) -> bool:
+    """Whether the worker that wrote a snapshot still runs: a dead worker's figures must not
+    keep counting beside its replacement's (the supervisor also deletes them)."""
+    try:
+        pid = int(path.stem.rpartition("-")[2])
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _copy(hist: Histogram) -> Histogram:

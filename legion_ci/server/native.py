@@ -3,10 +3,18 @@ ModelApp.dispatch() with the whole request body. The ASGI layer (scope dicts, re
 messages, a task and several awaits per request) costs more than the model's share of a 1-row
 request; this keeps only what the routes need.
 
-Per connection: keep-alive; pipelined requests are answered one at a time, in order; bodies
-with Content-Length or chunked; a declared or received body over the limit gets 413 and the
-connection closes; a body that does not arrive within the body timeout gets 408; Expect:
-100-continue is honoured; an idle connection closes after the keep-alive timeout.
+Per connection: keep-alive (an HTTP/1.0 client that asks for it is told `Connection:
+keep-alive`); pipelined requests are answered one at a time, in order, and while the transport
+asks to pause writing no further answer is written (nor read); HEAD answers carry no body;
+bodies with Content-Length or chunked; a declared or received body over the limit gets 413 and
+the connection closes; request line and headers not complete within the header timeout
+(slowloris) get 408, a body not complete within the body timeout too; `100 Continue` is sent
+only once every earlier pipelined answer is out; an idle connection closes after the
+keep-alive timeout.
+
+Accepting: at most `max_connections` open connections per worker (past that the kernel's
+backlog holds new ones). When the process runs out of file descriptors (EMFILE/ENFILE) accepting
+pauses, says so in the log, and resumes when some are free; the listening socket stays.
 
 SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish (up to
 the drain timeout), then close what is left and return 0.
@@ -15,6 +23,7 @@ the drain timeout), then close what is left and return 0.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import socket
@@ -31,7 +40,6 @@ from legion_ci.server.protocols import RequestError, bad, body_too_large, body_t
 
 log = logging.getLogger("legion_ci.server")
 
-KEEP_ALIVE_S = 30.0
 LINGER_S = 2.0  # after an early answer (413), read and drop what the client still sends
 MAX_PIPELINED = 32  # parsed requests waiting on one connection before reading pauses
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers together; more gets 431
@@ -50,8 +58,11 @@ _REASONS = {
 }
 _METHODS: dict[bytes, str] = {}
 
-# One parsed request: method, path, headers, body, failure (answer this error), keep-alive.
-Item = tuple[str, str, list[tuple[bytes, bytes]], bytes, RequestError | None, bool]
+# One parsed request: method, path, headers, body, failure (answer this error), keep-alive,
+# HTTP/1.0 (a kept-alive 1.0 connection must be told so).
+Item = tuple[str, str, list[tuple[bytes, bytes]], bytes, RequestError | None, bool, bool]
+ACCEPT_RETRY_S = 0.5  # out of file descriptors: try accepting again after this
+ACCEPTS_PER_TURN = 64  # connections accepted per readiness event, so requests are not starved
 
 
 class Front:
@@ -66,6 +77,7 @@ class Front:
         self.connections: set[HttpProtocol] = set()
         self.draining = False
         self.date = b""
+        self.on_close: Any = None  # the acceptor's: a connection closed, below the cap again
         self._tick()
 
     def _tick(self) -> None:
@@ -75,7 +87,23 @@ class Front:
             conn.sweep(now)
         self.loop.call_later(1.0, self._tick)
 
-    def head(self, status: int, ctype: bytes, length: int, rid: bytes, close: bool) -> bytes:
+    def head(
+        self,
+        status: int,
+        ctype: bytes,
+        length: int,
+        rid: bytes,
+        close: bool,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        http10: bool = False,
+    ) -> bytes:
+        if close:
+            end = b"\r\nconnection: close\r\n\r\n"
+        elif http10:
+            end = b"\r\nconnection: keep-alive\r\n\r\n"
+        else:
+            end = b"\r\n\r\n"
+        more = b"".join(k + b": " + v + b"\r\n" for k, v in extra) if extra else b""
         return b"".join(
             (
                 b"HTTP/1.1 %d %s\r\ncontent-type: " % (status, _REASONS.get(status, b"Error")),
@@ -83,11 +111,12 @@ class Front:
                 b"\r\ncontent-length: %d\r\n" % length,
                 self.date,
                 self.static,
+                more,
                 b"request-id: ",
                 rid,
                 b"\r\nx-request-id: ",
                 rid,
-                b"\r\nconnection: close\r\n\r\n" if close else b"\r\n\r\n",
+                end,
             )
         )
 
@@ -99,11 +128,14 @@ class HttpProtocol(asyncio.Protocol):
         "body_size",
         "body_timer",
         "busy",
+        "continue_due",
         "discarding",
         "front",
         "head_bytes",
+        "head_deadline",
         "headers",
         "in_body",
+        "in_head",
         "last_active",
         "loop",
         "parser",
@@ -112,6 +144,7 @@ class HttpProtocol(asyncio.Protocol):
         "request_began",
         "transport",
         "url",
+        "writable",
         "write_paused",
     )
 
@@ -134,7 +167,11 @@ class HttpProtocol(asyncio.Protocol):
         self.discarding = False  # answered early and closing: what arrives is dropped
         self.paused = False
         self.write_paused = False
+        self.writable: asyncio.Event | None = None  # set again when writing may resume
         self.last_active = 0.0
+        self.in_head = False  # between a request's first byte and the end of its headers
+        self.head_deadline = 0.0
+        self.continue_due = False  # a 100 Continue waits for earlier answers to go out
 
     # -- connection --------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -144,6 +181,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.front.connections.discard(self)
+        if self.writable is not None:
+            self.writable.set()  # a _serve waiting to write must see that the client left
+        if self.front.on_close is not None:
+            self.front.on_close()
         if self.body_timer is not None:
             self.body_timer.cancel()
             self.body_timer = None
@@ -182,22 +223,41 @@ class HttpProtocol(asyncio.Protocol):
         return False
 
     def pause_writing(self) -> None:
+        # The client reads slower than we answer: stop reading its requests, and _serve
+        # writes no further answer until the transport's buffer drains.
         self.write_paused = True
+        if self.writable is None:
+            self.writable = asyncio.Event()
+        self.writable.clear()
         if not self.paused and self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.writable is not None:
+            self.writable.set()
         if not self.paused and self.transport is not None:
             self.transport.resume_reading()
 
     def sweep(self, now: float) -> None:
-        """Once a second: close a connection idle past the keep-alive timeout."""
-        if (
+        """Once a second: close a connection idle past the keep-alive timeout, and answer 408
+        to one whose request line and headers take longer than the header timeout."""
+        if self.transport is None or self.discarding:
+            return
+        if self.in_head and now > self.head_deadline:
+            self._fail(
+                RequestError(
+                    408,
+                    "the request line and headers did not arrive within"
+                    f" {self.front.settings.header_timeout_s:g} s",
+                    close=True,
+                )
+            )
+        elif (
             not self.busy
             and not self.in_body
-            and self.transport is not None
-            and now - self.last_active > KEEP_ALIVE_S
+            and not self.in_head
+            and now - self.last_active > self.front.settings.keep_alive_s
         ):
             self.transport.close()
 
@@ -205,6 +265,11 @@ class HttpProtocol(asyncio.Protocol):
         """SIGTERM: an idle connection closes now, a busy one after its current answer."""
         if not self.busy and not self.in_body and self.transport is not None:
             self.transport.close()
+
+    def _send_continue(self) -> None:
+        self.continue_due = False
+        if self.transport is not None and self.in_body and not self.discarding:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     # -- parser callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -216,6 +281,8 @@ class HttpProtocol(asyncio.Protocol):
         self.body = []
         self.body_size = 0
         self.request_began = time.perf_counter()
+        self.in_head = True
+        self.head_deadline = self.loop.time() + self.front.settings.header_timeout_s
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -233,6 +300,7 @@ class HttpProtocol(asyncio.Protocol):
             )
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         if self.discarding:
             return
         self.in_body = True
@@ -250,7 +318,12 @@ class HttpProtocol(asyncio.Protocol):
             elif key == b"expect" and value.lower() == b"100-continue":
                 expect = True
         if expect and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            # An interim answer must not overtake the final answers of earlier pipelined
+            # requests: it goes out once they are written.
+            if self.busy:
+                self.continue_due = True
+            else:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         if self.discarding:
@@ -272,7 +345,9 @@ class HttpProtocol(asyncio.Protocol):
         method, path = self._method_path()
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         keep_alive = self.parser.should_keep_alive() and not self.front.draining
-        self._enqueue((method, path, self.headers, body, None, keep_alive))
+        http10 = self.parser.get_http_version() == "1.0"
+        self.continue_due = False
+        self._enqueue((method, path, self.headers, body, None, keep_alive, http10))
 
     # -- requests ----------------------------------------------------------------------------
     def _method_path(self) -> tuple[str, str]:
@@ -301,10 +376,11 @@ class HttpProtocol(asyncio.Protocol):
         exc.close = True
         self.discarding = True
         self.in_body = False
+        self.in_head = False
         if self.body_timer is not None:
             self.body_timer.cancel()
             self.body_timer = None
-        self._enqueue((method, path, self.headers, b"", exc, False))
+        self._enqueue((method, path, self.headers, b"", exc, False, False))
 
     def _body_timeout(self) -> None:
         self.body_timer = None
@@ -326,7 +402,9 @@ class HttpProtocol(asyncio.Protocol):
         front = self.front
         app = self.app
         while True:
-            method, path, headers, body, failure, keep_alive = item
+            method, path, headers, body, failure, keep_alive, http10 = item
+            if self.write_paused and self.writable is not None:
+                await self.writable.wait()  # the client is not reading its answers
             try:
                 answer: Response | None = await app.dispatch(
                     method, path, headers, body, None, failure
@@ -341,9 +419,11 @@ class HttpProtocol(asyncio.Protocol):
                 self.busy = False
                 return
             assert answer is not None  # the body is complete: dispatch always answers
-            status, ctype, out, rid, close = answer
+            status, ctype, out, rid, close, extra = answer
             close = close or not keep_alive or front.draining
-            transport.write(front.head(status, ctype, len(out), rid, close) + out)
+            head = front.head(status, ctype, len(out), rid, close, extra, http10)
+            # A HEAD answer has the GET answer's headers (its length too) and no body.
+            transport.write(head if method == "HEAD" else head + out)
             self.last_active = self.loop.time()
             if close:
                 self.busy = False
@@ -353,6 +433,8 @@ class HttpProtocol(asyncio.Protocol):
                 self.busy = False
                 if self.discarding:  # the client sent EOF
                     transport.close()
+                elif self.continue_due:
+                    self._send_continue()
                 return
             item = self.pending.popleft()
             if self.paused and len(self.pending) < MAX_PIPELINED // 2:
@@ -389,12 +471,13 @@ async def serve_native(app: ModelApp, sock: socket.socket) -> int:
     app.on_fatal = stop.set
     await app.startup()
     front = Front(app, loop)
-    server = await loop.create_server(lambda: HttpProtocol(front), sock=sock, backlog=2048)
+    acceptor = Acceptor(front, sock)
+    acceptor.start()
     try:
         await stop.wait()
     finally:
         front.draining = True
-        server.close()
+        acceptor.stop()
         for conn in list(front.connections):
             conn.drain()
         deadline = loop.time() + app.settings.drain_timeout_s
@@ -406,6 +489,101 @@ async def serve_native(app: ModelApp, sock: socket.socket) -> int:
         await asyncio.sleep(0)
         await app.shutdown()
     return 1 if app.load_error is not None else 0
+
+
+class Acceptor:
+    """Accepts connections itself rather than through loop.create_server, for two things the
+    event loop's server does not do: a cap on open connections (stop accepting, let the
+    backlog hold the rest), and running out of file descriptors handled in the open (libuv
+    silently accepts and drops every new client then)."""
+
+    def __init__(self, front: Front, sock: socket.socket):
+        self.front = front
+        self.loop = front.loop
+        self.sock = sock
+        self.limit = front.settings.max_connections
+        self.reading = False
+        self.stopped = False
+        self.retry: asyncio.TimerHandle | None = None
+        self.out_of_fds_since = 0.0
+        self.connecting = 0  # accepted, not yet in front.connections
+        sock.setblocking(False)
+        front.on_close = self._below_cap
+
+    def start(self) -> None:
+        if not self.reading and not self.stopped:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+            self.reading = True
+
+    def _pause(self) -> None:
+        if self.reading:
+            self.loop.remove_reader(self.sock.fileno())
+            self.reading = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._pause()
+        if self.retry is not None:
+            self.retry.cancel()
+
+    def _below_cap(self) -> None:
+        if not self.reading and self.retry is None and self._open() < self.limit:
+            self.start()
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPTS_PER_TURN):
+            if self._open() >= self.limit:
+                self._pause()  # resumed by the next connection that closes
+                return
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._out_of_resources(exc)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # that client gave up before we accepted it
+                raise
+            if self.out_of_fds_since:
+                log.warning(
+                    "accepting connections again after %.1f s without file descriptors",
+                    self.loop.time() - self.out_of_fds_since,
+                )
+                self.out_of_fds_since = 0.0
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.connecting += 1
+            self.loop.create_task(self._connect(conn))
+
+    def _open(self) -> int:
+        return len(self.front.connections) + self.connecting
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: HttpProtocol(self.front), conn)
+        except OSError:
+            conn.close()
+        finally:
+            self.connecting -= 1
+
+    def _out_of_resources(self, exc: OSError) -> None:
+        if not self.out_of_fds_since:
+            self.out_of_fds_since = self.loop.time()
+            log.error(
+                "cannot accept connections: %s (%d open); new clients wait in the listen"
+                " backlog, retrying every %.1f s",
+                exc.strerror or exc,
+                len(self.front.connections),
+                ACCEPT_RETRY_S,
+            )
+        self._pause()
+        self.retry = self.loop.call_later(ACCEPT_RETRY_S, self._retry)
+
+    def _retry(self) -> None:
+        self.retry = None
+        self.start()
 
 
 def run_native(app: ModelApp, sock: socket.socket) -> int:

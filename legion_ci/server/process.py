@@ -12,6 +12,7 @@ timeout) and exits 0; the supervisor forwards SIGTERM, waits, and exits 0.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -43,10 +44,14 @@ def setup_logging(level: str) -> None:
     )
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        # Both servers must set it (same user): the old one keeps serving while the new one
+        # loads, and the kernel spreads new connections over both until the old one drains.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -68,7 +73,7 @@ def serve(settings: ServeSettings) -> int:
     root = open_artifact(Path(settings.artifact)).resolve()
     manifest = read_manifest(root)
     settings = replace(settings, artifact=str(root))
-    sock = bind(settings.host, settings.port)
+    sock = bind(settings.host, settings.port, reuse_port=settings.reuse_port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     log.info(
@@ -106,13 +111,13 @@ def _run_uvicorn(app: ModelApp, settings: ServeSettings, sock: socket.socket) ->
     config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=_uvicorn_protocol(app),
         lifespan="on",
         access_log=False,
         log_config=None,
         server_header=False,
         timeout_graceful_shutdown=int(max(1, settings.drain_timeout_s)),
-        timeout_keep_alive=30,
+        timeout_keep_alive=max(1, int(settings.keep_alive_s)),
     )
     server = uvicorn.Server(config)
 
@@ -129,6 +134,56 @@ def _run_uvicorn(app: ModelApp, settings: ServeSettings, sock: socket.socket) ->
         return 1
     log.info("drained and stopped (pid %d)", os.getpid())
     return 0
+
+
+def _uvicorn_protocol(app: ModelApp) -> type:
+    """uvicorn's httptools protocol with a limit on the time a request's line and headers may
+    take: uvicorn restarts its keep-alive timer on every byte, so a client trickling header
+    bytes (slowloris) would hold the connection forever."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from legion_ci.server.app import _JSON, _new_id
+
+    timeout = app.settings.header_timeout_s
+
+    class HeaderTimedProtocol(HttpToolsProtocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._stop_head_timer()
+            self._head_timer = self.loop.call_later(timeout, self._head_timeout)
+
+        def on_headers_complete(self) -> None:
+            self._stop_head_timer()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_head_timer()
+            super().connection_lost(exc)
+
+        def _stop_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timeout(self) -> None:
+            self._head_timer = None
+            if self.transport is None or self.transport.is_closing():
+                return
+            rid = _new_id()
+            body = app._error(
+                408, f"the request line and headers did not arrive within {timeout:g} s", rid
+            )
+            head = b"HTTP/1.1 408 Request Timeout\r\n" + b"".join(
+                k + b": " + v + b"\r\n"
+                for k, v in app.response_headers(_JSON, len(body), rid, True)
+            )
+            self.transport.write(head + b"\r\n" + body)
+            app.metrics.observe_request("other", 408, timeout)
+            self.transport.close()
+
+    return HeaderTimedProtocol
 
 
 def _spawn(settings: ServeSettings, sock: socket.socket) -> subprocess.Popen:
@@ -174,6 +229,8 @@ def _supervise(settings: ServeSettings, sock: socket.socket) -> int:
                     stopping, code = True, 1
                     break
                 log.warning("worker %d exited with %s; starting a new one", proc.pid, rc)
+                # Its last snapshot must not be added to /metrics beside its replacement's.
+                Path(metrics_dir, f"worker-{proc.pid}.json").unlink(missing_ok=True)
                 workers[i] = _spawn(settings, sock)
         for proc in workers:
             if proc.poll() is None:

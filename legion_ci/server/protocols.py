@@ -8,14 +8,32 @@ MLflow: POST /invocations with dataframe_split | dataframe_records | instances |
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from typing import Any
 
 from legion_ci.server import jsonio
 
 NUMERIC_TYPES = ("number", "integer", "float", "double", "long", "int")
+REQUEST_ID_PATTERN = r"[A-Za-z0-9._:/+=@-]{1,200}"
+# The Python classes a JSON value of each declared type may have (bool is not a number).
+_CLASSES = {
+    "number": (int, float),
+    "float": (int, float),
+    "double": (int, float),
+    "integer": (int,),
+    "int": (int,),
+    "long": (int,),
+    "string": (str,),
+    "str": (str,),
+    "boolean": (bool,),
+    "bool": (bool,),
+}
+_KIND_NAMES = {
+    (int, float): "a number",
+    (int,): "an integer",
+    (str,): "a string",
+    (bool,): "a boolean",
+}
 _NUMBER_CLASSES = frozenset((int, float))
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _MISSING = object()
@@ -61,8 +79,13 @@ class InputSchema:
         self.width = len(self.columns)
         self.index = {name: i for i, name in enumerate(self.columns)}
         self.numeric = [f.type.lower() in NUMERIC_TYPES for f in fields]
+        # Per column, the classes its values may have (None: any), as the OpenAPI document says.
+        self.classes = [_CLASSES.get(f.type.lower()) for f in fields]
+        self.types = {f.name: f.type for f in fields}
         self.required = [bool(f.required) for f in fields]
-        self.all_numeric_required = all(self.numeric) and all(self.required)
+        self.all_numeric_required = all(c == (int, float) for c in self.classes) and all(
+            self.required
+        )
 
     # -- columns -----------------------------------------------------------------------------
     def plan(self, columns: Any) -> list[int] | None:
@@ -122,9 +145,11 @@ class InputSchema:
                 if value is None:
                     if self.required[j]:
                         raise bad(f"row {i}, column {self.columns[j]!r}: a value is required")
-                elif self.numeric[j] and value.__class__ not in _NUMBER_CLASSES:
+                    continue
+                classes = self.classes[j]
+                if classes is not None and value.__class__ not in classes:
                     raise bad(
-                        f"row {i}, column {self.columns[j]!r}: expected a number, "
+                        f"row {i}, column {self.columns[j]!r}: expected {_KIND_NAMES[classes]}, "
                         f"got {type(value).__name__} {_preview(value)}"
                     )
 
@@ -172,6 +197,10 @@ def decode_json(body: bytes) -> Any:
         return jsonio.loads(body)
     except UnicodeDecodeError:
         raise bad("the request body is not UTF-8 text") from None
+    except jsonio.NonFiniteNumber:
+        raise bad(
+            "non-finite numbers (NaN, Infinity) are not accepted; JSON has no such numbers"
+        ) from None
     except ValueError as exc:
         raise bad(f"the request body is not valid JSON: {exc}") from None
 
@@ -210,7 +239,14 @@ def parse_legion(schema: InputSchema, body: bytes) -> list[list[Any]]:
     unexpected = [k for k in doc if k not in ("columns", "data")]
     if unexpected:
         raise bad(f"unexpected keys in the body: {', '.join(unexpected)} (use columns, data)")
-    return schema.rows(doc["data"], doc.get("columns"))
+    return schema.rows(doc["data"], _columns(doc))
+
+
+def _columns(doc: dict[str, Any]) -> Any:
+    """The "columns" of a body: absent is the model's order, null is a mistake."""
+    if "columns" in doc and doc["columns"] is None:
+        raise bad('"columns" must be a list of column names (or left out), not null')
+    return doc.get("columns")
 
 
 def answer_legion(rows: list[list[Any]], columns: list[str]) -> dict[str, Any]:
@@ -241,11 +277,18 @@ def parse_mlflow(schema: InputSchema, body: bytes, content_type: bytes | None) -
     unexpected = [k for k in doc if k not in (keys[0], "params")]
     if unexpected:
         raise bad(f"unexpected keys in the body: {', '.join(unexpected)}")
+    if "params" in doc and not isinstance(doc["params"], dict):
+        raise bad('"params" must be an object')
     key, value = keys[0], doc[keys[0]]
     if key == "dataframe_split":
         if not isinstance(value, dict) or "data" not in value:
             raise bad('"dataframe_split" must be an object with "columns" and "data"')
-        return schema.rows(value["data"], value.get("columns"))
+        unknown = [k for k in value if k not in ("columns", "data", "index")]
+        if unknown:
+            raise bad(f'unexpected keys in "dataframe_split": {", ".join(unknown)}')
+        if "index" in value and not isinstance(value["index"], list):
+            raise bad('"dataframe_split" "index" must be a list')
+        return schema.rows(value["data"], _columns(value))
     if key == "dataframe_records":
         return schema.records(value, key)
     # instances / inputs: records, columnar, rows of values, or one value per row.
@@ -261,58 +304,21 @@ def parse_mlflow(schema: InputSchema, body: bytes, content_type: bytes | None) -
 
 
 def _parse_csv(schema: InputSchema, body: bytes) -> list[list[Any]]:
+    from legion_ci.gppi.rows import RowError, read_csv, typed_rows
+
     if not body:
         raise bad("the request body is empty; send a CSV document with a header row")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise bad("the CSV body is not UTF-8 text") from None
-    reader = csv.reader(io.StringIO(text))
     try:
-        header = next(reader)
-    except StopIteration:
-        raise bad("the CSV body has no header row") from None
-    except csv.Error as exc:
-        raise bad(f"the CSV body is malformed: {exc}") from None
-    plan_columns = [h.strip() for h in header]
-    schema.plan(plan_columns)  # unknown/missing columns say so before any value is parsed
-    numeric = [schema.numeric[schema.index[c]] for c in plan_columns]
-    rows: list[list[Any]] = []
-    try:
-        for line_no, record in enumerate(reader, start=2):
-            if not record:
-                continue
-            if len(record) != len(plan_columns):
-                raise bad(
-                    f"CSV line {line_no} has {len(record)} values, expected {len(plan_columns)}"
-                )
-            rows.append(
-                [
-                    _csv_number(v, line_no, plan_columns[j]) if numeric[j] else (v or None)
-                    for j, v in enumerate(record)
-                ]
-            )
-    except csv.Error as exc:
-        raise bad(f"the CSV body is malformed: {exc}") from None
-    if not rows:
-        raise bad("the CSV body has a header but no rows")
-    return schema.rows(rows, plan_columns)
-
-
-def _csv_number(text: str, line_no: int, column: str) -> int | float | None:
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        raise bad(
-            f"CSV line {line_no}, column {column!r}: expected a number, got {text!r}"
-        ) from None
+        header, records = read_csv(text)
+        schema.plan(header)  # unknown/missing columns say so before any value is parsed
+        rows = typed_rows(header, records, schema.types)
+    except RowError as exc:
+        raise bad(f"CSV body: {exc}") from None
+    return schema.rows(rows, header)
 
 
 def answer_mlflow(rows: list[list[Any]], columns: list[str]) -> dict[str, Any]:

@@ -81,6 +81,47 @@ def _load_example(folder, mlmodel):
     return None, None
 
 
+_DTYPE_TYPES = {"f": "double", "i": "long", "u": "long", "b": "boolean"}
+
+
+def _head(folder, name):
+    """ODAHU's samples: `head_input.pkl` / `head_output.pkl` (a pandas head of the training
+    input and output), logged beside the model by projects written for ODAHU's toolchain."""
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        return None
+    import pandas as pd
+
+    try:
+        # A pickle, like the model itself: the binary is code already.
+        head = pd.read_pickle(path)
+    except Exception:
+        return None
+    if isinstance(head, pd.Series):
+        head = head.to_frame(name=str(head.name) if head.name is not None else "prediction")
+    if not isinstance(head, pd.DataFrame) or head.empty:
+        return None
+    columns = [str(c) for c in head.columns]
+    types = {
+        c: _DTYPE_TYPES.get(head[col].dtype.kind, "string")
+        for c, col in zip(columns, head.columns, strict=True)
+    }
+    return columns, _plain(head.iloc[0].tolist()), types
+
+
+def _value_type(value):
+    """The JSON type of a real output value."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return None
+
+
 def _load_sklearn(folder, flavor):
     path = os.path.join(folder, flavor.get("pickled_model", "model.pkl"))
     if flavor.get("serialization_format") == "skops":
@@ -134,6 +175,11 @@ def init():
     inputs = json.loads(signature["inputs"]) if signature.get("inputs") else []
     outputs = json.loads(signature["outputs"]) if signature.get("outputs") else []
     ex_columns, ex_row = _load_example(folder, mlmodel)
+    head_types = {}
+    if not inputs and ex_row is None:
+        head = _head(folder, "head_input.pkl")
+        if head is not None:
+            ex_columns, ex_row, head_types = head
     named = [c for c in inputs if c.get("name")]
     tensors = [c for c in inputs if c.get("type") == "tensor"]
     if named:
@@ -159,7 +205,7 @@ def init():
             " log it with signature=... or input_example=..."
         )
     if _tensor is None and not named:
-        _types = {c: "double" for c in _columns}
+        _types = {c: head_types.get(c, "double") for c in _columns}
     examples = {}
     if ex_row is not None:
         keys = ex_columns if ex_columns else _columns
@@ -185,13 +231,33 @@ def init():
             if len(shape) > 1 and shape[1] > 1:
                 _output_names = [f"prediction_{i}" for i in range(shape[1])]
                 out_types = ["number"] * shape[1]
-    _output_schema = [
-        {"name": name, "type": kind, "required": True, "example": None}
-        for name, kind in zip(_output_names, out_types, strict=True)
-    ]
+        head = None if outputs else _head(folder, "head_output.pkl")
+        if head is not None:
+            _output_names = head[0]
+            out_types = [_JSON_TYPES.get(head[2][c], "string") for c in head[0]]
     _fast = _tensor is not None or all(_types.get(c) in _FLOAT_TYPES for c in _columns)
     _index = None
     _orders = {}
+    # The output's real names, types and an example: the model's answer on the example row
+    # (a string-label classifier answers strings, whatever a tensor signature says).
+    out_examples = [None] * len(_output_names)
+    try:
+        rows, names = predict_on_matrix([[c["example"] for c in _input_schema]], _columns)
+        first = _plain(rows.tolist() if hasattr(rows, "tolist") else rows)[0]
+    except Exception:  # the self-check runs it again and reports the failure
+        first, names = None, None
+    if first is not None and len(first) == len(names):
+        if list(names) != _output_names and not out_named:
+            _output_names = [str(n) for n in names]
+            out_types = [None] * len(names)
+        if len(first) == len(_output_names):
+            out_examples = list(first)
+            if not out_named:
+                out_types = [_value_type(v) or k for v, k in zip(first, out_types, strict=True)]
+    _output_schema = [
+        {"name": name, "type": kind or "string", "required": True, "example": example}
+        for name, kind, example in zip(_output_names, out_types, out_examples, strict=True)
+    ]
     return "matrix"
 
 
