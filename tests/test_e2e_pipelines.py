@@ -80,7 +80,7 @@ def test_wine_pipeline_end_to_end(wine_repo: Path) -> None:
 
     # The binary it made runs locally, columns given in any order.
     columns = train["outputs"]["input_columns"]
-    info = json.loads(run_cli("model", "info", str(artifact), "--json").assert_success().out)
+    info = json.loads(run_cli("model", "info", str(artifact), "-o", "json").assert_success().out)
     example = {f["name"]: f["example"] for f in info["input"]}
     rows = {"columns": columns[::-1], "data": [[example[c] for c in columns[::-1]]]}
     request = write(wine_repo / "rows.json", json.dumps(rows))

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SH_PIPELINE, run_cli, write
+from conftest import REPO, SH_PIPELINE, run_cli, write
 
 
 def test_valid_pipeline(sh_pipeline: Path) -> None:
@@ -220,3 +220,13 @@ def test_schema_includes_extra_registrations(sh_project: Path) -> None:
     schema = json.loads(outcome.assert_success().out)
     train = schema["properties"]["stages"]["properties"]["train"]
     assert "sh-trainer" in train["properties"]["toolchain"]["enum"]
+
+
+def test_validate_json_output(tmp_path: Path) -> None:
+    good = run_cli("validate", str(REPO / "pipelines" / "wine.yaml"), "-o", "json")
+    assert json.loads(good.assert_success().out)["valid"] is True
+    bad = write(tmp_path / "bad.yaml", "apiVersion: legion-ci/v1\nkind: Pipeline\nmodel: {}\n")
+    outcome = run_cli("validate", str(bad), "-o", "json").assert_failed(2)
+    result = json.loads(outcome.out)
+    assert result["valid"] is False
+    assert {e["path"] for e in result["errors"]} >= {"model.name", "stages"}

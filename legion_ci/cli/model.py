@@ -6,6 +6,7 @@ ARTIFACT is a GPPI binary: the zip the train stage produced, or its unpacked fol
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import sys
@@ -14,12 +15,23 @@ from typing import Any
 
 import click
 
+from legion_ci.cli.options import output_option
 from legion_ci.errors import InputError, ModelError
 
 artifact_argument = click.argument("artifact", type=click.Path(path_type=Path), metavar="ARTIFACT")
-json_flag = click.option(
-    "--json", "as_json", is_flag=True, help="Print one JSON object (for scripts) instead of text."
-)
+
+
+def json_flag(func):  # type: ignore[no-untyped-def]
+    """`-o/--output json` like every other verb (`--json` still works)."""
+
+    @functools.wraps(func)
+    def command(*args, output: str, json_alias: bool, **kwargs):  # type: ignore[no-untyped-def]
+        return func(*args, as_json=json_alias or output == "json", **kwargs)
+
+    command = click.option(
+        "--json", "json_alias", is_flag=True, hidden=True, help="Same as --output json."
+    )(command)
+    return output_option(command)
 
 
 @click.group()
