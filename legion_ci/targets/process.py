@@ -155,7 +155,7 @@ class ProcessTarget:
         try:
             self._wait_ready(proc, url, log_path, args, example, shared=keep_serving)
         except StageError as exc:
-            pids.stop(proc.pid, None, grace=5)
+            pids.stop(proc.pid, None, grace=2)  # it has no clients of its own to drain
             _reap(proc)
             artifact.unlink(missing_ok=True)
             raise StageError(
