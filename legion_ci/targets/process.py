@@ -90,6 +90,14 @@ def _now() -> str:
 class ProcessTarget:
     """Deploys the run's trained model binary as a local `legion-ci serve` process."""
 
+    def render(self, ctx: DeployContext) -> str:
+        """What `--dry-run` prints: the server command (the port is chosen at deploy time
+        when `port` is 0)."""
+        import shlex
+
+        artifact = ctx.artifact or Path(f"<{ctx.model_name}-{ctx.model_version}.zip>")
+        return shlex.join(serve_argv(artifact, ctx.arguments, int(ctx.arguments["port"]))) + "\n"
+
     def deploy(self, ctx: DeployContext) -> DeployResult:
         args = ctx.arguments
         name = state.check_name(args.get("name") or ctx.model_name)
