@@ -339,3 +339,26 @@ def test_a_trained_wine_model_is_deployed_and_smoke_tested(tmp_path: Path, works
 if __name__ == "__main__":  # the replacement scenario, run by its test under `unshare --net`
     own_network_namespace()
     print(json.dumps(replacement_scenario(Path(sys.argv[1]), Path(sys.argv[2]), workers=2)))
+
+
+def test_an_interrupted_deploy_leaves_no_server_behind(
+    tmp_path: Path, workspace: Path, monkeypatch
+) -> None:
+    started: list[subprocess.Popen] = []
+    real_start = ProcessTarget._start
+
+    def start(*args):
+        proc = real_start(*args)
+        started.append(proc)
+        return proc
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProcessTarget, "_start", staticmethod(start))
+    monkeypatch.setattr("legion_ci.targets.smoke.wait_ready", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ProcessTarget().deploy(context(workspace, tiny_zip(tmp_path, "1.0"), "1.0"))
+    (proc,) = started
+    assert proc.poll() is not None, "the new server outlived the interrupted stage"
+    assert state.load(workspace, "tiny") is None

@@ -170,6 +170,11 @@ class ProcessTarget:
                 f"{name}: the new server ({ctx.model_name} {ctx.model_version}) failed: {exc}"
                 f"{kept}\n  last lines of its log ({log_path}):\n{log_tail(log_path)}"
             ) from None
+        except BaseException:  # Ctrl-C or SIGTERM: no unrecorded server may stay behind
+            pids.stop(proc.pid, None, grace=2)
+            _reap(proc)
+            artifact.unlink(missing_ok=True)
+            raise
         ready_s = time.monotonic() - began
         ctx.log.line(f"deploy: ready and smoke-tested in {ready_s:.2f} s (pid {proc.pid})")
 
