@@ -8,9 +8,11 @@ that kmock leaves out and the target relies on:
 - `--forbid NS` answers every request in namespace NS with 403, as RBAC would;
 - only the `--namespace NS` namespaces exist: a request in another one gets 404
   `namespaces "x" not found`;
-- a pod's `log` answers 400 "waiting to start" (kmock would return the Pod object).
+- a pod's `log` is the text the stand-in kubelet keeps in its annotation, else 400 "waiting
+  to start" (kmock would return the Pod object).
 The test process drives the cluster side with `Controller`, which moves the Deployments'
-status the way the deployment controller would (see its docstring).
+status the way the deployment controller would, and `Kubelet`, which runs a Job's container
+command as a real local process (see their docstrings).
 
 The emulator side imports only the standard library and kmock; the test side imports the
 Kubernetes client lazily.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+LOG_ANNOTATION = "emulator.legion-ci/log"  # where the stand-in kubelet keeps a pod's log
 
 
 def kmock_python() -> str:
@@ -68,7 +72,15 @@ def _emulator_class() -> type:
                     f'"{request.namespace}"',
                 )
             if request.subresource == "log":
-                # A container that never started has no log; the API server says why.
+                # The stand-in kubelet keeps a pod's log in an annotation; a container that
+                # never started has none, and the API server says why.
+                key = (kmock.resource("", "v1", "pods"), request.namespace, request.name)
+                if key in self.objects and not self.objects[key].deleted:
+                    annotations = self.objects[key].raw["metadata"].get("annotations") or {}
+                    if LOG_ANNOTATION in annotations:
+                        import aiohttp.web
+
+                        return aiohttp.web.Response(text=annotations[LOG_ANNOTATION])
                 raise kmock.KubernetesError(
                     status=400,
                     reason="BadRequest",
@@ -241,6 +253,144 @@ class Controller(threading.Thread):
                 {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
             ]
         self.apps.patch_namespaced_deployment_status(name, namespace, {"status": status})
+
+
+@contextlib.contextmanager
+def emulator(folder: Path, namespaces: tuple[str, ...] = ("ml",), forbidden=("locked",)):
+    """The emulator on a free port (stopped by pid at the end); yields (kubeconfig, port)."""
+    from tests.procs import free_port, http_ok, service
+
+    port = free_port()
+    argv = [kmock_python(), str(ROOT / "tests" / "k8s_support.py"), "--port", str(port)]
+    for name in namespaces:
+        argv += ["--namespace", name]
+    for name in forbidden:
+        argv += ["--forbid", name]
+    with service(
+        argv,
+        folder / "kmock.log",
+        ready=http_ok(f"http://127.0.0.1:{port}/version"),
+        timeout=60,
+        name="kmock",
+    ):
+        yield write_kubeconfig(folder / "kubeconfig", port), port
+
+
+def api_client(kubeconfig: Path) -> Any:
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+class Kubelet(threading.Thread):
+    """Runs each new Job's container as a real local process, the way a node would run its
+    pod: the command with `python` meaning this interpreter (the "image" is this machine's
+    environment), in `workdir`, with the Job's env (`secretKeyRef`s resolved from `secrets`).
+    It creates the Job's Pod, keeps the process's output in the Pod's log annotation, and sets
+    the Job's status to Complete or Failed when the process exits. Jobs whose image ends in
+    `:never-runs` are left pending. Bounded: stops when told or after `seconds`."""
+
+    def __init__(self, api: Any, workdir: Path, secrets: dict[str, dict[str, str]], seconds=300.0):
+        super().__init__(daemon=True)
+        from kubernetes import client
+
+        self.batch = client.BatchV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.workdir, self.secrets, self.seconds = workdir, secrets, seconds
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.running: dict[tuple[str, str], tuple[Any, Path]] = {}
+        self.done: set[tuple[str, str]] = set()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        try:
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                try:
+                    self.tick()
+                except Exception as exc:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                time.sleep(0.2)
+        finally:
+            for proc, _log in self.running.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+
+    def tick(self) -> None:
+        listed = self.batch.list_job_for_all_namespaces(_preload_content=False)
+        for job in json.loads(listed.data)["items"]:
+            key = (job["metadata"]["namespace"], job["metadata"]["name"])
+            status = job.get("status") or {}
+            if key in self.done or status.get("succeeded") or status.get("failed"):
+                continue  # finished, perhaps under an earlier kubelet
+            if key not in self.running:
+                self.launch(job, key)
+            else:
+                self.check(key)
+
+    def launch(self, job: dict[str, Any], key: tuple[str, str]) -> None:
+        import subprocess
+
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        if container["image"].endswith(":never-runs"):
+            self.done.add(key)
+            return
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
+        for item in container.get("env") or []:
+            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+            env[item["name"]] = self.secrets[ref["name"]][ref["key"]] if ref else item["value"]
+        argv = [sys.executable if container["command"][0] == "python" else container["command"][0]]
+        argv += container["command"][1:]
+        log_path = self.workdir / f"{key[1]}.pod.log"
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        labels = {**job["spec"]["template"]["metadata"].get("labels", {}), "job-name": key[1]}
+        self.core.create_namespaced_pod(
+            key[0],
+            {
+                "metadata": {"name": f"{key[1]}-pod", "namespace": key[0], "labels": labels},
+                "spec": job["spec"]["template"]["spec"],
+                "status": {"phase": "Running"},
+            },
+        )
+        self.running[key] = (proc, log_path)
+
+    def check(self, key: tuple[str, str]) -> None:
+        proc, log_path = self.running[key]
+        code = proc.poll()
+        text = log_path.read_text(encoding="utf-8", errors="replace")
+        self.core.patch_namespaced_pod(
+            f"{key[1]}-pod", key[0], {"metadata": {"annotations": {LOG_ANNOTATION: text}}}
+        )
+        if code is None:
+            return
+        if code == 0:
+            status = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+        else:
+            status = {
+                "failed": 1,
+                "conditions": [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "BackoffLimitExceeded",
+                        "message": "Job has reached the specified backoff limit",
+                    }
+                ],
+            }
+        self.batch.patch_namespaced_job_status(key[1], key[0], {"status": status})
+        self.done.add(key)
 
 
 def main(argv: list[str]) -> None:

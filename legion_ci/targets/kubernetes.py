@@ -47,6 +47,7 @@ class Cluster:
         api = client.ApiClient(self.configuration)
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
+        self.batch = client.BatchV1Api(api)
         self.autoscaling = client.AutoscalingV2Api(api)
         self.policy = client.PolicyV1Api(api)
         self.poll_interval = poll_interval
