@@ -131,7 +131,7 @@ def _configuration(connection: Connection | None) -> Any:
     if not kubeconfig and not os.path.exists(default) and os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=configuration)
         return configuration
-    path = str(kubeconfig or default)
+    path = os.path.expanduser(str(kubeconfig or default))
     if not os.path.exists(path):
         raise StageError(
             f"no Kubernetes credentials: {path} does not exist; give the kubernetes connection "
