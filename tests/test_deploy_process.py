@@ -269,6 +269,9 @@ def test_deployments_cli_reports_running_stale_and_deletes(tmp_path: Path, works
     (entry,) = json.loads(listed.output)
     assert entry["status"] == "running" and entry["url"] == out["url"]
 
+    status = runner.invoke(deployments, ["status", "tiny", *ws, "--output", "json"])
+    assert status.exit_code == 0 and json.loads(status.output)["healthy"] is True, status.output
+
     logs = runner.invoke(deployments, ["logs", "tiny", *ws, "-n", "5"])
     assert logs.exit_code == 0 and "ready (pid" in logs.output, logs.output
 

@@ -44,6 +44,19 @@ def _status(record: Any) -> tuple[str, str]:
     return "recorded", "the state as of the last deploy (not checked against the cluster)"
 
 
+def _health(url: str, detail: str) -> tuple[bool, str]:
+    """Whether the server answers GET /healthcheck right now."""
+    from legion_ci.targets.smoke import request
+
+    try:
+        code = request(url, "GET", "/healthcheck", timeout=2)[0]
+    except OSError as exc:
+        return False, f"{detail}; not answering /healthcheck: {exc}"
+    if code != 200:
+        return False, f"{detail}; /healthcheck answers {code}"
+    return True, f"{detail}; healthy"
+
+
 def _as_dict(record: Any) -> dict[str, Any]:
     status, detail = _status(record)
     return {**record.to_dict(), "status": status, "status_detail": detail}
@@ -87,6 +100,8 @@ def status_command(name: str, file: str, workspace: str | None, output: str) -> 
 
     record = require(_workspace(file, workspace), name)
     data = _as_dict(record)
+    if data["status"] == "running":
+        data["healthy"], data["status_detail"] = _health(record.url, data["status_detail"])
     if output == "json":
         click.echo(json.dumps(data, indent=2))
     else:

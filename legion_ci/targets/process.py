@@ -30,6 +30,7 @@ from legion_ci.integrations.base import DeployContext, DeployResult
 from legion_ci.targets import pids, smoke, state
 
 TARGET = "process"
+KEEP_LOGS = 5  # server logs kept per deployment, the running one included
 READY_MARK = "; ready (pid "  # the server's log line once a worker has loaded the model
 
 
@@ -214,6 +215,8 @@ class ProcessTarget:
             ctx.log.line(f"deploy: old server {how}")
         if old is not None and old.details.get("artifact") not in (None, str(artifact)):
             Path(old.details["artifact"]).unlink(missing_ok=True)
+        for stale in sorted(folder.glob("server-*.log"))[:-KEEP_LOGS]:
+            stale.unlink(missing_ok=True)  # the latest few stay for `deployments logs`
         return DeployResult(
             outputs={
                 "url": url,
