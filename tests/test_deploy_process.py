@@ -238,6 +238,16 @@ def test_replacement_keeps_the_url_and_drops_no_request(tmp_path: Path, workspac
     assert seen["longest_gap"] < 5, seen
 
 
+def test_a_port_in_use_is_refused(tmp_path: Path, workspace: Path) -> None:
+    """Another deployment's port (its server sets SO_REUSEPORT too) is never joined."""
+    first = ProcessTarget().deploy(context(workspace, tiny_zip(tmp_path, "1.0"), "1.0"))
+    port = first.outputs["port"]
+    other = context(workspace, tiny_zip(tmp_path, "2.0"), "2.0", model="other", port=port)
+    with pytest.raises(StageError, match=rf"port {port} on 127.0.0.1 is in use by deployment tiny"):
+        ProcessTarget().deploy(other)
+    assert invoke(first.outputs["url"]) == (200, "1.0")
+
+
 def test_a_failed_smoke_test_leaves_nothing_running(tmp_path: Path, workspace: Path) -> None:
     bad = context(workspace, tiny_zip(tmp_path, "1.0", broken="predict"), "1.0")
     with pytest.raises(StageError) as failed:

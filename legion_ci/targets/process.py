@@ -125,6 +125,8 @@ class ProcessTarget:
             port = int(old.details["port"]) if old_running and same_host else free_port(host)
         url = url_of(host, port)
         keep_serving = old_running and old.details.get("port") == port  # type: ignore[union-attr]
+        if not keep_serving:
+            _check_port_free(workspace, host, port)
 
         # The binary is copied beside the state: the run folder may be cleaned, the server not.
         folder = state.logs_dir(workspace, name)
@@ -276,6 +278,28 @@ class ProcessTarget:
         gone = alive()
         if gone:
             raise StageError(gone)
+
+
+def _check_port_free(workspace: Path, host: str, port: int) -> None:
+    """A port someone else listens on must fail the deploy: with SO_REUSEPORT the new server
+    could otherwise join another server's port (another deployment's) and share its traffic."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        # SO_REUSEADDR passes over TIME_WAIT connections of an earlier server; without
+        # SO_REUSEPORT the bind still fails while anything listens there.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            owners = [
+                s.name
+                for s in state.list_states(workspace)
+                if s.details.get("port") == port
+                and pids.is_running(s.details.get("pid"), s.details.get("start_time"))
+            ]
+            by = f" by deployment {', '.join(owners)}" if owners else ""
+            raise StageError(
+                f"port {port} on {host} is in use{by} ({exc.strerror}); choose another port"
+            ) from None
 
 
 def _kernel_migrates_requests() -> bool:
