@@ -213,9 +213,7 @@ class KubernetesTarget:
                     cluster, name, namespace, float(ctx.arguments["rolloutTimeout"]), ctx
                 )
             except StageError as exc:
-                raise StageError(
-                    self._fail(cluster, ctx, name, namespace, image, previous, exc)
-                ) from None
+                raise StageError(self._fail(cluster, ctx, deployment, previous, exc)) from None
             ctx.log.line(f"deploy: rolled out in {took:.1f} s")
             port = objects[0]["spec"]["ports"][0]["port"]
             url = f"http://{name}.{namespace}.svc.cluster.local:{port}"
@@ -359,13 +357,13 @@ class KubernetesTarget:
         self,
         cluster: Cluster,
         ctx: DeployContext,
-        name: str,
-        namespace: str,
-        image: str,
+        deployment: dict[str, Any],
         previous: dict[str, Any] | None,
         exc: StageError,
     ) -> str:
         """Roll back (when there is something to go back to) and say what went wrong."""
+        name, namespace = deployment["metadata"]["name"], deployment["metadata"]["namespace"]
+        image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
         evidence = self._evidence(cluster, name, namespace)
         if previous is None:
             outcome = (
@@ -383,12 +381,9 @@ class KubernetesTarget:
                     cluster.apps.patch_namespaced_deployment,
                     name,
                     namespace,
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "Deployment",
-                        "metadata": {"name": name, "namespace": namespace},
-                        "spec": {"template": template},
-                    },
+                    # The whole object: server-side apply drops the fields this manager set
+                    # before and leaves out now (replicas, selector, strategy...).
+                    {**deployment, "spec": {**deployment["spec"], "template": template}},
                     field_manager="legion-ci",
                     force=True,
                     _content_type="application/apply-patch+yaml",
