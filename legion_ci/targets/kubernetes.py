@@ -265,7 +265,9 @@ class KubernetesTarget:
                     "version": annotations.get(f"{manifests.LABEL_PREFIX}/model-version", "?"),
                 }
             if current is None:
-                cluster.call(f"create {kind} in namespace {ns}", create, ns, obj)
+                cluster.call(
+                    f"create {kind} in namespace {ns}", create, ns, obj, field_manager="legion-ci"
+                )
                 ctx.log.line(f"deploy: created {kind} {ns}/{name}")
             else:
                 cluster.call(
