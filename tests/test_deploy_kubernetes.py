@@ -253,3 +253,12 @@ def test_cluster_errors_are_one_line(
     message = str(failed.value)
     assert expected in message, message
     assert "\n" not in message and TOKEN not in message
+
+
+def test_arguments_the_runner_left_unfilled_get_the_registered_defaults(tmp_path: Path) -> None:
+    ctx = context(tmp_path, tmp_path / "unused", "1.0")
+    ctx.arguments = {"replicas": 3}  # as given in a pipeline, no defaults filled
+    deployment = list(yaml.safe_load_all(target().render(ctx)))[1]
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["progressDeadlineSeconds"] == 300
+    kubernetes_validate.validate(deployment, "1.33", strict=True)

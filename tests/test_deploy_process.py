@@ -259,6 +259,13 @@ def test_a_failed_smoke_test_leaves_nothing_running(tmp_path: Path, workspace: P
     assert not list(state.logs_dir(workspace, "tiny").glob("*.zip"))
 
 
+def test_the_dry_run_command_uses_the_registered_defaults(tmp_path: Path) -> None:
+    ctx = context(tmp_path, tmp_path / "wine-1.0.zip", "1.0")
+    ctx.arguments = {"workers": 2}  # as given in a pipeline, no defaults filled
+    line = ProcessTarget().render(ctx)
+    assert "--host 127.0.0.1 --port 0 --workers 2 --drain-timeout-s 30" in line, line
+
+
 def test_readiness_timeout(tmp_path: Path, workspace: Path, monkeypatch) -> None:
     monkeypatch.setenv("TINY_INIT_SLEEP", "30")
     slow = context(workspace, tiny_zip(tmp_path, "1.0"), "1.0", readinessTimeout=1, smokeTest=False)

@@ -32,3 +32,11 @@ def resolve_arguments(target: str, given: Mapping[str, Any] | None = None) -> di
     if problems:
         raise InputError(f"deploy target {target!r} arguments: " + "; ".join(problems))
     return fill_defaults(registration.arguments, given or {})
+
+
+def with_defaults(target: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """`given` with the registered target's defaults filled in (the runner validates and fills
+    them too; a target called directly must not depend on it)."""
+    from legion_ci.integrations.registry import load_registry
+
+    return fill_defaults(load_registry().get("DeployTarget", target).arguments, given)

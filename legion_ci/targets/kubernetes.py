@@ -29,6 +29,7 @@ from typing import Any
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import Connection, DeployContext, DeployResult
 from legion_ci.targets import manifests, state
+from legion_ci.targets.arguments import with_defaults
 
 TARGET = "kubernetes"
 PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
@@ -189,6 +190,7 @@ class KubernetesTarget:
         return str(ctx.arguments.get("namespace") or options.get("namespace") or "default")
 
     def _objects(self, ctx: DeployContext) -> list[dict[str, Any]]:
+        ctx.arguments = with_defaults(TARGET, ctx.arguments)
         return manifests.render(
             name=state.check_name(ctx.arguments.get("name") or ctx.model_name),
             namespace=self._namespace(ctx),

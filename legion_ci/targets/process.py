@@ -28,6 +28,7 @@ from typing import Any
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import DeployContext, DeployResult
 from legion_ci.targets import pids, smoke, state
+from legion_ci.targets.arguments import with_defaults
 
 TARGET = "process"
 KEEP_LOGS = 5  # server logs kept per deployment, the running one included
@@ -96,11 +97,12 @@ class ProcessTarget:
         when `port` is 0)."""
         import shlex
 
+        args = with_defaults(TARGET, ctx.arguments)
         artifact = ctx.artifact or Path(f"<{ctx.model_name}-{ctx.model_version}.zip>")
-        return shlex.join(serve_argv(artifact, ctx.arguments, int(ctx.arguments["port"]))) + "\n"
+        return shlex.join(serve_argv(artifact, args, int(args["port"]))) + "\n"
 
     def deploy(self, ctx: DeployContext) -> DeployResult:
-        args = ctx.arguments
+        args = with_defaults(TARGET, ctx.arguments)
         name = state.check_name(args.get("name") or ctx.model_name)
         if ctx.artifact is None:
             raise StageError(
