@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("legion_ci.cli.serve", "serve", "Serve a trained model binary over HTTP."),
     "feedback": ("legion_ci.cli.feedback", "feedback", "Export predictions joined with feedback."),
     "jenkins": ("legion_ci.cli.jenkins", "jenkins", "Render or sync Jenkins jobs for pipelines."),
+    "deployments": ("legion_ci.cli.deployments", "deployments", "Deployed models: list, delete."),
 }
 
 

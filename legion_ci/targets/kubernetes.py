@@ -1,0 +1,460 @@
+"""The `kubernetes` deploy target: apply the rendered objects, wait for the rollout, roll back.
+
+Connection (a `kubernetes` connection of the pipeline): `kubeconfig` + `context`, or `uri` +
+`token` (+ `caFile`), or nothing inside a pod (in-cluster config). Namespace: the stage's
+`arguments.namespace`, else the connection's `namespace`, else `default`.
+
+Apply: each object is read first; a missing one is created, an existing one is updated by
+server-side apply (field manager `legion-ci`, what `kubectl apply --server-side` does). The
+Deployment's pod template before the update is kept as the rollback point.
+
+Rollout, with `kubectl rollout status`'s logic: done when `status.observedGeneration >=
+metadata.generation`, `updatedReplicas == spec.replicas`, `replicas == updatedReplicas` (no old
+replicas left) and `availableReplicas == updatedReplicas`; failed when the `Progressing`
+condition says `ProgressDeadlineExceeded`, when a new pod cannot pull its image, or when the
+timeout passes. On failure the Deployment goes back to the previous pod template (a new rollout
+to it, as `kubectl rollout undo` does) and the stage fails with the pods' events and log tails.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from legion_ci.errors import StageError
+from legion_ci.integrations.base import Connection, DeployContext, DeployResult
+from legion_ci.targets import manifests, state
+from legion_ci.targets.arguments import with_defaults
+
+TARGET = "kubernetes"
+PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+POD_FAILURES = ("CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError")
+ROLLBACK_ANNOTATION = f"{manifests.LABEL_PREFIX}/rolled-back-because"
+
+
+class Cluster:
+    """The Kubernetes API through the official client; every failure becomes one line."""
+
+    def __init__(self, connection: Connection | None, poll_interval: float = 1.0):
+        from kubernetes import client
+
+        self.configuration = _configuration(connection)
+        self.host = self.configuration.host
+        api = client.ApiClient(self.configuration)
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.batch = client.BatchV1Api(api)
+        self.autoscaling = client.AutoscalingV2Api(api)
+        self.policy = client.PolicyV1Api(api)
+        self.poll_interval = poll_interval
+
+    def call(
+        self, what: str, fn: Callable[..., Any], *args: Any, text: bool = False, **kwargs: Any
+    ) -> Any:
+        """`fn(*args)` as parsed JSON (or `text`); None for 404 (unless it is a missing
+        namespace)."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            response = fn(*args, _preload_content=False, _request_timeout=(5, 30), **kwargs)
+        except ApiException as exc:
+            status = _status_of(exc)
+            details = status.get("details") or {}
+            if exc.status == 404 and details.get("kind") == "namespaces":
+                raise StageError(
+                    f"namespace {details.get('name')!r} does not exist on {self.host}: create it "
+                    f"(kubectl create namespace {details.get('name')}) or set the namespace"
+                ) from None
+            if exc.status == 404:
+                return None
+            message = status.get("message") or exc.reason or ""
+            if exc.status == 403:
+                raise StageError(
+                    f"forbidden by the cluster's RBAC ({what}): {message}; grant the "
+                    "credentials that permission or use others"
+                ) from None
+            if exc.status == 401:
+                raise StageError(
+                    f"the Kubernetes API at {self.host} rejected the credentials (401) while "
+                    f"trying to {what}: check the connection's token or kubeconfig user"
+                ) from None
+            raise StageError(
+                f"{what}: the Kubernetes API answered {exc.status}: {message}"
+            ) from None
+        except (HTTPError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise StageError(
+                f"cannot reach the Kubernetes API at {self.host}: {_short(reason)}"
+            ) from None
+        body = response.data
+        if text:
+            return body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+        return json.loads(body) if body else {}
+
+
+def _short(reason: object) -> str:
+    text = str(reason)
+    for known in ("Connection refused", "timed out", "Name or service not known"):
+        if known.lower() in text.lower():
+            return known.lower()
+    return text.splitlines()[0][:200]
+
+
+def _status_of(exc: Any) -> dict[str, Any]:
+    try:
+        data = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _configuration(connection: Connection | None) -> Any:
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    options = dict(connection.options) if connection else {}
+    configuration = client.Configuration()
+    token = options.get("token")
+    if connection and connection.uri and token:
+        configuration.host = connection.uri
+        configuration.api_key = {"authorization": f"Bearer {token}"}
+        if options.get("caFile"):
+            configuration.ssl_ca_cert = str(options["caFile"])
+        return configuration
+    kubeconfig = options.get("kubeconfig") or os.environ.get("KUBECONFIG")
+    default = os.path.expanduser("~/.kube/config")
+    if not kubeconfig and not os.path.exists(default) and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)
+        return configuration
+    path = os.path.expanduser(str(kubeconfig or default))
+    if not os.path.exists(path):
+        raise StageError(
+            f"no Kubernetes credentials: {path} does not exist; give the kubernetes connection "
+            "a kubeconfig (and context), or a uri and token"
+        )
+    context = options.get("context")
+    try:
+        contexts, _active = config.list_kube_config_contexts(config_file=path)
+        known = [c["name"] for c in contexts or []]
+        if context and context not in known:
+            raise StageError(
+                f"kubeconfig {path} has no context {context!r}; known: {', '.join(known) or 'none'}"
+            )
+        config.load_kube_config(
+            config_file=path, context=context, client_configuration=configuration
+        )
+    except ConfigException as exc:
+        raise StageError(f"kubeconfig {path}: {str(exc).splitlines()[0]}") from None
+    return configuration
+
+
+def _rolled_out(dep: dict[str, Any]) -> tuple[bool, str]:
+    """kubectl rollout status's verdict: (done, what it is waiting for); raises on failure."""
+    meta, spec, status = dep.get("metadata", {}), dep.get("spec", {}), dep.get("status") or {}
+    # Conditions describe the generation the controller last saw: judge them only once it has
+    # seen this one (a rollback's first poll still shows the failed rollout's condition).
+    if status.get("observedGeneration", 0) < meta.get("generation", 1):
+        return False, "waiting for the deployment spec update to be observed"
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            raise StageError(f"rollout exceeded its progress deadline: {cond.get('message', '')}")
+    want = spec.get("replicas", 1)
+    updated = status.get("updatedReplicas", 0)
+    if updated < want:
+        return False, f"{updated} of {want} new replicas updated"
+    if status.get("replicas", 0) > updated:
+        return False, f"{status.get('replicas', 0) - updated} old replicas pending termination"
+    available = status.get("availableReplicas", 0)
+    if available < updated:
+        return False, f"{available} of {updated} updated replicas available"
+    return True, f"{available} replicas available"
+
+
+class KubernetesTarget:
+    """Deploys the packaged image as a Deployment + Service (see the module docstring)."""
+
+    poll_interval = 1.0
+
+    def render(self, ctx: DeployContext) -> str:
+        """The YAML `--dry-run` prints (no cluster needed)."""
+        return manifests.render_yaml(self._objects(ctx))
+
+    def _namespace(self, ctx: DeployContext) -> str:
+        options = ctx.connection.options if ctx.connection else {}
+        return str(ctx.arguments.get("namespace") or options.get("namespace") or "default")
+
+    def _objects(self, ctx: DeployContext) -> list[dict[str, Any]]:
+        ctx.arguments = with_defaults(TARGET, ctx.arguments)
+        return manifests.render(
+            name=state.check_name(ctx.arguments.get("name") or ctx.model_name),
+            namespace=self._namespace(ctx),
+            model_name=ctx.model_name,
+            model_version=ctx.model_version,
+            run_id=ctx.run_id,
+            image=manifests.image_reference(dict(ctx.package_outputs), ctx.arguments),
+            arguments=ctx.arguments,
+        )
+
+    def deploy(self, ctx: DeployContext) -> DeployResult:
+        objects = self._objects(ctx)
+        name, namespace = objects[0]["metadata"]["name"], objects[0]["metadata"]["namespace"]
+        with state.locked(ctx.workspace, name):
+            cluster = Cluster(ctx.connection)
+            ctx.log.line(f"deploy: {name} to namespace {namespace} on {cluster.host}")
+            previous = self._apply(cluster, objects, ctx)
+            deployment = objects[1]
+            image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+            try:
+                took = self._wait(
+                    cluster, name, namespace, float(ctx.arguments["rolloutTimeout"]), ctx
+                )
+            except StageError as exc:
+                raise StageError(self._fail(cluster, ctx, deployment, previous, exc)) from None
+            ctx.log.line(f"deploy: rolled out in {took:.1f} s")
+            port = objects[0]["spec"]["ports"][0]["port"]
+            url = f"http://{name}.{namespace}.svc.cluster.local:{port}"
+            old = state.load(ctx.workspace, name)
+            state.save(
+                ctx.workspace,
+                state.DeploymentState(
+                    name=name,
+                    target=TARGET,
+                    model_name=ctx.model_name,
+                    model_version=ctx.model_version,
+                    run_id=ctx.run_id,
+                    url=url,
+                    deployed_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    details={"namespace": namespace, "image": image, "api": cluster.host},
+                    previous=(
+                        {"model_version": old.model_version, "run_id": old.run_id}
+                        if old is not None
+                        else None
+                    ),
+                ),
+            )
+            return DeployResult(
+                outputs={
+                    "url": url,
+                    "name": name,
+                    "namespace": namespace,
+                    "image": image,
+                    "target": TARGET,
+                    "rollout_seconds": round(took, 3),
+                }
+            )
+
+    def _apply(
+        self, cluster: Cluster, objects: list[dict[str, Any]], ctx: DeployContext
+    ) -> dict[str, Any] | None:
+        """Create or server-side-apply every object; return the Deployment's previous pod
+        template (None on a first deployment)."""
+        previous = None
+        for obj in objects:
+            kind, name, ns = obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"]
+            read, create, patch = self._verbs(cluster, kind)
+            current = cluster.call(f"read {kind} {ns}/{name}", read, name, ns)
+            if kind == "Deployment" and current is not None:
+                template = current["spec"]["template"]
+                annotations = template.get("metadata", {}).get("annotations") or {}
+                previous = {
+                    "template": template,
+                    "version": annotations.get(f"{manifests.LABEL_PREFIX}/model-version", "?"),
+                }
+            if current is None:
+                cluster.call(
+                    f"create {kind} in namespace {ns}", create, ns, obj, field_manager="legion-ci"
+                )
+                ctx.log.line(f"deploy: created {kind} {ns}/{name}")
+            else:
+                cluster.call(
+                    f"update {kind} {ns}/{name}",
+                    patch,
+                    name,
+                    ns,
+                    obj,
+                    field_manager="legion-ci",
+                    force=True,
+                    _content_type="application/apply-patch+yaml",
+                )
+                ctx.log.line(f"deploy: applied {kind} {ns}/{name}")
+        return previous
+
+    @staticmethod
+    def _verbs(cluster: Cluster, kind: str) -> tuple[Callable[..., Any], ...]:
+        api, suffix = {
+            "Service": (cluster.core, "service"),
+            "Deployment": (cluster.apps, "deployment"),
+            "HorizontalPodAutoscaler": (cluster.autoscaling, "horizontal_pod_autoscaler"),
+            "PodDisruptionBudget": (cluster.policy, "pod_disruption_budget"),
+        }[kind]
+        return tuple(
+            getattr(api, f"{verb}_namespaced_{suffix}") for verb in ("read", "create", "patch")
+        )
+
+    def _wait(
+        self, cluster: Cluster, name: str, namespace: str, timeout: float, ctx: DeployContext
+    ) -> float:
+        began = time.monotonic()
+        last = ""
+        while True:
+            dep = cluster.call(
+                f"read Deployment {namespace}/{name}",
+                cluster.apps.read_namespaced_deployment,
+                name,
+                namespace,
+            )
+            if dep is None:
+                raise StageError(f"Deployment {namespace}/{name} disappeared during the rollout")
+            done, waiting = _rolled_out(dep)
+            if done:
+                return time.monotonic() - began
+            self._check_pods(cluster, dep, namespace)
+            if waiting != last:
+                ctx.log.line(f"deploy: {waiting}")
+                last = waiting
+            if time.monotonic() - began > timeout:
+                raise StageError(f"not rolled out within {timeout:g} s ({waiting})")
+            time.sleep(self.poll_interval)
+
+    @staticmethod
+    def _pods(cluster: Cluster, dep: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
+        labels = dep["spec"]["selector"]["matchLabels"]
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        listed = cluster.call(
+            f"list Pods in namespace {namespace}",
+            cluster.core.list_namespaced_pod,
+            namespace,
+            label_selector=selector,
+        )
+        # Filtered here too: the selector is the contract, whatever the server did with it.
+        return [
+            pod
+            for pod in (listed or {}).get("items") or []
+            if labels.items() <= (pod.get("metadata", {}).get("labels") or {}).items()
+        ]
+
+    def _check_pods(self, cluster: Cluster, dep: dict[str, Any], namespace: str) -> None:
+        """Fail at once on what no amount of waiting fixes (an image that cannot be pulled)."""
+        image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
+        for pod in self._pods(cluster, dep, namespace):
+            for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                if status.get("image") not in (None, image):
+                    continue
+                waiting = (status.get("state") or {}).get("waiting") or {}
+                reason = waiting.get("reason", "")
+                if reason in PULL_FAILURES:
+                    raise StageError(
+                        f"image pull failed for {image} ({reason}): {waiting.get('message', '')}"
+                        "; check the image reference and the imagePullSecrets"
+                    )
+                if reason in POD_FAILURES:
+                    pod_name = pod["metadata"]["name"]
+                    raise StageError(f"pod {pod_name} is in {reason}: {waiting.get('message', '')}")
+
+    def _fail(
+        self,
+        cluster: Cluster,
+        ctx: DeployContext,
+        deployment: dict[str, Any],
+        previous: dict[str, Any] | None,
+        exc: StageError,
+    ) -> str:
+        """Roll back (when there is something to go back to) and say what went wrong."""
+        name, namespace = deployment["metadata"]["name"], deployment["metadata"]["namespace"]
+        image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        evidence = self._evidence(cluster, name, namespace)
+        if previous is None:
+            outcome = (
+                f"nothing was deployed before, so nothing to roll back to (remove it with: "
+                f"kubectl delete deployment,service -n {namespace} {name})"
+            )
+        else:
+            template = copy.deepcopy(previous["template"])
+            template.setdefault("metadata", {}).setdefault("annotations", {})[
+                ROLLBACK_ANNOTATION
+            ] = str(exc)[:200]
+            try:
+                cluster.call(
+                    f"roll back Deployment {namespace}/{name}",
+                    cluster.apps.patch_namespaced_deployment,
+                    name,
+                    namespace,
+                    # The whole object: server-side apply drops the fields this manager set
+                    # before and leaves out now (replicas, selector, strategy...).
+                    {**deployment, "spec": {**deployment["spec"], "template": template}},
+                    field_manager="legion-ci",
+                    force=True,
+                    _content_type="application/apply-patch+yaml",
+                )
+                outcome = f"rolled back to the previous pod template ({previous['version']})"
+                ctx.log.line(f"deploy: {outcome}")
+                try:
+                    self._wait(
+                        cluster, name, namespace, float(ctx.arguments["rolloutTimeout"]), ctx
+                    )
+                    outcome += ", which is rolled out again"
+                except StageError as again:
+                    outcome += f", whose rollout has not finished: {again}"
+            except StageError as failed:
+                outcome = f"the rollback failed too: {failed}"
+        return f"{name}: rollout of {image} in {namespace} failed: {exc}; {outcome}" + (
+            f"\n{evidence}" if evidence else ""
+        )
+
+    def _evidence(self, cluster: Cluster, name: str, namespace: str) -> str:
+        """The pods' recent warning events and log tails (best effort: each may be missing)."""
+        lines: list[str] = []
+        try:
+            events = cluster.call(
+                f"list Events in namespace {namespace}",
+                cluster.core.list_namespaced_event,
+                namespace,
+            )
+            for event in (events or {}).get("items") or []:
+                involved = event.get("involvedObject", {}).get("name", "")
+                if involved == name or involved.startswith(f"{name}-"):
+                    lines.append(
+                        f"    event {involved}: {event.get('reason', '')}: "
+                        f"{event.get('message', '')}"
+                    )
+            dep = cluster.call(
+                f"read Deployment {namespace}/{name}",
+                cluster.apps.read_namespaced_deployment,
+                name,
+                namespace,
+            )
+            for pod in self._pods(cluster, dep, namespace) if dep else []:
+                pod_name = pod["metadata"]["name"]
+                try:
+                    log = cluster.call(
+                        f"read the log of Pod {namespace}/{pod_name}",
+                        cluster.core.read_namespaced_pod_log,
+                        pod_name,
+                        namespace,
+                        tail_lines=10,
+                        text=True,
+                    )
+                except StageError as exc:  # e.g. 400: the container never started
+                    log = f"(no log: {exc})"
+                if isinstance(log, str) and log.strip():
+                    lines.append(f"    log of {pod_name}:")
+                    lines.extend(f"      {line}" for line in log.splitlines()[-10:])
+        except (StageError, ValueError):
+            pass  # evidence is a courtesy: the failure itself is already known
+        return ("  events and logs:\n" + "\n".join(lines[-40:])) if lines else ""
+
+
+def delete_deployment(record: state.DeploymentState) -> str:
+    """`legion-ci deployments delete` for a Kubernetes deployment: needs a connection, so it
+    tells what to run instead of guessing the credentials."""
+    namespace = record.details.get("namespace", "default")
+    return (
+        f"forgotten locally; delete the cluster objects with: kubectl delete "
+        f"deployment,service,hpa,pdb -n {namespace} -l app.kubernetes.io/instance={record.name}"
+    )

@@ -1,0 +1,328 @@
+"""The `process` deploy target: `legion-ci serve` as a background process on this machine.
+
+Deploy: start `legion-ci serve <binary> --host H --port P --reuse-port` detached (own
+session, output in a log file under <workspace>/deployments/<name>/), wait until it is ready
+(`GET /healthcheck` 200), smoke-test it with the example from the binary's info(), record pid,
+start time, port, log and settings in the state store. The URL is the output.
+
+Replace (a deployment of that name is running): the new server is started on the SAME port
+beside the old one (both sockets set SO_REUSEPORT, so the kernel spreads new connections over
+both), made ready and smoke-tested; only then is the old one sent SIGTERM, which makes it stop
+accepting and finish its in-flight requests. If the new one fails (exits, not ready in time,
+smoke test fails), it is killed, the old one keeps serving untouched, and the stage fails with
+the reason and the new server's log tail. The URL never changes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from legion_ci.errors import StageError
+from legion_ci.integrations.base import DeployContext, DeployResult
+from legion_ci.targets import pids, smoke, state
+from legion_ci.targets.arguments import with_defaults
+
+TARGET = "process"
+KEEP_LOGS = 5  # server logs kept per deployment, the running one included
+READY_MARK = "; ready (pid "  # the server's log line once a worker has loaded the model
+
+
+def serve_supports_reuse_port() -> bool:
+    """`serve --reuse-port` sets SO_REUSEPORT, but a replacement without a dropped request
+    also needs what reuseport_serve adds (listen only once the model is loaded, shut the
+    listening socket down at SIGTERM, a short grace for idle connections): until the server
+    does all of it, the target keeps the stand-in."""
+    return False
+
+
+def serve_argv(artifact: Path, args: dict[str, Any], port: int) -> list[str]:
+    options = [
+        "--host",
+        str(args["host"]),
+        "--port",
+        str(port),
+        "--workers",
+        str(args["workers"]),
+        "--drain-timeout-s",
+        str(args["drainTimeout"]),
+        "--log-requests" if args["logRequests"] else "--no-log-requests",
+    ]
+    if serve_supports_reuse_port():
+        return [
+            sys.executable,
+            "-m",
+            "legion_ci.cli.main",
+            "serve",
+            str(artifact),
+            *options,
+            "--reuse-port",
+        ]
+    # Until `serve --reuse-port` lands (see reuseport_serve.py).
+    return [sys.executable, "-m", "legion_ci.targets.reuseport_serve", str(artifact), *options]
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def url_of(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "    (no log)"
+    return "\n".join(f"    {line}" for line in text.splitlines()[-lines:]) or "    (empty log)"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+class ProcessTarget:
+    """Deploys the run's trained model binary as a local `legion-ci serve` process."""
+
+    def render(self, ctx: DeployContext) -> str:
+        """What `--dry-run` prints: the server command (the port is chosen at deploy time
+        when `port` is 0)."""
+        import shlex
+
+        args = with_defaults(TARGET, ctx.arguments)
+        artifact = ctx.artifact or Path(f"<{ctx.model_name}-{ctx.model_version}.zip>")
+        return shlex.join(serve_argv(artifact, args, int(args["port"]))) + "\n"
+
+    def deploy(self, ctx: DeployContext) -> DeployResult:
+        args = with_defaults(TARGET, ctx.arguments)
+        name = state.check_name(args.get("name") or ctx.model_name)
+        if ctx.artifact is None:
+            raise StageError(
+                "the process target serves the trained model binary, and this run has none: "
+                "run the train stage first (or continue a run that trained)"
+            )
+        with state.locked(ctx.workspace, name):
+            return self._deploy_locked(ctx, name, args)
+
+    def _deploy_locked(self, ctx: DeployContext, name: str, args: dict[str, Any]) -> DeployResult:
+        workspace = ctx.workspace
+        old = state.load(workspace, name)
+        old_running = (
+            old is not None
+            and old.target == TARGET
+            and pids.is_running(old.details.get("pid"), old.details.get("start_time"))
+        )
+        host = str(args["host"])
+        port = int(args["port"])
+        if not port:
+            same_host = old is not None and old.details.get("host") == host
+            port = int(old.details["port"]) if old_running and same_host else free_port(host)
+        url = url_of(host, port)
+        keep_serving = old_running and old.details.get("port") == port  # type: ignore[union-attr]
+        if not keep_serving:
+            _check_port_free(workspace, host, port)
+
+        # The binary is copied beside the state: the run folder may be cleaned, the server not.
+        folder = state.logs_dir(workspace, name)
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S-%f")
+        artifact = folder / f"{ctx.model_name}-{ctx.model_version}-{stamp}.zip"
+        shutil.copyfile(ctx.artifact, artifact)  # type: ignore[arg-type]
+        log_path = folder / f"server-{stamp}.log"
+
+        action = "replacing" if keep_serving else "starting"
+        ctx.log.line(
+            f"deploy: {action} {name} ({ctx.model_name} {ctx.model_version}) on {url}"
+            + (
+                f", beside the running {old.model_version} (pid {old.details['pid']})"
+                if keep_serving
+                else ""
+            )  # type: ignore[union-attr]
+        )
+        kept = (
+            f"; {old.model_version} keeps serving on {url} (pid {old.details['pid']})"  # type: ignore[union-attr]
+            if keep_serving
+            else ""
+        )
+        try:
+            example = smoke.example_request(artifact) if args["smokeTest"] else None
+        except StageError as exc:
+            artifact.unlink(missing_ok=True)
+            raise StageError(f"{name}: {ctx.model_name} {ctx.model_version}: {exc}{kept}") from None
+        if keep_serving and not _kernel_migrates_requests():
+            ctx.log.line(
+                "deploy: note: net.ipv4.tcp_migrate_req is 0, so a connection queued on the old "
+                "server in the instant it closes its socket is reset; set it to 1 to have the "
+                "kernel hand such connections to the new server"
+            )
+        proc = self._start(serve_argv(artifact, args, port), log_path, folder)
+        began = time.monotonic()
+        try:
+            self._wait_ready(proc, url, log_path, args, example, shared=keep_serving)
+        except StageError as exc:
+            pids.stop(proc.pid, None, grace=2)  # it has no clients of its own to drain
+            _reap(proc)
+            artifact.unlink(missing_ok=True)
+            raise StageError(
+                f"{name}: the new server ({ctx.model_name} {ctx.model_version}) failed: {exc}"
+                f"{kept}\n  last lines of its log ({log_path}):\n{log_tail(log_path)}"
+            ) from None
+        except BaseException:  # Ctrl-C or SIGTERM: no unrecorded server may stay behind
+            pids.stop(proc.pid, None, grace=2)
+            _reap(proc)
+            artifact.unlink(missing_ok=True)
+            raise
+        ready_s = time.monotonic() - began
+        ctx.log.line(f"deploy: ready and smoke-tested in {ready_s:.2f} s (pid {proc.pid})")
+
+        new = state.DeploymentState(
+            name=name,
+            target=TARGET,
+            model_name=ctx.model_name,
+            model_version=ctx.model_version,
+            run_id=ctx.run_id,
+            url=url,
+            deployed_at=_now(),
+            details={
+                "pid": proc.pid,
+                "start_time": pids.start_time(proc.pid),
+                "host": host,
+                "port": port,
+                "log": str(log_path),
+                "artifact": str(artifact),
+                "argv": proc.args,
+                "settings": {k: args[k] for k in ("workers", "drainTimeout", "logRequests")},
+            },
+            previous=(
+                {"model_version": old.model_version, "run_id": old.run_id, "url": old.url}
+                if old is not None
+                else None
+            ),
+        )
+        state.save(workspace, new)
+        if old_running:
+            assert old is not None
+            ctx.log.line(f"deploy: draining the old server (pid {old.details['pid']})")
+            how = pids.stop(
+                old.details["pid"],
+                old.details.get("start_time"),
+                grace=float(args["drainTimeout"]) + 5,
+            )
+            ctx.log.line(f"deploy: old server {how}")
+        if old is not None and old.details.get("artifact") not in (None, str(artifact)):
+            Path(old.details["artifact"]).unlink(missing_ok=True)
+        for stale in sorted(folder.glob("server-*.log"))[:-KEEP_LOGS]:
+            stale.unlink(missing_ok=True)  # the latest few stay for `deployments logs`
+        return DeployResult(
+            outputs={
+                "url": url,
+                "name": name,
+                "target": TARGET,
+                "pid": proc.pid,
+                "port": port,
+                "log": str(log_path),
+                "ready_seconds": round(ready_s, 3),
+                "replaced": old.model_version if old_running else None,  # type: ignore[union-attr]
+            }
+        )
+
+    @staticmethod
+    def _start(argv: list[str], log_path: Path, cwd: Path) -> subprocess.Popen:
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        with open(log_path, "ab") as log:
+            # Its own session: the server outlives this stage and its Ctrl-C.
+            return subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @staticmethod
+    def _wait_ready(
+        proc: subprocess.Popen,
+        url: str,
+        log_path: Path,
+        args: dict[str, Any],
+        example: dict[str, Any] | None,
+        *,
+        shared: bool,
+    ) -> None:
+        def alive() -> str | None:
+            code = proc.poll()
+            return None if code is None else f"it exited with code {code} while starting"
+
+        def loaded() -> bool:
+            # With the old server on the same port, /healthcheck may be answered by either:
+            # the new one's own log says when each of its workers has loaded the model.
+            try:
+                text = log_path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                return False
+            return text.count(READY_MARK) >= int(args["workers"])
+
+        smoke.wait_ready(url, float(args["readinessTimeout"]), alive=alive, ready=loaded)
+        if example is not None:
+            # Beside a running old server each fresh connection reaches either one; enough
+            # requests that the new one answers some of them (each misses it with p = 1/2).
+            smoke.smoke_test(url, example, times=int(args["smokeRequests"]) if shared else 1)
+        gone = alive()
+        if gone:
+            raise StageError(gone)
+
+
+def _check_port_free(workspace: Path, host: str, port: int) -> None:
+    """A port someone else listens on must fail the deploy: with SO_REUSEPORT the new server
+    could otherwise join another server's port (another deployment's) and share its traffic."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        # SO_REUSEADDR passes over TIME_WAIT connections of an earlier server; without
+        # SO_REUSEPORT the bind still fails while anything listens there.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            owners = [
+                s.name
+                for s in state.list_states(workspace)
+                if s.details.get("port") == port
+                and pids.is_running(s.details.get("pid"), s.details.get("start_time"))
+            ]
+            by = f" by deployment {', '.join(owners)}" if owners else ""
+            raise StageError(
+                f"port {port} on {host} is in use{by} ({exc.strerror}); choose another port"
+            ) from None
+
+
+def _kernel_migrates_requests() -> bool:
+    try:
+        return Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def stop_deployment(workspace: Path, record: state.DeploymentState, grace: float) -> str:
+    """Stop a process deployment's server (drain, then kill); returns what happened."""
+    details = record.details
+    how = pids.stop(details.get("pid") or 0, details.get("start_time"), grace=grace)
+    return how

@@ -1,0 +1,100 @@
+"""What a Kubernetes training Job's pod runs: the train stage, then the result to object storage.
+
+    python -m legion_ci.targets.training_pod --pipeline PIPELINE --upload s3://BUCKET/PREFIX
+
+Runs `legion-ci stage train PIPELINE` in-process (data bindings, tracking, gates and the
+self-check as usual), then uploads `<prefix>/<model>-<version>.zip` and `<prefix>/result.json`
+(the zip's sha256 and size, the stage's metrics, tags and outputs) to S3-compatible storage:
+endpoint from $LEGION_S3_ENDPOINT, credentials from the usual AWS variables, which the Job
+takes from a Secret. result.json is written last, so its presence means the upload is whole.
+Exit codes are legion-ci's (1: the stage failed; 2: invalid input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ENDPOINT_ENV = "LEGION_S3_ENDPOINT"
+
+
+def split_s3(url: str) -> tuple[str, str]:
+    if not url.startswith("s3://") or "/" not in url[5:]:
+        raise ValueError(f"not an s3://bucket/prefix URL: {url!r}")
+    bucket, _, prefix = url[5:].partition("/")
+    return bucket, prefix.strip("/")
+
+
+def s3_client(endpoint: str | None, key_id: str | None = None, secret: str | None = None):  # type: ignore[no-untyped-def]
+    """An S3 client; without keys, boto3's usual chain (the pod's AWS_* variables)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint or None,
+        region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        aws_access_key_id=key_id or None,
+        aws_secret_access_key=secret or None,
+        config=Config(
+            retries={"mode": "standard", "total_max_attempts": 3},
+            s3={"addressing_style": "path"} if endpoint else None,
+        ),
+    )
+
+
+def upload(record_stage: dict, upload_url: str) -> dict:
+    from legion_ci.gppi.archive import sha256_file
+
+    artifact = Path(record_stage["outputs"]["artifact"])
+    bucket, prefix = split_s3(upload_url)
+    client = s3_client(os.environ.get(ENDPOINT_ENV))
+    key = f"{prefix}/{artifact.name}"
+    client.upload_file(str(artifact), bucket, key)
+    result = {
+        "artifact_key": key,
+        "sha256": sha256_file(artifact),
+        "size": artifact.stat().st_size,
+        "metrics": record_stage.get("metrics", {}),
+        "tags": record_stage.get("tags", {}),
+        "outputs": record_stage.get("outputs", {}),
+    }
+    client.put_object(Bucket=bucket, Key=f"{prefix}/result.json", Body=json.dumps(result).encode())
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="legion_ci.targets.training_pod")
+    parser.add_argument("--pipeline", required=True)
+    parser.add_argument("--upload", required=True, metavar="s3://BUCKET/PREFIX")
+    options = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from legion_ci.api import run_pipeline
+    from legion_ci.errors import LegionError
+
+    try:
+        split_s3(options.upload)
+        record = run_pipeline(options.pipeline, stage="train", echo=sys.stdout)
+        stage = record.to_dict()["stages"]["train"]
+        result = upload(stage, options.upload)
+    except (BotoCoreError, ClientError) as exc:
+        print(f"legion-ci: error: upload to {options.upload} failed: {exc}", file=sys.stderr)
+        return 1
+    except LegionError as exc:
+        print(f"legion-ci: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ValueError as exc:
+        print(f"legion-ci: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"uploaded {result['artifact_key']} (sha256 {result['sha256']})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

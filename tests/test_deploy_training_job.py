@@ -1,0 +1,141 @@
+"""Training as a Kubernetes Job (legion_ci/targets/training_job.py), checked without a cluster:
+the Job manifest against the real 1.33 schemas; the client side (create, follow the log, wait,
+time out and delete, fetch and check the binary) against the kmock emulator, with
+`k8s_support.Kubelet` doing the pod's work itself with the real `legion-ci` training code and
+the result travelling through the moto S3 emulator (not AWS) on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+import kubernetes_validate
+import pytest
+from conftest import run_cli
+from data_support import moto_server
+
+from legion_ci.errors import StageError
+from legion_ci.integrations.base import Connection
+from legion_ci.runner.process import Redactor, StageLog
+from legion_ci.targets.kubernetes import Cluster
+from legion_ci.targets.training_job import TrainingJob, render_job, run_training_job
+from tests.k8s_support import Kubelet, api_client, emulator
+
+KEY_ID, SECRET = "AKIATESTKEY0001", "test-secret-value-0123456789"
+
+
+@pytest.fixture(scope="module")
+def cluster_and_storage(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("cluster")
+    with emulator(folder) as (kubeconfig, _port), moto_server(folder / "moto.log") as endpoint:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=KEY_ID,
+            aws_secret_access_key=SECRET,
+            region_name="us-east-1",
+        )
+        s3.create_bucket(Bucket="models")
+        yield kubeconfig, endpoint
+
+
+@pytest.fixture
+def image(sh_pipeline: Path) -> Path:
+    """What the toolchain image would hold: a project whose pipeline trains with the POSIX
+    shell trainer (the MLflow wine training is proven elsewhere; here it would only cost time)."""
+    return sh_pipeline.parent
+
+
+def job(endpoint: str, name: str, pipeline: str, image: str = "toolchain:1") -> TrainingJob:
+    return TrainingJob(
+        name=name,
+        namespace="ml",
+        image=image,
+        pipeline=pipeline,
+        upload=f"s3://models/runs/{name}",
+        storage=Connection(
+            "store",
+            "s3",
+            "s3://models",
+            {"endpoint": endpoint, "keyID": KEY_ID, "keySecret": SECRET},
+        ),
+        credentials_secret="training-s3",
+        model_name="wine",
+        model_version="1.0",
+        run_id="run-1",
+        resources={"requests": {"cpu": "1", "memory": "1Gi"}},
+    )
+
+
+def run(kubeconfig: Path, folder: Path, spec: TrainingJob, timeout: float = 240):
+    log = StageLog(folder / "train.log", Redactor([SECRET]))
+    cluster = Cluster(Connection("c", "kubernetes", options={"kubeconfig": str(kubeconfig)}))
+    kubelet = Kubelet(
+        api_client(kubeconfig),
+        folder,
+        {"training-s3": {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}},
+    )
+    kubelet.start()
+    try:
+        return run_training_job(
+            cluster, spec, folder / "fetched", log, timeout=timeout, poll_interval=0.2
+        ), (folder / "train.log")
+    finally:
+        kubelet.stop.set()
+        kubelet.join(30)
+        assert kubelet.errors == [], kubelet.errors[:5]
+
+
+def test_the_job_manifest_passes_the_schemas_and_holds_no_secret() -> None:
+    manifest = render_job(job("http://127.0.0.1:9", "wine-train-1", "pipelines/wine.yaml"))
+    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    text = json.dumps(manifest)
+    assert SECRET not in text and KEY_ID not in text
+    env = manifest["spec"]["template"]["spec"]["containers"][0]["env"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}
+    assert refs["AWS_SECRET_ACCESS_KEY"] == {"name": "training-s3", "key": "AWS_SECRET_ACCESS_KEY"}
+    assert manifest["spec"]["backoffLimit"] == 0
+
+
+def test_training_runs_as_a_job_and_the_binary_comes_back(
+    tmp_path: Path, image: Path, cluster_and_storage
+) -> None:
+    kubeconfig, endpoint = cluster_and_storage
+    result, log = run(kubeconfig, image, job(endpoint, "linear-train-ok", "pipeline.yaml"))
+    artifact = Path(result["artifact"])
+    assert artifact.name == "linear-1.0.zip" and artifact.is_file()
+    assert result["outputs"]["artifact_sha256"] == result["sha256"]
+    info = json.loads(run_cli("model", "info", str(artifact), "--json").assert_success().out)
+    assert info["model"] == {"name": "linear", "version": "1.0"}
+    text = log.read_text()
+    assert "[pod] sh-trainer: training from" in text, text
+    assert "[pod] uploaded runs/linear-train-ok/linear-1.0.zip" in text, text
+    assert SECRET not in text
+
+
+def test_a_failed_job_fails_the_stage_with_its_log(
+    tmp_path: Path, image: Path, cluster_and_storage
+) -> None:
+    kubeconfig, endpoint = cluster_and_storage
+    with pytest.raises(StageError) as failed:
+        run(kubeconfig, image, job(endpoint, "linear-train-bad", "missing.yaml"))
+    message = str(failed.value)
+    assert "training Job ml/linear-train-bad failed: BackoffLimitExceeded" in message, message
+    assert "missing.yaml" in message, message  # the pod's own error, from its log
+
+
+def test_a_job_that_never_finishes_times_out_and_is_deleted(
+    tmp_path: Path, image: Path, cluster_and_storage
+) -> None:
+    kubeconfig, endpoint = cluster_and_storage
+    spec = job(endpoint, "linear-train-stuck", "pipeline.yaml", image="toolchain:never-runs")
+    with pytest.raises(StageError, match=r"did not finish within 1 s; it was deleted"):
+        run(kubeconfig, image, spec, timeout=1)
+    from kubernetes import client
+
+    batch = client.BatchV1Api(api_client(kubeconfig))
+    with pytest.raises(client.ApiException) as gone:
+        batch.read_namespaced_job("linear-train-stuck", "ml")
+    assert gone.value.status == 404
