@@ -115,7 +115,12 @@ def execute_command(
                     f" {entry['source']})"
                 )
                 for key, value in entry.items():
-                    if key not in ("stage", "integration", "mode", "source") and value:
+                    if key == "rendered" and isinstance(value, str):
+                        click.echo("    rendered:")
+                        click.echo(
+                            "".join(f"      {line}\n" for line in value.splitlines()), nl=False
+                        )
+                    elif key not in ("stage", "integration", "mode", "source") and value:
                         click.echo(f"    {key}: {json.dumps(value)}")
         return
 

@@ -55,4 +55,35 @@ def run_deploy(
 
 
 def plan_deploy(pipeline: Pipeline, stage: dict[str, Any]) -> dict[str, Any]:
-    return {"connection": stage.get("connection")}
+    """The connection, and what the target would apply when it can say without running
+    anything (`render(ctx)`: the server command line, the Kubernetes manifests)."""
+    from pathlib import Path
+
+    from legion_ci.errors import LegionError
+
+    plan: dict[str, Any] = {"connection": stage.get("connection")}
+    target = pipeline.registration("deploy").load()
+    render = getattr(target, "render", None)
+    if callable(render):
+        ctx = DeployContext(
+            model_name=pipeline.model_name,
+            model_version=pipeline.model_version,
+            run_id="<run id>",
+            artifact=None,
+            package_outputs={},
+            arguments=dict(stage.get("arguments") or {}),
+            connection=pipeline.connections.get(stage["connection"])
+            if "connection" in stage
+            else None,
+            workspace=pipeline.workspace,
+            scratch_dir=Path(pipeline.workspace) / "work" / "deploy",
+            log=None,  # type: ignore[arg-type]
+            clients=None,
+            integration=pipeline.integration_name("deploy"),
+            stage_spec=stage,
+        )
+        try:
+            plan["rendered"] = render(ctx)
+        except LegionError as exc:
+            plan["rendered"] = f"(cannot be rendered before the earlier stages run: {exc})"
+    return plan
