@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "serve": ("legion_ci.cli.serve", "serve", "Serve a trained model binary over HTTP."),
     "feedback": ("legion_ci.cli.feedback", "feedback", "Export predictions joined with feedback."),
+    "report": ("legion_ci.cli.report", "report", "Render a run's pull request comment."),
 }
 
 

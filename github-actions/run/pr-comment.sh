@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Keep one pull request comment per model up to date: legion-ci renders the body, whose first
+# line is a hidden marker; the comment whose first line is that marker is edited, otherwise a
+# new one is posted. Inputs arrive only as environment variables: GH_TOKEN, PIPELINE_FILE,
+# RUN_ID, PR_NUMBER, REPOSITORY.
+set -euo pipefail
+body="$(mktemp)"
+trap 'rm -f "$body"' EXIT
+legion-ci report pr-comment "$PIPELINE_FILE" --run-id "$RUN_ID" >"$body"
+marker="$(head -n 1 "$body")"
+comment_id=""
+while IFS=$'\t' read -r id first_line; do
+  if [ "$first_line" = "$marker" ]; then
+    comment_id="$id"
+    break
+  fi
+done < <(gh api --paginate "repos/$REPOSITORY/issues/$PR_NUMBER/comments" \
+  --jq '.[] | [.id, (.body | split("\n") | .[0])] | @tsv')
+if [ -n "$comment_id" ]; then
+  gh api --method PATCH "repos/$REPOSITORY/issues/comments/$comment_id" -F "body=@$body" >/dev/null
+  echo "updated pull request comment $comment_id"
+else
+  gh api --method POST "repos/$REPOSITORY/issues/$PR_NUMBER/comments" -F "body=@$body" >/dev/null
+  echo "posted a pull request comment"
+fi
