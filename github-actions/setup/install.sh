@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Create the legion-ci virtual environment unless it is already there, and put it on PATH.
-# Inputs arrive only as environment variables: PYTHON, VENV, REQUIREMENT.
+# A local folder (LOCAL=true) is reinstalled on every run, without its dependencies, so the
+# environment always holds the checkout as it is now. Inputs arrive only as environment
+# variables: PYTHON, VENV, REQUIREMENT, LOCAL.
 set -euo pipefail
+pip=("$VENV/bin/python" -m pip install --disable-pip-version-check --quiet)
 if [ -x "$VENV/bin/legion-ci" ] && "$VENV/bin/legion-ci" --version >/dev/null 2>&1; then
   echo "cache-hit=true" >>"$GITHUB_OUTPUT"
+  if [ "$LOCAL" = "true" ]; then
+    "${pip[@]}" --no-deps --force-reinstall "$REQUIREMENT"
+  fi
 else
   rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet "$REQUIREMENT"
+  "${pip[@]}" "$REQUIREMENT"
   echo "cache-hit=false" >>"$GITHUB_OUTPUT"
 fi
 echo "$VENV/bin" >>"$GITHUB_PATH"

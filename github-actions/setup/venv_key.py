@@ -4,7 +4,8 @@ Run by the setup action with the Python the environment is made from; inputs com
 environment (LEGION_CI_SPEC, LEGION_CI_VERSION), results go to $GITHUB_OUTPUT. The folder is
 under the runner's tool cache, a path that stays the same between jobs, so a restored (or, on
 a self-hosted runner, left over) environment works where it was made. A local folder spec is
-keyed by the hash of its files, so a changed checkout gets a fresh environment.
+keyed by its dependency declarations only: the install step reinstalls the package itself from
+the folder every time, which takes seconds, while the dependencies stay cached.
 """
 
 from __future__ import annotations
@@ -15,17 +16,15 @@ import platform
 import sys
 from pathlib import Path
 
-SKIPPED_DIRS = {".git", ".legion", ".venv", "__pycache__", "node_modules", "build", "dist"}
+DECLARATIONS = ("setup.py", "setup.cfg", "pyproject.toml", "requirements.txt")
 
 
-def _tree_hash(folder: Path) -> str:
+def _declarations_hash(folder: Path) -> str:
     digest = hashlib.sha256()
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.endswith(".egg-info"))
-        for name in sorted(files):
-            path = Path(root, name)
-            digest.update(str(path.relative_to(folder)).encode() + b"\0")
-            digest.update(path.read_bytes())
+    for name in DECLARATIONS:
+        path = folder / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -36,7 +35,8 @@ def main() -> None:
         print("::error title=legion-ci setup::set legion-ci-version or legion-ci-spec")
         sys.exit(2)
     requirement = spec or f"legion-ci=={version}"
-    source = _tree_hash(Path(spec)) if spec and Path(spec).is_dir() else requirement
+    local = bool(spec) and Path(spec).is_dir()
+    source = f"local:{_declarations_hash(Path(spec))}" if local else requirement
     python = platform.python_version()
     fingerprint = hashlib.sha256(f"{python}\0{sys.prefix}\0{source}".encode()).hexdigest()[:16]
     tool_cache = os.environ.get("RUNNER_TOOL_CACHE") or os.environ.get("RUNNER_TEMP") or "."
@@ -45,7 +45,8 @@ def main() -> None:
     arch = os.environ.get("RUNNER_ARCH", platform.machine())
     outputs = {
         "venv": str(venv),
-        "requirement": str(Path(spec).resolve()) if spec and Path(spec).is_dir() else requirement,
+        "requirement": str(Path(spec).resolve()) if local else requirement,
+        "local": "true" if local else "false",
         "key": f"legion-ci-venv-{os_name}-{arch}-py{python}-{fingerprint}",
     }
     with open(os.environ["GITHUB_OUTPUT"], "a", encoding="utf-8") as handle:
