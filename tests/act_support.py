@@ -5,12 +5,15 @@
 action from GitHub would be cloned from the internet, which is not reachable here. Those are
 replaced with `--local-repository` by stand-ins written here, at the exact commits our actions
 pin:
-- actions/upload-artifact: a node action built on `@actions/artifact`, the library the real
-  action wraps, uploading to act's own artifact server on 127.0.0.1 (so the artifact is real);
+- actions/upload-artifact and download-artifact: node actions built on `@actions/artifact`,
+  the library the real actions wrap, talking to act's own artifact server on 127.0.0.1 (so
+  the artifacts are real);
 - actions/setup-python: reports this machine's Python 3.11, as setup-python does on a
   self-hosted runner whose tool cache already holds it;
-- actions/cache/restore and /save: no-ops reporting a cache miss; the environment still
-  persists between runs in act's tool cache, as on a self-hosted runner.
+- actions/cache/restore and /save: no-ops reporting a cache miss; the environment persists
+  between runs in act's tool cache instead, as on a self-hosted runner. That tool cache is
+  kept under the CI cache folder, so only the first test session on a machine (or one after
+  a change to setup.py) installs legion-ci's dependencies; later ones reinstall only legion-ci.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ PINS = {
     "actions/setup-python": "a26af69be951a213d495a4c3e4e4022e16d87065",
     "actions/cache": "0400d5f644dc74513175e3cd8d07132dd4860809",
     "actions/upload-artifact": "ea165f8d65b6e75b540449e92b4886f43607fa02",
+    "actions/download-artifact": "d3f86a106a0bac45b974a628896c90dbdf5c8093",
 }
 # What the temporary repository needs to install legion-ci from its checkout and run the wine
 # example; .legion/ run folders and caches are left behind.
@@ -184,6 +188,41 @@ def make_stand_ins(folder: Path) -> dict[str, Path]:
         main().catch(err => core.setFailed(err.message));
         """,
     )
+    _write(
+        folder / "download-artifact" / "action.yml",
+        """
+        name: download-artifact stand-in
+        description: Downloads with @actions/artifact, the library actions/download-artifact wraps.
+        inputs:
+          name: {description: Artifact name., required: true}
+          path: {description: Destination folder., default: "."}
+        outputs:
+          download-path: {description: Where the files went.}
+        runs:
+          using: node20
+          main: index.js
+        """,
+    )
+    _write(
+        folder / "download-artifact" / "index.js",
+        f"""
+        const path = require('path');
+        const modules = {str(node_modules())!r};
+        const core = require(path.join(modules, '@actions/core'));
+        const {{DefaultArtifactClient}} = require(path.join(modules, '@actions/artifact'));
+
+        async function main() {{
+          const client = new DefaultArtifactClient();
+          const {{artifact}} = await client.getArtifact(core.getInput('name'));
+          const target = path.resolve(core.getInput('path'));
+          await client.downloadArtifact(artifact.id, {{path: target}});
+          core.setOutput('download-path', target);
+          console.log(`downloaded ${{artifact.name}} to ${{target}}`);
+        }}
+
+        main().catch(err => core.setFailed(err.message));
+        """,
+    )
     return {repo: folder / repo.split("/")[1] for repo in PINS}
 
 
@@ -193,20 +232,44 @@ class ActRun:
     log: str
     artifacts: Path
 
-    def outputs(self) -> dict[str, str]:
-        """Step outputs act reports (`::set-output:: name=value`), last value wins."""
+    def entries(self, job: str | None = None) -> list[str]:
+        """act's log entries (a line prefixed `[workflow/job]`, with the unprefixed lines
+        that continue it), of one job or all."""
+        found: list[tuple[str, str]] = []
+        for line in self.log.splitlines():
+            match = re.match(r"\[([^\]]+)\] ", line)
+            if match:
+                found.append((match.group(1), line[match.end() :]))
+            elif found:
+                found[-1] = (found[-1][0], found[-1][1] + "\n" + line)
+        # act pads the job names of a multi-job run to one width.
+        return [t for name, t in found if job is None or name.strip().endswith("/" + job)]
+
+    def outputs(self, job: str) -> dict[str, str]:
+        """Step outputs act reports for a job (`::set-output:: name=value`), last one wins."""
         found: dict[str, str] = {}
-        for match in re.finditer(r"::set-output:: ([\w-]+)=(.*)", self.log):
-            found[match.group(1)] = match.group(2).strip()
+        for text in self.entries(job):
+            match = re.search(r"::set-output:: ([\w-]+)=(.*)", text)
+            if match:
+                found[match.group(1)] = match.group(2).strip()
         return found
 
-    def summary(self) -> str:
-        """What the steps appended to the job summary (act logs it as `Summary - ...`)."""
-        parts = re.findall(r"⚙\s+Summary - (.*?)(?=\n\[[^\]]+\] |\Z)", self.log, flags=re.S)
+    def summary(self, job: str) -> str:
+        """What a job's steps appended to its job summary (act logs `Summary - ...`)."""
+        parts = []
+        for text in self.entries(job):
+            match = re.search(r"⚙\s+Summary - (.*)", text, flags=re.S)
+            if match:
+                parts.append(match.group(1))
         return "\n".join(parts)
 
     def artifact_zips(self) -> list[Path]:
         return sorted(self.artifacts.rglob("*.zip"))
+
+
+def act_cache() -> Path:
+    """act's action cache; its `tool_cache/` holds the environments the setup action made."""
+    return ci_cache() / "github-actions" / "act-cache"
 
 
 def run_act(
@@ -214,13 +277,14 @@ def run_act(
     work: Path,
     *,
     event: str = "push",
+    job: str | None = None,
     inputs: dict[str, str] | None = None,
     timeout: float = 600,
 ) -> ActRun:
-    """Run the repository's workflows for `event` with act; `work` keeps act's action cache
-    (and so its tool cache) between runs."""
+    """Run the repository's workflows for `event` with act; its log is kept in `work`."""
     stand_ins = make_stand_ins(work / "stand-ins")
-    artifacts = work / f"artifacts-{event}-{len(list(work.glob('artifacts-*')))}"
+    number = len(list(work.glob("artifacts-*")))
+    artifacts = work / f"artifacts-{event}-{number}"
     argv = [
         str(TOOLS / "act"),
         event,
@@ -236,11 +300,13 @@ def run_act(
         "--artifact-server-path",
         str(artifacts),
         "--action-cache-path",
-        str(work / "act-cache"),
+        str(act_cache()),
         "--action-offline-mode",
     ]
     for name, folder in stand_ins.items():
         argv += ["--local-repository", f"{name}@{PINS[name]}={folder}"]
+    if job:
+        argv += ["--job", job]
     for key, value in (inputs or {}).items():
         argv += ["--input", f"{key}={value}"]
     # The steps run as processes on this machine with this environment: keep the test's own
@@ -262,4 +328,118 @@ def run_act(
         out, _ = proc.communicate(timeout=timeout)
     finally:
         terminate_group(proc, grace=10)
+    (work / f"act-{event}-{number}.log").write_text(out, encoding="utf-8")
     return ActRun(proc.returncode, out, artifacts)
+
+
+# --- A GitHub REST API emulator for the pull request comment ----------------------------------
+# The few issue-comment routes the run action's pr-comment.sh calls through the real `gh` CLI,
+# served over HTTPS on 127.0.0.1 (gh talks HTTPS to a GitHub Enterprise host), in memory.
+# Started by the tests with procs.service(): `python tests/act_support.py github-api ...`.
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (gh trusts it through SSL_CERT_FILE)."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def serve_github_api(port: int, cert: str, key: str, token: str) -> None:
+    import json
+    import ssl
+    import urllib.parse
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    comments: dict[int, dict[str, object]] = {}  # id -> {id, issue, body}
+    issue_route = re.compile(r"/api/v3/repos/[\w.-]+/[\w.-]+/issues/(\d+)/comments")
+    comment_route = re.compile(r"/api/v3/repos/[\w.-]+/[\w.-]+/issues/comments/(\d+)")
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, status: int, data: object, headers: dict[str, str] | None = None):
+            body = json.dumps(data).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _authorized(self) -> bool:
+            if self.headers.get("Authorization") in (f"token {token}", f"Bearer {token}"):
+                return True
+            self._answer(401, {"message": "Bad credentials"})
+            return False
+
+        def _json_body(self) -> dict[str, object]:
+            length = int(self.headers.get("Content-Length") or 0)
+            return json.loads(self.rfile.read(length) or b"{}")
+
+        def do_GET(self) -> None:
+            if not self._authorized():
+                return
+            url = urllib.parse.urlsplit(self.path)
+            query = urllib.parse.parse_qs(url.query)
+            match = issue_route.fullmatch(url.path)
+            if not match:
+                self._answer(404, {"message": "Not Found"})
+                return
+            issue = int(match.group(1))
+            listed = [c for c in comments.values() if c["issue"] == issue]
+            per_page = int(query.get("per_page", ["30"])[0])
+            page = int(query.get("page", ["1"])[0])
+            headers = {}
+            if page * per_page < len(listed):
+                next_url = f"https://{self.headers['Host']}{url.path}?per_page={per_page}"
+                headers["Link"] = f'<{next_url}&page={page + 1}>; rel="next"'
+            self._answer(200, listed[(page - 1) * per_page : page * per_page], headers)
+
+        def do_POST(self) -> None:
+            if not self._authorized():
+                return
+            match = issue_route.fullmatch(urllib.parse.urlsplit(self.path).path)
+            if not match:
+                self._answer(404, {"message": "Not Found"})
+                return
+            new_id = max(comments, default=1000) + 1
+            comments[new_id] = {
+                "id": new_id,
+                "issue": int(match.group(1)),
+                "body": self._json_body()["body"],
+            }
+            self._answer(201, comments[new_id])
+
+        def do_PATCH(self) -> None:
+            if not self._authorized():
+                return
+            match = comment_route.fullmatch(urllib.parse.urlsplit(self.path).path)
+            if not match or int(match.group(1)) not in comments:
+                self._answer(404, {"message": "Not Found"})
+                return
+            comment = comments[int(match.group(1))]
+            comment["body"] = self._json_body()["body"]
+            self._answer(200, comment)
+
+        def log_message(self, format: str, *args: object) -> None:
+            sys.stderr.write(f"{self.command} {self.path} -> {args[1] if len(args) > 1 else ''}\n")
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["github-api"]:
+        port_arg, cert_arg, key_arg, token_arg = sys.argv[2:6]
+        serve_github_api(int(port_arg), cert_arg, key_arg, token_arg)

@@ -1,7 +1,8 @@
 """The self-test workflow (.github/workflows/github-actions.yml) run for real by `act`: the
 setup action installs legion-ci from the checkout, the run action trains the wine example,
-and what a GitHub user reads is checked: outputs, job summary, reports artifact, and the
-annotation of a broken pipeline file. See tests/act_support.py for what act replaces."""
+and what a GitHub user reads is checked: outputs, job summary, reports artifact, the hand-over
+of a run between jobs, and the annotation of a broken pipeline file. See tests/act_support.py
+for what act replaces."""
 
 from __future__ import annotations
 
@@ -18,8 +19,7 @@ BROKEN_LINE = 13  # `entrypoint:` in pipelines/wine.yaml, misspelt below
 
 @pytest.fixture(scope="module")
 def act_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """act's action and tool cache, shared so the second run reuses the environment the first
-    run installed (as on a self-hosted runner)."""
+    """The repository, stand-ins, artifacts and logs of this module's act runs."""
     return tmp_path_factory.mktemp("act")
 
 
@@ -33,16 +33,20 @@ def self_test(repo: Path, act_work: Path) -> ActRun:
     return run_act(repo, act_work, event="push")
 
 
-def test_the_job_succeeds_with_its_outputs_set(self_test: ActRun) -> None:
-    assert self_test.code == 0, self_test.log[-6000:]
-    assert "🏁  Job succeeded" in self_test.log
-    assert "self-test passed: run " in self_test.log  # the workflow's own checks ran
-    outputs = self_test.outputs()
+def test_every_job_succeeds(self_test: ActRun) -> None:
+    assert self_test.code == 0, self_test.log[-8000:]
+    for job in ("pipeline", "train-stage", "next-stage"):
+        assert any("🏁  Job succeeded" in e for e in self_test.entries(job)), job
+
+
+def test_the_outputs_are_set(self_test: ActRun) -> None:
+    outputs = self_test.outputs("pipeline")
     assert outputs["version"] == "0.1.0"
     assert outputs["status"] == "succeeded"
-    assert outputs["run-id"]
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", outputs["run-id"])
     # act removes the job's work tree when the job ends: the workflow's own check step
     # verified the binary against artifact-sha256 while it was there.
+    assert any("self-test passed: run " in e for e in self_test.entries("pipeline"))
     assert Path(outputs["artifact"]).name == "wine-1.0.zip"
     assert re.fullmatch(r"[0-9a-f]{64}", outputs["artifact-sha256"])
     metrics = json.loads(outputs["metrics"])
@@ -51,8 +55,8 @@ def test_the_job_succeeds_with_its_outputs_set(self_test: ActRun) -> None:
 
 
 def test_the_job_summary_holds_the_metrics_table_and_trend(self_test: ActRun) -> None:
-    summary = self_test.summary()
-    outputs = self_test.outputs()
+    summary = self_test.summary("pipeline")
+    outputs = self_test.outputs("pipeline")
     assert "## legion-ci: wine 1.0 — succeeded" in summary
     assert "| metric | value | baseline (baselines/wine-metrics.json) | delta |" in summary
     rmse = json.loads(outputs["metrics"])["rmse"]
@@ -62,14 +66,27 @@ def test_the_job_summary_holds_the_metrics_table_and_trend(self_test: ActRun) ->
 
 
 def test_the_reports_artifact_is_uploaded(self_test: ActRun) -> None:
-    run_id = self_test.outputs()["run-id"]
-    zips = self_test.artifact_zips()
-    assert [z.name for z in zips] == [f"legion-ci-reports-{run_id}-all.zip"]
-    with zipfile.ZipFile(zips[0]) as archive:
+    run_id = self_test.outputs("pipeline")["run-id"]
+    zips = {z.name: z for z in self_test.artifact_zips()}
+    reports = zips[f"legion-ci-reports-{run_id}-all.zip"]
+    with zipfile.ZipFile(reports) as archive:
         names = set(archive.namelist())
         assert {"record.json", "reports/summary.md", "reports/junit.xml", "logs/train.log"} <= names
         record = json.loads(archive.read("record.json"))
     assert record["id"] == run_id and record["status"] == "succeeded"
+    trained = self_test.outputs("train-stage")["run-id"]
+    assert f"legion-ci-reports-{trained}-train.zip" in zips
+
+
+def test_a_later_job_takes_over_the_trained_run(self_test: ActRun) -> None:
+    trained = self_test.outputs("train-stage")
+    handed = self_test.artifact_zips()
+    handed = [z for z in handed if z.name == f"legion-ci-run-{trained['run-id']}.zip"]
+    assert handed, [z.name for z in self_test.artifact_zips()]
+    with zipfile.ZipFile(handed[0]) as archive:
+        assert "artifacts/wine-1.0.zip" in archive.namelist()
+    log = "\n".join(self_test.entries("next-stage"))
+    assert f"hand-over passed: run {trained['run-id']}" in log  # sha256 and self-check held
 
 
 def test_a_broken_pipeline_fails_the_job_with_an_annotation_at_its_line(
@@ -85,11 +102,12 @@ def test_a_broken_pipeline_fails_the_job_with_an_annotation_at_its_line(
         repo,
         act_work,
         event="workflow_dispatch",
+        job="pipeline",
         inputs={"pipeline-file": "pipelines/broken.yaml"},
     )
     assert broken.code != 0, broken.log[-6000:]
     assert "🏁  Job failed" in broken.log
-    assert broken.outputs()["cache-hit"] == "true"  # the environment was reused
+    assert broken.outputs("pipeline")["cache-hit"] == "true"  # the environment was reused
     assert (
         f"::error file=pipelines/broken.yaml,line={BROKEN_LINE},col=5::"
         "stages.train.entrypont: unknown key 'entrypont' (did you mean 'entrypoint'?)"

@@ -2,8 +2,14 @@
 # Keep one pull request comment per model up to date: legion-ci renders the body, whose first
 # line is a hidden marker; the comment whose first line is that marker is edited, otherwise a
 # new one is posted. Inputs arrive only as environment variables: GH_TOKEN, PIPELINE_FILE,
-# RUN_ID, PR_NUMBER, REPOSITORY.
+# RUN_ID, PR_NUMBER, REPOSITORY (and the runner's GITHUB_SERVER_URL).
 set -euo pipefail
+# On GitHub Enterprise Server, gh talks to this server's API with the same token.
+server="${GITHUB_SERVER_URL:-https://github.com}"
+server="${server#https://}"
+if [ "${server%/}" != "github.com" ]; then
+  export GH_HOST="${server%/}" GH_ENTERPRISE_TOKEN="$GH_TOKEN"
+fi
 body="$(mktemp)"
 trap 'rm -f "$body"' EXIT
 legion-ci report pr-comment "$PIPELINE_FILE" --run-id "$RUN_ID" >"$body"

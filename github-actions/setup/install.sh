@@ -5,6 +5,12 @@
 # variables: PYTHON, VENV, REQUIREMENT, LOCAL.
 set -euo pipefail
 pip=("$VENV/bin/python" -m pip install --disable-pip-version-check --quiet)
+# Jobs on one machine (self-hosted runners sharing a tool cache) take turns on the folder.
+mkdir -p "$(dirname "$VENV")"
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$VENV.lock"
+  flock 9
+fi
 if [ -x "$VENV/bin/legion-ci" ] && "$VENV/bin/legion-ci" --version >/dev/null 2>&1; then
   echo "cache-hit=true" >>"$GITHUB_OUTPUT"
   if [ "$LOCAL" = "true" ]; then

