@@ -10,10 +10,12 @@ pin:
   the artifacts are real);
 - actions/setup-python: reports this machine's Python 3.11, as setup-python does on a
   self-hosted runner whose tool cache already holds it;
-- actions/cache/restore and /save: no-ops reporting a cache miss; the environment persists
-  between runs in act's tool cache instead, as on a self-hosted runner. That tool cache is
-  kept under the CI cache folder, so only the first test session on a machine (or one after
-  a change to setup.py) installs legion-ci's dependencies; later ones reinstall only legion-ci.
+- actions/cache/restore and /save: a local folder keyed like the real cache (exact key, then
+  the newest entry starting with a restore key), for paths inside the workspace; other paths
+  (the setup action's environment) are left alone and persist in act's tool cache instead,
+  as on a self-hosted runner. That tool cache is kept under the CI cache folder, so only the
+  first test session on a machine (or one after a change to setup.py) installs legion-ci's
+  dependencies; later ones reinstall only legion-ci.
 """
 
 from __future__ import annotations
@@ -67,6 +69,46 @@ def node_modules() -> Path:
     return ci_cache() / "github-actions" / "node_modules"
 
 
+CACHE_STAND_IN = """
+import glob, os, shutil, sys, time
+from pathlib import Path
+
+workspace = Path(os.environ["GITHUB_WORKSPACE"]).resolve()
+store = Path(os.environ["CACHE_STORE"])
+key = os.environ["CACHE_KEY"]
+patterns = [p.strip() for p in os.environ["CACHE_PATHS"].splitlines() if p.strip()]
+inside = [p for p in patterns if not os.path.isabs(os.path.expanduser(p))]
+hit = "false"
+if not inside:
+    print(f"cache stand-in: {patterns} is outside the workspace, left alone")
+elif sys.argv[1] == "save":
+    files = [Path(f) for p in inside for f in glob.glob(p, root_dir=workspace, recursive=True)]
+    entry = store / key
+    for file in files:
+        (entry / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(workspace / file, entry / file)
+    print(f"cache stand-in saved {key}: {len(files)} files")
+else:
+    prefixes = [p.strip() for p in os.environ["CACHE_RESTORE_KEYS"].splitlines() if p.strip()]
+    entries = sorted(store.glob("*"), key=lambda e: e.stat().st_mtime, reverse=True)
+    found = next((e for e in entries if e.name == key), None)
+    hit = "true" if found else "false"
+    for prefix in prefixes:
+        found = found or next((e for e in entries if e.name.startswith(prefix)), None)
+    if found is None:
+        print(f"cache stand-in: no entry for {key}")
+    else:
+        files = [f for f in found.rglob("*") if f.is_file()]
+        for file in files:
+            target = workspace / file.relative_to(found)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, target)
+        print(f"cache stand-in restored {found.name}: {len(files)} files")
+with open(os.environ["GITHUB_OUTPUT"], "a") as out:
+    out.write(f"hit={hit}\\n")
+"""
+
+
 def make_repo(target: Path) -> Path:
     """A git repository holding a copy of what the self-test workflow needs, committed."""
     target.mkdir(parents=True)
@@ -110,22 +152,31 @@ def make_stand_ins(folder: Path) -> dict[str, Path]:
               run: echo "v={platform.python_version()}" >> "$GITHUB_OUTPUT"
         """,
     )
+    store = folder / "cache-store"
+    _write(folder / "cache" / "cache.py", CACHE_STAND_IN)
     for part in ("restore", "save"):
         _write(
             folder / "cache" / part / "action.yml",
             f"""
             name: cache {part} stand-in
-            description: No cache service here; reports a miss.
+            description: Paths inside the workspace kept in a local folder; others left alone.
             inputs:
-              path: {{description: Paths., required: true}}
+              path: {{description: Paths or globs, one a line., required: true}}
               key: {{description: Key., required: true}}
+              restore-keys: {{description: Key prefixes, one a line., default: ""}}
             outputs:
-              cache-hit: {{description: Always false., value: "false"}}
+              cache-hit: {{description: Exact key found., value: "${{{{ steps.c.outputs.hit }}}}"}}
             runs:
               using: composite
               steps:
-                - shell: bash
-                  run: echo "cache {part} stand-in"
+                - id: c
+                  shell: bash
+                  env:
+                    CACHE_PATHS: ${{{{ inputs.path }}}}
+                    CACHE_KEY: ${{{{ inputs.key }}}}
+                    CACHE_RESTORE_KEYS: ${{{{ inputs.restore-keys }}}}
+                    CACHE_STORE: {store}
+                  run: '"{python}" "{folder / "cache" / "cache.py"}" {part}'
             """,
         )
     _write(

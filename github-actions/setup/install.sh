@@ -13,10 +13,12 @@ if command -v flock >/dev/null 2>&1; then
 fi
 if [ -x "$VENV/bin/legion-ci" ] && "$VENV/bin/legion-ci" --version >/dev/null 2>&1; then
   echo "cache-hit=true" >>"$GITHUB_OUTPUT"
+  echo "reusing the legion-ci environment in $VENV"
   if [ "$LOCAL" = "true" ]; then
     "${pip[@]}" --no-deps --force-reinstall "$REQUIREMENT"
   fi
 else
+  echo "installing $REQUIREMENT into $VENV"
   rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV"
   "${pip[@]}" "$REQUIREMENT"

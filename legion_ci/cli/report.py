@@ -24,3 +24,11 @@ def pr_comment(file: str, run_id: str, workspace: str | None) -> None:
 
     record = load_record(workspace_of(file, workspace), run_id)
     click.echo(render_pr_comment(record), nl=False)
+
+
+@report.command("workspace")
+@pipeline_argument
+def workspace(file: str) -> None:
+    """Print the pipeline's run records folder (`.legion/` beside it, or its `workspace:`),
+    without validating the rest of the file: CI wrappers cache and hand over what is in it."""
+    click.echo(str(workspace_of(file, None)))
