@@ -80,7 +80,9 @@ def github_api(tmp_path: Path) -> Iterator[GitHubApi]:
         yield api
 
 
-def _comment(pipeline: Path, api: GitHubApi, run_id: str, tmp_path: Path) -> str:
+def _comment(
+    pipeline: Path, api: GitHubApi, run_id: str, tmp_path: Path, token: str = TOKEN
+) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "GH_", "RUNNER_"))}
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
@@ -88,7 +90,7 @@ def _comment(pipeline: Path, api: GitHubApi, run_id: str, tmp_path: Path) -> str
         SSL_CERT_FILE=str(tmp_path / "cert.pem"),
         GH_CONFIG_DIR=str(tmp_path / "gh-config"),
         GH_NO_UPDATE_NOTIFIER="1",
-        GH_TOKEN=TOKEN,
+        GH_TOKEN=token,
         PIPELINE_FILE=str(pipeline),
         RUN_ID=run_id,
         PR_NUMBER=str(PR),
@@ -135,3 +137,15 @@ def test_one_comment_per_model_is_posted_then_kept_up_to_date(
         "comment 1",
     ]
     assert "something else" in comments[31]["body"]
+
+
+def test_a_comment_that_cannot_be_posted_is_a_warning_not_a_failure(
+    sh_project: Path, github_api: GitHubApi, tmp_path: Path
+) -> None:
+    pipeline = write(sh_project / "pipeline.yaml", GATED)
+    write(sh_project / "baseline.json", '{"rmse": 0.6}')
+    run_cli("run", str(pipeline), "-q").assert_success()
+    run_id = (sh_project / ".legion" / "latest").read_text().strip()
+    out = _comment(pipeline, github_api, run_id, tmp_path, token="read-only-fork-token")
+    assert "::warning title=legion-ci::the pull request comment could not be posted" in out
+    assert github_api.comments() == []
