@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 from act_support import ActRun, make_repo, run_act
 
-BROKEN_LINE = 13  # `entrypoint:` in pipelines/wine.yaml, misspelt below
-
 
 @pytest.fixture(scope="module")
 def act_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -99,8 +97,8 @@ def test_a_broken_pipeline_fails_the_stage_job_with_an_annotation_at_its_line(
     # After the successful run, so the environment it installed is reused.
     source = (repo / "pipelines" / "wine.yaml").read_text(encoding="utf-8")
     lines = source.splitlines(keepends=True)
-    assert lines[BROKEN_LINE - 1] == "    entrypoint: main\n"
-    lines[BROKEN_LINE - 1] = "    entrypont: main\n"
+    broken_line = lines.index("    entrypoint: main\n") + 1  # in stages.train
+    lines[broken_line - 1] = "    entrypont: main\n"
     (repo / "pipelines" / "broken.yaml").write_text("".join(lines), encoding="utf-8")
     broken = run_act(
         repo,
@@ -118,7 +116,7 @@ def test_a_broken_pipeline_fails_the_stage_job_with_an_annotation_at_its_line(
     )
     assert "legion-ci: reproduce locally with" not in broken.log  # invalid input: exit 2
     assert (
-        f"::error file=pipelines/broken.yaml,line={BROKEN_LINE},col=5::"
+        f"::error file=pipelines/broken.yaml,line={broken_line},col=5::"
         "stages.train.entrypont: unknown key 'entrypont' (did you mean 'entrypoint'?)"
     ) in broken.log
     assert "Check the outputs" not in broken.log.split("Run the example pipeline", 1)[1]
