@@ -6,6 +6,9 @@
 # reports it. Inputs arrive only as environment variables: PIPELINE_FILE.
 set -uo pipefail
 if workspace="$(legion-ci report workspace "$PIPELINE_FILE" 2>/dev/null)"; then
-  relative="$(realpath --relative-to="$GITHUB_WORKSPACE" "$workspace")"
+  # legion-ci's own interpreter: portable where `realpath --relative-to` is not (macOS).
+  python="$(dirname "$(command -v legion-ci)")/python"
+  relative="$("$python" -c 'import os, sys; print(os.path.relpath(*sys.argv[1:]))' \
+    "$workspace" "$GITHUB_WORKSPACE")"
   echo "records=$relative/runs/*/record.json" >>"$GITHUB_OUTPUT"
 fi
