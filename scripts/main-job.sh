@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export MLFLOW_DISABLE_TELEMETRY=true
 scripts/setup.sh
-exec .venv/bin/legion-ci run "${1:-pipelines/wine.yaml}"
+exec .venv/bin/legion-ci run "${1:-pipelines/wine-full.yaml}"

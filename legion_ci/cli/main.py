@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "feedback": ("legion_ci.cli.feedback", "feedback", "Export predictions joined with feedback."),
     "jenkins": ("legion_ci.cli.jenkins", "jenkins", "Render or sync Jenkins jobs for pipelines."),
     "deployments": ("legion_ci.cli.deployments", "deployments", "Deployed models: list, delete."),
+    "report": ("legion_ci.cli.report", "report", "Render a run's pull request comment."),
 }
 
 

@@ -65,4 +65,7 @@ def render_markdown(record: RunRecord) -> str:
         if shown:
             lines += ["", f"### {name} outputs", ""]
             lines += [f"- `{k}`: `{v}`" for k, v in shown.items()]
-    return "\n".join(lines) + "\n"
+    from legion_ci.reports.trends import render_trends
+
+    trend = render_trends(record)
+    return "\n".join(lines) + "\n" + (f"\n{trend}" if trend else "")

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `legion-ci run` or `legion-ci stage`, as the action's inputs say. legion-ci itself writes the
+# step outputs, the job summary and the error annotations. Inputs arrive only as environment
+# variables: PIPELINE_FILE, STAGE, RUN_ID.
+set -euo pipefail
+if ! command -v legion-ci >/dev/null 2>&1; then
+  echo "::error title=legion-ci::legion-ci is not on PATH; run the github-actions/setup action first"
+  exit 2
+fi
+if [ -n "$STAGE" ]; then
+  args=(stage "$STAGE" "$PIPELINE_FILE")
+  if [ -n "$RUN_ID" ]; then args+=(--run-id "$RUN_ID"); fi
+else
+  if [ -n "$RUN_ID" ]; then
+    echo "::error title=legion-ci::the run-id input continues a run with one stage; set the stage input too"
+    exit 2
+  fi
+  args=(run "$PIPELINE_FILE")
+fi
+exec legion-ci "${args[@]}" --output json
