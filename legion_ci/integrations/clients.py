@@ -1,0 +1,111 @@
+"""The one place that builds clients for outside systems (the Docker engine, registries).
+
+A stage makes one `Clients` and hands it to its integration; nothing else constructs a Docker
+client or reads a connection's credentials for a registry. The Docker SDK is imported only
+when a client is first asked for, so importing this module (and `legion-ci --help`) stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from legion_ci.errors import StageError
+
+if TYPE_CHECKING:
+    import docker
+
+    from legion_ci.integrations.base import Connection
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+# Long enough for a quiet build step (pip installing scipy prints nothing for a while).
+DOCKER_API_TIMEOUT_S = 900
+
+
+def docker_host() -> str:
+    """Where the Docker engine is expected: $DOCKER_HOST, else the default socket."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+
+
+def no_engine_message(host: str) -> str:
+    return f"no Docker engine at {host}: start one or set DOCKER_HOST"
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """A registry address and the credentials a `docker` connection resolved for it."""
+
+    registry: str  # host[:port][/path], no scheme
+    username: str | None
+    password: str | None
+
+    def auth_config(self) -> dict[str, str] | None:
+        """What the engine's push and pull take (sent in a header, never logged)."""
+        if not self.username:
+            return None
+        return {
+            "username": self.username,
+            "password": self.password or "",
+            "serveraddress": self.registry.split("/", 1)[0],
+        }
+
+    def __repr__(self) -> str:  # the password must never reach a log through a repr
+        return f"RegistryAuth(registry={self.registry!r}, username={self.username!r})"
+
+
+def registry_auth(connection: Connection) -> RegistryAuth:
+    """The registry of a `docker` connection: `uri` (scheme stripped) plus resolved credentials."""
+    uri = (connection.uri or "").strip()
+    for scheme in ("https://", "http://", "docker://"):
+        if uri.startswith(scheme):
+            uri = uri[len(scheme) :]
+    uri = uri.rstrip("/")
+    if not uri:
+        raise StageError(f"connection {connection.name!r}: uri: the registry address is empty")
+    options = connection.options or {}
+    username = options.get("username")
+    password = options.get("password")
+    return RegistryAuth(
+        registry=uri,
+        username=str(username) if username else None,
+        password=str(password) if password is not None else None,
+    )
+
+
+class Clients:
+    """Clients made once per stage; `docker()` raises a one-line StageError without an engine."""
+
+    def __init__(self, docker_host_url: str | None = None):
+        self.docker_host = docker_host_url or docker_host()
+        self._docker: docker.DockerClient | None = None
+
+    def docker(self) -> docker.DockerClient:
+        if self._docker is None:
+            import docker
+            from docker.errors import DockerException
+
+            try:
+                # A short timeout to find out whether anything answers, a long one for work.
+                probe = docker.DockerClient(base_url=self.docker_host, timeout=10, version="auto")
+                probe.ping()
+                version = probe.api.api_version
+                probe.close()
+            except (DockerException, OSError) as exc:
+                raise StageError(no_engine_message(self.docker_host)) from exc
+            self._docker = docker.DockerClient(
+                base_url=self.docker_host, timeout=DOCKER_API_TIMEOUT_S, version=version
+            )
+        return self._docker
+
+    def docker_or_reason(self) -> tuple[Any, str | None]:
+        """(client, None) when an engine answers, else (None, why not) for a context-only run."""
+        try:
+            return self.docker(), None
+        except StageError as exc:
+            return None, str(exc)
+
+    def close(self) -> None:
+        if self._docker is not None:
+            self._docker.close()
+            self._docker = None
