@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -170,7 +171,9 @@ class DockerRestPackager:
             _write_result(ctx.artifact_dir, outputs)
             return PackageResult(outputs=outputs)
 
+        started = time.monotonic()
         built = engine.build(client, str(folder), name, log)
+        build_s = round(time.monotonic() - started, 2)
         image = client.images.get(built.image_id)
         base_size = client.images.get(base_image).attrs.get("Size") or 0
         outputs.update(
@@ -178,12 +181,13 @@ class DockerRestPackager:
             image_id=built.image_id,
             size=image.attrs.get("Size"),
             size_above_base=(image.attrs.get("Size") or 0) - base_size,
+            build_s=build_s,
             build_steps=built.steps,
             cached_steps=built.cached_steps,
         )
         log.line(
             f"built {name} ({built.image_id[:19]}, {outputs['size'] / 1e6:.1f} MB, "
-            f"{built.cached_steps} of {built.steps} steps from the cache)"
+            f"in {build_s:.1f} s, {built.cached_steps} of {built.steps} steps from the cache)"
         )
         if args.get("smokeTest", True):
             smoke = engine.smoke_test(
