@@ -166,10 +166,11 @@ def main() -> None:
                 for _ in range(max(1, opts.starts))
             ]
             client.close()
+        model_reqs = requirements.model_requirements(
+            ctx.artifact_dir, read_manifest(ctx.artifact_dir)
+        )
     finally:
         subprocess.run(["rm", "-rf", str(root), str(work)], check=False)
-
-    model_reqs = requirements.model_requirements(ctx.artifact_dir, read_manifest(ctx.artifact_dir))
     result = {
         "base_image_mb": round(base_size / 1e6, 1),
         "legion_above_base_mb": round(legion["size_above_base"] / 1e6, 1),

@@ -178,3 +178,16 @@ def test_example_pipeline_validates_and_bad_arguments_are_located(tmp_path, monk
     assert re.search(
         r"bad\.yaml:\d+:\d+: stages\.package\.arguments\.port", outcome.err + outcome.out
     )
+
+
+def test_registration_loads_the_packager_and_its_defaults():
+    from legion_ci.integrations.base import Packager
+    from legion_ci.integrations.registry import load_registry
+    from legion_ci.packaging.docker_rest import argument_defaults
+
+    registration = load_registry().get("PackagingIntegration", "docker-rest")
+    assert isinstance(registration.instantiate(), Packager)
+    defaults = argument_defaults()
+    assert defaults["baseImage"] == "python:3.11-slim"
+    assert defaults["imageName"] == "{name}:{version}-{short_run_id}"
+    assert defaults["port"] == 5000 and defaults["smokeTest"] is True

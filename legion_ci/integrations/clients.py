@@ -82,21 +82,26 @@ class Clients:
 
     def docker(self) -> docker.DockerClient:
         if self._docker is None:
-            import docker
             from docker.errors import DockerException
 
             try:
                 # A short timeout to find out whether anything answers, a long one for work.
-                probe = docker.DockerClient(base_url=self.docker_host, timeout=10, version="auto")
+                probe = self._connect(timeout=10, version="auto")
                 probe.ping()
                 version = probe.api.api_version
                 probe.close()
             except (DockerException, OSError) as exc:
                 raise StageError(no_engine_message(self.docker_host)) from exc
-            self._docker = docker.DockerClient(
-                base_url=self.docker_host, timeout=DOCKER_API_TIMEOUT_S, version=version
-            )
+            self._docker = self._connect(timeout=DOCKER_API_TIMEOUT_S, version=version)
         return self._docker
+
+    def _connect(self, *, timeout: int, version: str) -> docker.DockerClient:
+        import docker
+
+        if self.docker_host == docker_host():
+            # The environment's engine: honour DOCKER_TLS_VERIFY / DOCKER_CERT_PATH as well.
+            return docker.from_env(timeout=timeout, version=version)
+        return docker.DockerClient(base_url=self.docker_host, timeout=timeout, version=version)
 
     def docker_or_reason(self) -> tuple[Any, str | None]:
         """(client, None) when an engine answers, else (None, why not) for a context-only run."""
@@ -104,6 +109,35 @@ class Clients:
             return self.docker(), None
         except StageError as exc:
             return None, str(exc)
+
+    def registry_login(self, auth: RegistryAuth, log: Any) -> None:
+        """Log the engine in to `auth`'s registry, so a wrong password fails before any build.
+
+        One-line StageErrors: refused credentials, or a registry that does not answer."""
+        from docker.errors import APIError
+
+        config = auth.auth_config()
+        if config is None:
+            log.line(f"registry {auth.registry}: no credentials, pushing anonymously")
+            return
+        server = config["serveraddress"]
+        try:
+            self.docker().login(
+                username=config["username"],
+                password=config["password"],
+                registry=server,
+                reauth=True,
+            )
+        except APIError as exc:
+            text = " ".join(str(getattr(exc, "explanation", None) or exc).split())
+            lowered = text.lower()
+            if "401" in lowered or "unauthorized" in lowered or "incorrect" in lowered:
+                raise StageError(
+                    f"registry {server}: login as {config['username']!r} refused: wrong "
+                    "username or password (check the docker connection's credentials)"
+                ) from None
+            raise StageError(f"registry {server} unreachable: {text}") from None
+        log.line(f"registry {server}: logged in as {config['username']}")
 
     def close(self) -> None:
         if self._docker is not None:

@@ -117,12 +117,20 @@ class DockerRestPackager:
     """The in-process `docker-rest` packaging integration (see toolchains/docker-rest.yaml)."""
 
     def pack(self, ctx: PackageContext) -> PackageResult:
+        if isinstance(ctx.clients, Clients):
+            return self._pack(ctx, ctx.clients)
+        clients = Clients()
+        try:
+            return self._pack(ctx, clients)
+        finally:
+            clients.close()
+
+    def _pack(self, ctx: PackageContext, clients: Clients) -> PackageResult:
         args = {**argument_defaults(), **(ctx.arguments or {})}
         log = ctx.log
         manifest = read_manifest(ctx.artifact_dir)
         name = image_name(str(args["imageName"]), ctx)
         base_image = str(args["baseImage"])
-        clients = ctx.clients if isinstance(ctx.clients, Clients) else Clients()
         targets = [t for t in ctx.targets if t.name in PUSH_TARGETS]
         auths = [registry_auth(t.connection) for t in targets]
 
@@ -131,7 +139,7 @@ class DockerRestPackager:
             raise StageError(f"{no_engine} (needed to push to {auths[0].registry})")
         if client is not None:
             for auth in auths:
-                engine.login(client, auth, log)
+                clients.registry_login(auth, log)
             engine.ensure_base_image(client, base_image, log)
 
         pins = requirements.merge(

@@ -7,6 +7,7 @@ stage: a push that reports an error is never taken for a success.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -174,8 +175,10 @@ def smoke_test(
 ) -> dict[str, Any]:
     """Run the image on a free 127.0.0.1 port (host network, read-only root), wait until it is
     ready, invoke it with the binary's example and check the answer; always remove it."""
-    from docker.errors import APIError
+    from docker.errors import APIError, NotFound
 
+    with contextlib.suppress(NotFound):  # left behind by a run that was killed mid-test
+        client.containers.get(name).remove(force=True)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log.line(f"smoke test: running {image_id[:19]} on {base} (read-only root file system)")
@@ -267,31 +270,6 @@ def _log_container(container: Any, log: StageLog, lines: int = 30) -> None:
 
 
 # -- registry ----------------------------------------------------------------------------------
-def login(client: Any, auth: RegistryAuth, log: StageLog) -> None:
-    """Check the credentials before anything is built, so a wrong password fails fast."""
-    from docker.errors import APIError
-
-    config = auth.auth_config()
-    if config is None:
-        log.line(f"registry {auth.registry}: no credentials, pushing anonymously")
-        return
-    server = config["serveraddress"]
-    try:
-        client.login(
-            username=config["username"], password=config["password"], registry=server, reauth=True
-        )
-    except APIError as exc:
-        text = api_error_text(exc)
-        lowered = text.lower()
-        if "401" in lowered or "unauthorized" in lowered or "incorrect" in lowered:
-            raise StageError(
-                f"registry {server}: login as {config['username']!r} refused: wrong username "
-                "or password (check the docker connection's credentials)"
-            ) from None
-        raise StageError(f"registry {server} unreachable: {text}") from None
-    log.line(f"registry {server}: logged in as {config['username']}")
-
-
 def _split_reference(reference: str) -> tuple[str, str]:
     """`host:5000/name:tag` -> (`host:5000/name`, `tag`)."""
     slash = reference.rfind("/")
