@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from importlib import resources
@@ -84,27 +82,6 @@ def labels(ctx: PackageContext, manifest: Manifest, base_image: str) -> dict[str
         "legion.toolchain": f"{manifest.toolchain_name} {manifest.toolchain_version}".strip(),
     }
     return {key: str(value) for key, value in found.items() if value}
-
-
-def model_example(artifact_dir: Path) -> engine.Example:
-    """The example row from the binary's info(), read in a fresh interpreter."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "legion_ci.cli.main", "model", "info", str(artifact_dir), "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    if proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-        raise StageError(f"cannot read the model's example from info(): {reason}")
-    info = json.loads(proc.stdout)
-    fields = info.get("input") or []
-    return engine.Example(
-        columns=[f["name"] for f in fields],
-        rows=[[f.get("example") for f in fields]],
-        output_columns=[f["name"] for f in info.get("outputs") or []],
-    )
 
 
 def _write_result(artifact_dir: Path, outputs: dict[str, Any]) -> None:
@@ -201,7 +178,7 @@ class DockerRestPackager:
             smoke = engine.smoke_test(
                 client,
                 built.image_id,
-                model_example(ctx.artifact_dir),
+                engine.model_example(client, built.image_id),
                 log,
                 timeout=float(args["smokeTestTimeout"]),
                 name=f"legion-smoke-{ctx.run_id}",

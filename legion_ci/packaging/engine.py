@@ -170,6 +170,44 @@ class Example:
     output_columns: list[str]
 
 
+def model_example(client: Any, image_id: str) -> Example:
+    """The example row from the binary's info(), read inside the image itself (no network,
+    read-only root): the agent needs none of the model's dependencies."""
+    from docker.errors import APIError, ContainerError
+
+    try:
+        raw = client.containers.run(
+            image_id,
+            ["legion-ci", "model", "info", "/model", "--json"],
+            remove=True,
+            network_mode="none",
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=64m"},
+            stdout=True,
+            stderr=False,
+        )
+    except ContainerError as exc:
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        reason = (stderr.strip().splitlines() or [f"exit {exc.exit_status}"])[-1]
+        raise StageError(
+            f"smoke test: the image cannot read the model's info(): {_one_line(reason)}; "
+            "the image is not pushed"
+        ) from None
+    except APIError as exc:
+        raise StageError(f"smoke test: cannot start the image: {api_error_text(exc)}") from None
+    try:
+        info = json.loads(raw)
+        fields = info.get("input") or []
+        return Example(
+            columns=[f["name"] for f in fields],
+            rows=[[f.get("example") for f in fields]],
+            output_columns=[f["name"] for f in info.get("outputs") or []],
+        )
+    except (ValueError, TypeError, KeyError, AttributeError):
+        text = _one_line(raw.decode(errors="replace") if isinstance(raw, bytes) else raw, 200)
+        raise StageError(f"smoke test: the image's `model info` printed {text}") from None
+
+
 def smoke_test(
     client: Any, image_id: str, example: Example, log: StageLog, *, timeout: float, name: str
 ) -> dict[str, Any]:
