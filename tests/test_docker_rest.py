@@ -215,7 +215,8 @@ def test_new_model_with_same_dependencies_rebuilds_only_the_model_layer(engine, 
     assert rebuilt and rebuilt[0] == "COPY model /model", rebuilt
     assert all(not s.startswith(("RUN", "COPY wheels", "COPY --from")) for s in rebuilt)
     assert second["cached_steps"] == second["build_steps"] - len(rebuilt) - 2  # two FROMs
-    assert elapsed < 120  # the whole pack, smoke test included (the build itself is seconds)
+    assert second["build_s"] < 30  # about a second here; generous for a loaded machine
+    assert elapsed < 120  # the whole pack, smoke test included
 
 
 def test_wrong_password_fails_in_one_line_and_pushes_nothing(engine, reg, tmp_path):

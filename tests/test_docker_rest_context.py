@@ -191,3 +191,11 @@ def test_registration_loads_the_packager_and_its_defaults():
     assert defaults["baseImage"] == "python:3.11-slim"
     assert defaults["imageName"] == "{name}:{version}-{short_run_id}"
     assert defaults["port"] == 5000 and defaults["smokeTest"] is True
+
+
+def test_an_unknown_target_is_named(no_engine, tmp_path):
+    target = push_target("127.0.0.1:5000", "ci", "some-password")
+    target.name = "docker-pusj"
+    ctx = package_ctx(tiny_binary(tmp_path, "tiny"), tmp_path / "w", targets=[target])
+    with pytest.raises(StageError, match="unknown target 'docker-pusj' for docker-rest; known: "):
+        DockerRestPackager().pack(ctx)

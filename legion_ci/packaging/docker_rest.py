@@ -23,7 +23,9 @@ from legion_ci.packaging import engine, requirements, wheelhouse
 from legion_ci.packaging.context import write_context
 from legion_ci.packaging.dockerfile import ImageSpec
 
-PUSH_TARGETS = ("docker-push",)
+# Legion's packaging targets: where the image goes, and whose credentials pull the base image.
+PUSH_TARGET = "docker-push"
+PULL_TARGET = "docker-pull"
 # A Docker reference without the registry: lower-case path components, then a tag.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _IMAGE_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}$")
@@ -108,8 +110,17 @@ class DockerRestPackager:
         manifest = read_manifest(ctx.artifact_dir)
         name = image_name(str(args["imageName"]), ctx)
         base_image = str(args["baseImage"])
-        targets = [t for t in ctx.targets if t.name in PUSH_TARGETS]
+        unknown = sorted({t.name for t in ctx.targets} - {PUSH_TARGET, PULL_TARGET})
+        if unknown:
+            raise StageError(
+                f"targets: unknown target {unknown[0]!r} for docker-rest; "
+                f"known: {PUSH_TARGET}, {PULL_TARGET}"
+            )
+        targets = [t for t in ctx.targets if t.name == PUSH_TARGET]
         auths = [registry_auth(t.connection) for t in targets]
+        pull_auth = next(
+            (registry_auth(t.connection) for t in ctx.targets if t.name == PULL_TARGET), None
+        )
 
         client, no_engine = clients.docker_or_reason()
         if client is None and targets:
@@ -117,7 +128,9 @@ class DockerRestPackager:
         if client is not None:
             for auth in auths:
                 clients.registry_login(auth, log)
-            engine.ensure_base_image(client, base_image, log)
+            engine.ensure_base_image(
+                client, base_image, log, pull_auth.auth_config() if pull_auth else None
+            )
 
         pins = requirements.merge(
             requirements.serve_requirements(),

@@ -46,8 +46,11 @@ def api_error_text(exc: Exception) -> str:
 
 
 # -- base image --------------------------------------------------------------------------------
-def ensure_base_image(client: Any, base_image: str, log: StageLog) -> None:
-    """The base must be on the engine, or pullable; otherwise say how to fix it."""
+def ensure_base_image(
+    client: Any, base_image: str, log: StageLog, auth_config: dict[str, str] | None = None
+) -> None:
+    """The base must be on the engine, or pullable (with a docker-pull target's credentials);
+    otherwise say how to fix it."""
     from docker.errors import APIError, ImageNotFound
 
     try:
@@ -57,7 +60,7 @@ def ensure_base_image(client: Any, base_image: str, log: StageLog) -> None:
         pass
     log.line(f"base image {base_image} is not on the engine: pulling it")
     try:
-        client.images.pull(base_image)
+        client.images.pull(base_image, auth_config=auth_config)
     except APIError as exc:
         raise StageError(
             f"base image {base_image!r} is not on the Docker engine and cannot be pulled "
