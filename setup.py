@@ -1,4 +1,16 @@
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# What `legion-ci serve` needs, declared once: the docker-rest packager installs only these
+# (plus the model's own requirements) into a model image; a plain install gets everything.
+SERVE_REQUIREMENTS = [
+    line.strip()
+    for line in (Path(__file__).parent / "legion_ci/packaging/serve-requirements.txt")
+    .read_text(encoding="utf-8")
+    .splitlines()
+    if line.strip() and not line.lstrip().startswith("#")
+]
 
 setup(
     name="legion-ci",
@@ -14,10 +26,10 @@ setup(
         "legion_ci": ["py.typed"],
         "legion_ci.gppi": ["templates/*.py"],
         "legion_ci.spec": ["*.json"],
+        "legion_ci.packaging": ["templates/*", "serve-requirements.txt", "README.md"],
     },
     install_requires=[
-        "click>=8.1",
-        "pyyaml>=6",
+        *SERVE_REQUIREMENTS,
         "jsonschema>=4.18",
         "mlflow>=3",
         "docker>=7",
@@ -25,13 +37,11 @@ setup(
         "python-jenkins>=1.8",
         "jenkins-job-builder>=6",
         "boto3>=1.28",
-        "uvicorn>=0.30",
-        "httptools>=0.6",
-        "uvloop>=0.19",
-        "orjson>=3.9",
         "fastjsonschema>=2.19",
     ],
     extras_require={
+        # Only what serving needs; install legion-ci itself with --no-deps beside it.
+        "serve": SERVE_REQUIREMENTS,
         "test": [
             "pytest>=8",
             "ruff>=0.5",

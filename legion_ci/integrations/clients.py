@@ -1,80 +1,187 @@
-"""The one place where clients of outside systems (a Docker engine, a Kubernetes cluster) are
-built from the pipeline's resolved connections. Integrations get them from their context and
-never read credentials themselves. Heavy client libraries are imported only when asked for.
+"""The one place that builds clients for outside systems (the Docker engine, registries).
+
+A stage makes one `Clients` and hands it to its integration; nothing else constructs a Docker
+client or reads a connection's credentials for a registry. The Docker SDK is imported only
+when a client is first asked for, so importing this module (and `legion-ci --help`) stays fast.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from legion_ci.errors import StageError
-from legion_ci.integrations.base import Connection
+
+if TYPE_CHECKING:
+    import docker
+
+    from legion_ci.integrations.base import Connection
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+# Long enough for a quiet build step (pip installing scipy prints nothing for a while).
+DOCKER_API_TIMEOUT_S = 900
+
+
+def docker_host() -> str:
+    """Where the Docker engine is expected: $DOCKER_HOST, else the default socket."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+
+
+def no_engine_message(host: str) -> str:
+    return f"no Docker engine at {host}: start one or set DOCKER_HOST"
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """A registry address and the credentials a `docker` connection resolved for it."""
+
+    registry: str  # host[:port][/path], no scheme
+    username: str | None
+    password: str | None
+
+    def auth_config(self) -> dict[str, str] | None:
+        """What the engine's push and pull take (sent in a header, never logged)."""
+        if not self.username:
+            return None
+        return {
+            "username": self.username,
+            "password": self.password or "",
+            "serveraddress": self.registry.split("/", 1)[0],
+        }
+
+    def __repr__(self) -> str:  # the password must never reach a log through a repr
+        return f"RegistryAuth(registry={self.registry!r}, username={self.username!r})"
+
+
+def registry_auth(connection: Connection) -> RegistryAuth:
+    """The registry of a `docker` connection: `uri` (scheme stripped) plus resolved credentials."""
+    uri = (connection.uri or "").strip()
+    for scheme in ("https://", "http://", "docker://"):
+        if uri.startswith(scheme):
+            uri = uri[len(scheme) :]
+    uri = uri.rstrip("/")
+    if not uri:
+        raise StageError(f"connection {connection.name!r}: uri: the registry address is empty")
+    options = connection.options or {}
+    username = options.get("username")
+    password = options.get("password")
+    return RegistryAuth(
+        registry=uri,
+        username=str(username) if username else None,
+        password=str(password) if password is not None else None,
+    )
 
 
 class Clients:
-    def __init__(self, connections: Mapping[str, Connection]):
-        self.connections = dict(connections)
-        self._docker: Any = None
+    """Clients made once per stage; `docker()` raises a one-line StageError without an engine."""
 
-    def docker_host(self, connection: Connection | None = None) -> str:
-        if connection is not None and connection.options.get("host"):
-            return str(connection.options["host"])
-        return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    def __init__(self, docker_host_url: str | None = None):
+        self.docker_host = docker_host_url or docker_host()
+        self._docker: docker.DockerClient | None = None
 
-    def docker(self, connection: Connection | None = None, timeout: int = 120) -> Any:
-        """A Docker SDK client for DOCKER_HOST (or the default socket), checked to answer."""
-        if self._docker is not None:
-            return self._docker
+    def docker(self) -> docker.DockerClient:
+        if self._docker is None:
+            from docker.errors import DockerException
+
+            try:
+                # A short timeout to find out whether anything answers, a long one for work.
+                probe = self._connect(timeout=10, version="auto")
+                probe.ping()
+                version = probe.api.api_version
+                probe.close()
+            except (DockerException, OSError) as exc:
+                raise StageError(no_engine_message(self.docker_host)) from exc
+            self._docker = self._connect(timeout=DOCKER_API_TIMEOUT_S, version=version)
+        return self._docker
+
+    def _connect(self, *, timeout: int, version: str) -> docker.DockerClient:
         import docker
-        from docker.errors import DockerException
 
-        host = self.docker_host(connection)
+        if self.docker_host == docker_host():
+            # The environment's engine: honour DOCKER_TLS_VERIFY / DOCKER_CERT_PATH as well.
+            return docker.from_env(timeout=timeout, version=version)
+        return docker.DockerClient(base_url=self.docker_host, timeout=timeout, version=version)
+
+    def docker_or_reason(self) -> tuple[Any, str | None]:
+        """(client, None) when an engine answers, else (None, why not) for a context-only run."""
         try:
-            client = docker.DockerClient(base_url=host, timeout=timeout)
-            client.ping()
-        except DockerException as exc:
-            raise StageError(
-                f"no Docker engine at {host}: start one or set DOCKER_HOST ({exc})"
-            ) from None
-        self._docker = client
-        return client
+            return self.docker(), None
+        except StageError as exc:
+            return None, str(exc)
 
-    @staticmethod
-    def registry_auth(connection: Connection) -> dict[str, str] | None:
-        """Docker SDK auth_config for a `docker` connection, when it has credentials."""
-        username = connection.options.get("username")
-        password = connection.options.get("password") or connection.options.get("token")
-        if not username or not password:
-            return None
-        return {"username": str(username), "password": str(password)}
+    def registry_login(self, auth: RegistryAuth, log: Any) -> None:
+        """Log the engine in to `auth`'s registry, so a wrong password fails before any build.
 
-    def kubernetes(self, connection: Connection | None) -> Any:
-        """A Kubernetes ApiClient from the connection's kubeconfig/context/token, else the
-        default kubeconfig, else the in-cluster service account."""
-        from kubernetes import client, config
+        One-line StageErrors: refused credentials, or a registry that does not answer."""
+        from docker.errors import APIError
 
-        options = dict(connection.options) if connection else {}
-        if connection is not None and connection.uri and options.get("token"):
-            configuration = client.Configuration()
-            configuration.host = connection.uri
-            configuration.api_key = {"authorization": f"Bearer {options['token']}"}
-            if options.get("insecure"):
-                configuration.verify_ssl = False
-            return client.ApiClient(configuration)
+        config = auth.auth_config()
+        if config is None:
+            log.line(f"registry {auth.registry}: no credentials, pushing anonymously")
+            return
+        server = config["serveraddress"]
         try:
-            return config.new_client_from_config(
-                config_file=options.get("kubeconfig"), context=options.get("context")
+            self.docker().login(
+                username=config["username"],
+                password=config["password"],
+                registry=server,
+                reauth=True,
             )
-        except config.ConfigException as exc:
-            if options.get("kubeconfig") or options.get("context"):
-                raise StageError(f"kubernetes connection: {exc}") from None
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
+        except APIError as exc:
+            text = " ".join(str(getattr(exc, "explanation", None) or exc).split())
+            lowered = text.lower()
+            if "401" in lowered or "unauthorized" in lowered or "incorrect" in lowered:
+                raise StageError(
+                    f"registry {server}: login as {config['username']!r} refused: wrong "
+                    "username or password (check the docker connection's credentials)"
+                ) from None
+            raise StageError(f"registry {server} unreachable: {text}") from None
+        log.line(f"registry {server}: logged in as {config['username']}")
+
+    def close(self) -> None:
+        if self._docker is not None:
+            self._docker.close()
+            self._docker = None
+
+
+def kubernetes_configuration(connection: Connection | None) -> Any:
+    """A Kubernetes client Configuration from a `kubernetes` connection: uri and token, else
+    its kubeconfig (and context), else $KUBECONFIG or ~/.kube/config, else in-cluster."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    options = dict(connection.options) if connection else {}
+    configuration = client.Configuration()
+    token = options.get("token")
+    if connection and connection.uri and token:
+        configuration.host = connection.uri
+        configuration.api_key = {"authorization": f"Bearer {token}"}
+        if options.get("caFile"):
+            configuration.ssl_ca_cert = str(options["caFile"])
+        return configuration
+    kubeconfig = options.get("kubeconfig") or os.environ.get("KUBECONFIG")
+    default = os.path.expanduser("~/.kube/config")
+    if not kubeconfig and not os.path.exists(default) and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)
+        return configuration
+    path = os.path.expanduser(str(kubeconfig or default))
+    if not os.path.exists(path):
+        raise StageError(
+            f"no Kubernetes credentials: {path} does not exist; give the kubernetes connection "
+            "a kubeconfig (and context), or a uri and token"
+        )
+    context = options.get("context")
+    try:
+        contexts, _active = config.list_kube_config_contexts(config_file=path)
+        known = [c["name"] for c in contexts or []]
+        if context and context not in known:
             raise StageError(
-                "kubernetes: no kubeconfig (set KUBECONFIG or the connection's kubeconfig) and"
-                " not running inside a cluster"
-            ) from None
-        return client.ApiClient()
+                f"kubeconfig {path} has no context {context!r}; known: {', '.join(known) or 'none'}"
+            )
+        config.load_kube_config(
+            config_file=path, context=context, client_configuration=configuration
+        )
+    except ConfigException as exc:
+        raise StageError(f"kubeconfig {path}: {str(exc).splitlines()[0]}") from None
+    return configuration

@@ -61,5 +61,5 @@ class Pipeline:
         if self._clients is None:
             from legion_ci.integrations.clients import Clients
 
-            self._clients = Clients(self.connections)
+            self._clients = Clients()
         return self._clients

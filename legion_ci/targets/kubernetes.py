@@ -21,13 +21,13 @@ from __future__ import annotations
 import copy
 import datetime
 import json
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import Connection, DeployContext, DeployResult
+from legion_ci.integrations.clients import kubernetes_configuration as _configuration
 from legion_ci.targets import manifests, state
 from legion_ci.targets.arguments import with_defaults
 
@@ -112,46 +112,6 @@ def _status_of(exc: Any) -> dict[str, Any]:
     except (TypeError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _configuration(connection: Connection | None) -> Any:
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
-
-    options = dict(connection.options) if connection else {}
-    configuration = client.Configuration()
-    token = options.get("token")
-    if connection and connection.uri and token:
-        configuration.host = connection.uri
-        configuration.api_key = {"authorization": f"Bearer {token}"}
-        if options.get("caFile"):
-            configuration.ssl_ca_cert = str(options["caFile"])
-        return configuration
-    kubeconfig = options.get("kubeconfig") or os.environ.get("KUBECONFIG")
-    default = os.path.expanduser("~/.kube/config")
-    if not kubeconfig and not os.path.exists(default) and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=configuration)
-        return configuration
-    path = os.path.expanduser(str(kubeconfig or default))
-    if not os.path.exists(path):
-        raise StageError(
-            f"no Kubernetes credentials: {path} does not exist; give the kubernetes connection "
-            "a kubeconfig (and context), or a uri and token"
-        )
-    context = options.get("context")
-    try:
-        contexts, _active = config.list_kube_config_contexts(config_file=path)
-        known = [c["name"] for c in contexts or []]
-        if context and context not in known:
-            raise StageError(
-                f"kubeconfig {path} has no context {context!r}; known: {', '.join(known) or 'none'}"
-            )
-        config.load_kube_config(
-            config_file=path, context=context, client_configuration=configuration
-        )
-    except ConfigException as exc:
-        raise StageError(f"kubeconfig {path}: {str(exc).splitlines()[0]}") from None
-    return configuration
 
 
 def _rolled_out(dep: dict[str, Any]) -> tuple[bool, str]:

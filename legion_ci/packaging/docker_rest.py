@@ -1,0 +1,218 @@
+"""`docker-rest`: the built-in Model Packager. Build context, image, smoke test, push.
+
+Order, so that the slow work comes after the cheap checks: the engine (or its absence), the
+registries' credentials and the base image are checked first; then the wheelhouse and the build
+context; then the build, the smoke test, and only after it passes, the pushes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from legion_ci.errors import StageError
+from legion_ci.gppi.manifest import Manifest, read_manifest
+from legion_ci.integrations.base import PackageContext, PackageResult
+from legion_ci.integrations.clients import Clients, RegistryAuth, registry_auth
+from legion_ci.packaging import engine, requirements, wheelhouse
+from legion_ci.packaging.context import write_context
+from legion_ci.packaging.dockerfile import ImageSpec
+
+# Legion's packaging targets: where the image goes, and whose credentials pull the base image.
+PUSH_TARGET = "docker-push"
+PULL_TARGET = "docker-pull"
+# A Docker reference without the registry: lower-case path components, then a tag.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}$")
+
+
+def argument_defaults() -> dict[str, Any]:
+    """The defaults declared in toolchains/docker-rest.yaml (the one place they live)."""
+    import yaml
+
+    text = resources.files("legion_ci.toolchains").joinpath("docker-rest.yaml").read_text("utf-8")
+    properties = (yaml.safe_load(text).get("arguments") or {}).get("properties") or {}
+    return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
+
+
+def image_name(template: str, ctx: PackageContext) -> str:
+    values = {
+        "name": ctx.model_name,
+        "version": ctx.model_version,
+        "run_id": ctx.run_id,
+        "short_run_id": ctx.run_id.rsplit("-", 1)[-1],
+        "git_sha": (ctx.git_commit or "unknown")[:12],
+    }
+    try:
+        name = template.format(**values)
+    except (KeyError, IndexError, ValueError) as exc:
+        known = ", ".join("{" + key + "}" for key in values)
+        raise StageError(
+            f"arguments.imageName: {template!r}: bad field {exc}; known: {known}"
+        ) from None
+    if ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    if not _IMAGE_NAME.match(name):
+        raise StageError(
+            f"arguments.imageName: {template!r} gives {name!r}, not a Docker image name "
+            "(lower-case name components separated by /, then :tag)"
+        )
+    return name
+
+
+def labels(ctx: PackageContext, manifest: Manifest, base_image: str) -> dict[str, str]:
+    mlflow_run_id = ctx.train_outputs.get("mlflow_run_id") or manifest.output.get("run_id")
+    found = {
+        "org.opencontainers.image.title": ctx.model_name,
+        "org.opencontainers.image.version": ctx.model_version,
+        "org.opencontainers.image.description": (
+            f"legion-ci model server for {ctx.model_name} {ctx.model_version}"
+        ),
+        "org.opencontainers.image.created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "org.opencontainers.image.revision": ctx.git_commit,
+        "org.opencontainers.image.base.name": base_image,
+        "legion.model.name": ctx.model_name,
+        "legion.model.version": ctx.model_version,
+        "legion.run_id": ctx.run_id,
+        "legion.git_commit": ctx.git_commit,
+        "legion.mlflow_run_id": mlflow_run_id,
+        "legion.toolchain": f"{manifest.toolchain_name} {manifest.toolchain_version}".strip(),
+    }
+    return {key: str(value) for key, value in found.items() if value}
+
+
+def _write_result(artifact_dir: Path, outputs: dict[str, Any]) -> None:
+    # Legion's packager contract: result.json in the artifact dir, {"image": ...}.
+    result = {"image": outputs.get("image"), **outputs}
+    (artifact_dir / "result.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+
+
+class DockerRestPackager:
+    """The in-process `docker-rest` packaging integration (see toolchains/docker-rest.yaml)."""
+
+    def pack(self, ctx: PackageContext) -> PackageResult:
+        if isinstance(ctx.clients, Clients):
+            return self._pack(ctx, ctx.clients)
+        clients = Clients()
+        try:
+            return self._pack(ctx, clients)
+        finally:
+            clients.close()
+
+    def _pack(self, ctx: PackageContext, clients: Clients) -> PackageResult:
+        args = {**argument_defaults(), **(ctx.arguments or {})}
+        log = ctx.log
+        manifest = read_manifest(ctx.artifact_dir)
+        name = image_name(str(args["imageName"]), ctx)
+        base_image = str(args["baseImage"])
+        unknown = sorted({t.name for t in ctx.targets} - {PUSH_TARGET, PULL_TARGET})
+        if unknown:
+            raise StageError(
+                f"targets: unknown target {unknown[0]!r} for docker-rest; "
+                f"known: {PUSH_TARGET}, {PULL_TARGET}"
+            )
+        targets = [t for t in ctx.targets if t.name == PUSH_TARGET]
+        auths = [registry_auth(t.connection) for t in targets]
+        pull_auth = next(
+            (registry_auth(t.connection) for t in ctx.targets if t.name == PULL_TARGET), None
+        )
+
+        client, no_engine = clients.docker_or_reason()
+        if client is None and targets:
+            raise StageError(f"{no_engine} (needed to push to {auths[0].registry})")
+        if client is not None:
+            for auth in auths:
+                clients.registry_login(auth, log)
+            engine.ensure_base_image(
+                client, base_image, log, pull_auth.auth_config() if pull_auth else None
+            )
+
+        pins = requirements.merge(
+            requirements.serve_requirements(),
+            requirements.model_requirements(ctx.artifact_dir, manifest),
+        )
+        log.line("image requirements: " + ", ".join(pins))
+        source = Path(args["wheelhouse"]).resolve() if args.get("wheelhouse") else None
+        wheels = wheelhouse.download(
+            pins, python_version=str(args["pythonVersion"]), log=log, source=source
+        )
+        spec = ImageSpec(
+            model_name=ctx.model_name,
+            model_version=ctx.model_version,
+            image=name,
+            base_image=base_image,
+            legion_ci_wheel="",
+            port=int(args["port"]),
+            workers=int(args["workers"]),
+            labels=labels(ctx, manifest, base_image),
+        )
+        folder = write_context(
+            Path(ctx.output_dir) / "docker-context",
+            spec=spec,
+            requirements=pins,
+            wheels=wheels,
+            model_dir=ctx.artifact_dir,
+        )
+        log.line(f"build context: {folder}")
+        outputs: dict[str, Any] = {"context": str(folder)}
+        if client is None:
+            log.line(f"no image built: {no_engine}")
+            log.line(
+                f"to build it where Docker runs: docker build --network host -t {name} {folder}"
+            )
+            outputs.update(image=None, reason=no_engine)
+            _write_result(ctx.artifact_dir, outputs)
+            return PackageResult(outputs=outputs)
+
+        started = time.monotonic()
+        built = engine.build(client, str(folder), name, log)
+        build_s = round(time.monotonic() - started, 2)
+        image = client.images.get(built.image_id)
+        base_size = client.images.get(base_image).attrs.get("Size") or 0
+        outputs.update(
+            image=name,
+            image_id=built.image_id,
+            size=image.attrs.get("Size"),
+            size_above_base=(image.attrs.get("Size") or 0) - base_size,
+            build_s=build_s,
+            build_steps=built.steps,
+            cached_steps=built.cached_steps,
+        )
+        log.line(
+            f"built {name} ({built.image_id[:19]}, {outputs['size'] / 1e6:.1f} MB, "
+            f"in {build_s:.1f} s, {built.cached_steps} of {built.steps} steps from the cache)"
+        )
+        if args.get("smokeTest", True):
+            smoke = engine.smoke_test(
+                client,
+                built.image_id,
+                engine.model_example(client, built.image_id),
+                log,
+                timeout=float(args["smokeTestTimeout"]),
+                name=f"legion-smoke-{ctx.run_id}",
+            )
+            outputs["smoke_test_ready_s"] = smoke["ready_s"]
+        else:
+            log.line("smoke test: skipped (arguments.smokeTest is false)")
+        pushed = [self._push(client, auth, name, built.image_id, log) for auth in auths]
+        if pushed:
+            outputs["image"], outputs["digest"] = pushed[0]
+            outputs["pushed"] = [{"image": ref, "digest": digest} for ref, digest in pushed]
+        _write_result(ctx.artifact_dir, outputs)
+        return PackageResult(outputs=outputs)
+
+    @staticmethod
+    def _push(
+        client: Any, auth: RegistryAuth, name: str, image_id: str, log: Any
+    ) -> tuple[str, str]:
+        reference = f"{auth.registry}/{name}"
+        repository, tag = reference.rsplit(":", 1)
+        client.api.tag(image_id, repository, tag)
+        digest = engine.push(client, reference, auth, log)
+        proven = engine.verify_digest(client, repository, digest, auth, image_id, log)
+        return reference, proven

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Docker tests (docker-rest packager): a Docker engine, Debian's registry, htpasswd, and a
+# Debian base image made with debootstrap (no image hub is reachable here). The base image's
+# root file system is cached as a tarball outside the clone, keyed by its inputs; the tests
+# `docker import` it into the dockerd they start.
+set -euo pipefail
+CACHE="${LEGION_CI_CI_CACHE:-$HOME/.cache/legion-ci-ci}"
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+need=()
+for tool in dockerd:docker.io containerd:containerd runc:runc iptables:iptables \
+    docker-registry:docker-registry htpasswd:apache2-utils debootstrap:debootstrap; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || need+=("${tool#*:}")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "20-docker: installing ${need[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The machine's configured Debian mirror (deb822 .sources first, then one-line lists).
+mirror="$(awk '/^URIs:/ && $2 ~ /debian\/?$/ && $2 !~ /security/ {print $2; exit}' \
+  /etc/apt/sources.list.d/*.sources 2>/dev/null || true)"
+if [ -z "$mirror" ]; then
+  mirror="$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) {print $i; exit}}' \
+    /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n1 || true)"
+fi
+mirror="${mirror:-http://deb.debian.org/debian}"
+
+suite=bookworm
+include=python3,python3-venv,python3-pip,ca-certificates
+key="$(printf '%s\n' "$suite" "$include" minbase | sha256sum | cut -c1-16)"
+tarball="$CACHE/docker-base/debian-$suite-python-$key.tar"
+if [ ! -s "$tarball" ]; then
+  echo "20-docker: building the base image root with debootstrap ($mirror), about a minute" >&2
+  mkdir -p "$CACHE/docker-base"
+  root="$(mktemp -d "$CACHE/docker-base/root.XXXXXX")"
+  trap '$SUDO rm -rf "$root"' EXIT
+  $SUDO debootstrap --variant=minbase --include="$include" "$suite" "$root" "$mirror" >"$root.log" 2>&1 \
+    || { tail -n 30 "$root.log" >&2; exit 1; }
+  $SUDO rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  $SUDO tar -C "$root" -cf "$tarball.part" .
+  mv "$tarball.part" "$tarball"
+  rm -f "$root.log"
+fi
+# The tests read the tarball's path from here.
+echo "$tarball" >"$CACHE/docker-base/current"

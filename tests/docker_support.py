@@ -1,0 +1,350 @@
+"""Real Docker parts for the tests: a private dockerd, the debootstrap base image, and Debian's
+registry with htpasswd, all on 127.0.0.1 and all stopped by pid when the session ends.
+
+scripts/setup.d/20-docker.sh installs the tools and builds the base image's root file system
+tarball (cached outside the clone); here it is only `docker import`ed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from procs import free_port, http_ok, service
+
+CACHE = Path(
+    os.environ.get("LEGION_CI_CI_CACHE") or Path.home() / ".cache" / "legion-ci-ci"
+).expanduser()
+BASE_IMAGE = "legion-ci-test/debian-python:bookworm"
+# The engine's data root lives in a tmpfs of this size (the tests use about 2 GB).
+TMPFS_SIZE = "8g"
+REGISTRY_USER = "ci"
+REGISTRY_PASSWORD = "s3cret-registry-pw"
+
+
+def _sbin(tool: str) -> str:
+    found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin:/usr/bin")
+    if not found:
+        raise RuntimeError(f"{tool} is not installed: run scripts/setup.d/20-docker.sh")
+    return found
+
+
+def storage_driver(data_root: Path) -> str:
+    """overlay2 where the data root's file system can carry it, else vfs (slow but works)."""
+    probe = Path(tempfile.mkdtemp(dir=data_root, prefix="overlay-probe-"))
+    try:
+        for sub in ("lower", "upper", "work", "merged"):
+            (probe / sub).mkdir()
+        options = f"lowerdir={probe}/lower,upperdir={probe}/upper,workdir={probe}/work"
+        mounted = subprocess.run(
+            ["mount", "-t", "overlay", "overlay", "-o", options, str(probe / "merged")],
+            capture_output=True,
+            check=False,
+        )
+        if mounted.returncode != 0:
+            return "vfs"
+        subprocess.run(["umount", str(probe / "merged")], check=False)
+        return "overlay2"
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+@dataclass
+class Dockerd:
+    host: str  # unix://... for DOCKER_HOST
+    root: Path
+    storage: str
+
+
+def _mount_tmpfs(root: Path) -> bool:
+    """Put the engine's state in memory: deleting a data root of image layers from a busy
+    disk took minutes here, unmounting a tmpfs takes no time. False where it cannot mount."""
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0711", "tmpfs", str(root)],
+        capture_output=True,
+        check=False,
+    )
+    return proc.returncode == 0
+
+
+@contextlib.contextmanager
+def dockerd(root: Path) -> Iterator[Dockerd]:
+    """A Docker engine of the tests' own: its own socket, data root, exec root and pid file."""
+    # Short paths: a unix socket path must stay under 108 bytes.
+    root.mkdir(parents=True, exist_ok=True)
+    in_memory = _mount_tmpfs(root)
+    data_root, exec_root = root / "data", root / "exec"
+    data_root.mkdir(exist_ok=True)
+    sock = root / "docker.sock"
+    driver = storage_driver(data_root)
+    if driver != "overlay2":
+        print(f"docker tests: {data_root} cannot carry overlay2; using vfs (slower)")
+    argv = [
+        _sbin("dockerd"),
+        "--host",
+        f"unix://{sock}",
+        "--data-root",
+        str(data_root),
+        "--exec-root",
+        str(exec_root),
+        "--pidfile",
+        str(root / "docker.pid"),
+        f"--storage-driver={driver}",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--bridge=none",
+    ]
+
+    def unmount() -> None:
+        netns = exec_root / "netns" / "default"
+        if os.path.ismount(netns):
+            subprocess.run(["umount", str(netns)], check=False)
+        if in_memory:
+            # Lazily: a layer mount dockerd left behind must not keep the memory pinned.
+            subprocess.run(["umount", "--lazy", str(root)], check=False)
+
+    def ready() -> bool:
+        return (
+            sock.exists()
+            and subprocess.run(
+                ["docker", "--host", f"unix://{sock}", "version"],
+                capture_output=True,
+                check=False,
+            ).returncode
+            == 0
+        )
+
+    try:
+        with service(
+            argv,
+            root / "dockerd.log",
+            ready=ready,
+            timeout=120,
+            unset=("DOCKER_HOST",),
+            name="dockerd",
+            grace=30,
+            on_stop=unmount,
+        ):
+            yield Dockerd(host=f"unix://{sock}", root=root, storage=driver)
+    finally:
+        if in_memory and os.path.ismount(root):
+            unmount()
+
+
+def base_tarball() -> Path:
+    pointer = CACHE / "docker-base" / "current"
+    if not pointer.is_file():
+        raise RuntimeError("no base image tarball: run scripts/setup.d/20-docker.sh")
+    return Path(pointer.read_text().strip())
+
+
+def import_base_image(host: str) -> str:
+    tarball = base_tarball()
+    with open(tarball, "rb") as handle:
+        subprocess.run(
+            ["docker", "--host", host, "import", "-", BASE_IMAGE],
+            stdin=handle,
+            check=True,
+            capture_output=True,
+        )
+    return BASE_IMAGE
+
+
+@dataclass
+class Registry:
+    address: str  # 127.0.0.1:port
+    user: str
+    password: str
+
+    def url(self, path: str) -> str:
+        return f"http://{self.address}{path}"
+
+
+REGISTRY_CONFIG = """\
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+  secret: legion-ci-tests
+auth:
+  htpasswd:
+    realm: legion-ci-tests
+    path: {htpasswd}
+"""
+
+
+@contextlib.contextmanager
+def registry(root: Path) -> Iterator[Registry]:
+    """Debian's docker-registry (CNCF distribution) with htpasswd auth on 127.0.0.1."""
+    root.mkdir(parents=True, exist_ok=True)
+    htpasswd = subprocess.run(
+        [_sbin("htpasswd"), "-Bbn", REGISTRY_USER, REGISTRY_PASSWORD],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (root / "htpasswd").write_text(htpasswd, encoding="utf-8")
+    port = free_port()
+    config = root / "config.yml"
+    config.write_text(
+        REGISTRY_CONFIG.format(root=root / "storage", port=port, htpasswd=root / "htpasswd"),
+        encoding="utf-8",
+    )
+    with service(
+        [_sbin("docker-registry"), "serve", str(config)],
+        root / "registry.log",
+        ready=http_ok(f"http://127.0.0.1:{port}/v2/", statuses=(401,)),
+        timeout=60,
+        name="docker-registry",
+    ):
+        yield Registry(f"127.0.0.1:{port}", REGISTRY_USER, REGISTRY_PASSWORD)
+
+
+# -- trained binaries and package contexts ------------------------------------------------------
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Trained:
+    artifact: Path  # the GPPI zip
+    run_id: str
+    git_commit: str | None
+    outputs: dict
+
+
+def train_wine(root: Path, alpha: float = 0.5) -> Trained:
+    """`legion-ci stage train` of the README's wine pipeline in a fresh git repo under `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(
+        REPO / "pipelines", root / "pipelines", ignore=shutil.ignore_patterns(".legion")
+    )
+    shutil.copytree(
+        REPO / "examples" / "wine",
+        root / "examples" / "wine",
+        ignore=shutil.ignore_patterns("mlruns", "__pycache__"),
+    )
+    pipeline = root / "pipelines" / "wine.yaml"
+    pipeline.write_text(
+        pipeline.read_text(encoding="utf-8").replace("alpha: 0.5", f"alpha: {alpha}"),
+        encoding="utf-8",
+    )
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "legion_ci.cli.main", "stage", "train", str(pipeline), "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(proc.stdout)
+    outputs = record["stages"]["train"]["outputs"]
+    commit = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return Trained(Path(outputs["artifact"]), record["run_id"], commit, outputs)
+
+
+TINY_MANIFEST = """\
+binaries: {type: python, dependencies: pip, requirements_path: legion_model/requirements.txt}
+legionVersion: '1.0'
+model: {name: %(name)s, version: '1.0', workDir: legion_model, entrypoint: entrypoint}
+toolchain: {name: handmade, version: '0'}
+output: {}
+"""
+
+TINY_ENTRYPOINT = """\
+def init():
+    return "matrix"
+
+def info():
+    return (
+        [{"name": "a", "type": "number", "required": True, "example": 1.0}],
+        [{"name": "double", "type": "number", "required": True, "example": 2.0}],
+    )
+
+def predict_on_matrix(matrix, provided_columns_names=None):
+    if %(broken)s:
+        raise RuntimeError("this model cannot predict anything")
+    return [[row[0] * 2] for row in matrix], ["double"]
+"""
+
+
+def tiny_binary(root: Path, name: str, *, broken: bool = False, requirements: str = "") -> Path:
+    """A hand-written GPPI binary with no dependencies; `broken` ones fail every prediction."""
+    from legion_ci.gppi.archive import write_zip
+
+    folder = root / f"{name}-src"
+    (folder / "legion_model").mkdir(parents=True)
+    (folder / "legion.project.yaml").write_text(TINY_MANIFEST % {"name": name})
+    (folder / "legion_model" / "entrypoint.py").write_text(TINY_ENTRYPOINT % {"broken": broken})
+    (folder / "legion_model" / "requirements.txt").write_text(requirements)
+    artifact = root / f"{name}-1.0.zip"
+    write_zip(folder, artifact)
+    return artifact
+
+
+def package_ctx(
+    artifact: Path,
+    work: Path,
+    *,
+    run_id: str = "20261126-010203-abc123",
+    git_commit: str | None = None,
+    train_outputs: dict | None = None,
+    targets: list | None = None,
+    arguments: dict | None = None,
+    secrets: tuple[str, ...] = (REGISTRY_PASSWORD,),
+):
+    """The PackageContext the package stage hands a packager, built by hand."""
+    from legion_ci.gppi.archive import safe_extract
+    from legion_ci.gppi.manifest import read_manifest
+    from legion_ci.integrations.base import PackageContext
+    from legion_ci.runner.process import Redactor, StageLog
+
+    work.mkdir(parents=True, exist_ok=True)
+    artifact_dir = safe_extract(artifact, work / "artifact")
+    manifest = read_manifest(artifact_dir)
+    return PackageContext(
+        model_name=manifest.model_name,
+        model_version=manifest.model_version,
+        run_id=run_id,
+        git_commit=git_commit,
+        artifact=artifact,
+        artifact_dir=artifact_dir,
+        arguments=dict(arguments or {}),
+        targets=list(targets or []),
+        output_dir=work / "artifacts",
+        scratch_dir=work / "scratch",
+        train_outputs=dict(train_outputs or {}),
+        log=StageLog(work / "package.log", Redactor(secrets)),
+    )
+
+
+def push_target(address: str, user: str, password: str):
+    from legion_ci.integrations.base import Connection, PackageTarget
+
+    connection = Connection(
+        name="registry",
+        type="docker",
+        uri=address,
+        options={"username": user, "password": password},
+    )
+    return PackageTarget(name="docker-push", connection=connection)

@@ -1,0 +1,291 @@
+"""The docker-rest packager on a real Docker engine and a real registry (both on 127.0.0.1,
+started here and stopped by pid): build, smoke test, push, pull back by digest, layer cache,
+and the failures that must stop a push."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from docker_support import (
+    BASE_IMAGE,
+    dockerd,
+    import_base_image,
+    package_ctx,
+    push_target,
+    registry,
+    tiny_binary,
+    train_wine,
+)
+from procs import free_port, wait_for
+
+from legion_ci.errors import StageError
+from legion_ci.integrations.clients import Clients
+from legion_ci.packaging.docker_rest import DockerRestPackager
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def engine():
+    # A short root: dockerd's socket path must stay under 108 bytes.
+    root = Path(tempfile.mkdtemp(prefix="lcd-", dir="/tmp"))
+    with dockerd(root) as daemon:
+        import_base_image(daemon.host)
+        yield daemon
+    subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory):
+    with registry(tmp_path_factory.mktemp("registry")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def wine(tmp_path_factory):
+    return train_wine(tmp_path_factory.mktemp("wine"))
+
+
+@pytest.fixture(scope="module")
+def wheel_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("legion-cache")
+
+
+@pytest.fixture(autouse=True)
+def _engine_env(engine, wheel_cache, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", engine.host)
+    # One wheelhouse cache for the module (the suite isolates LEGION_CI_CACHE per test).
+    monkeypatch.setenv("LEGION_CI_CACHE", str(wheel_cache))
+
+
+ARGS = {"baseImage": BASE_IMAGE}
+
+
+def _client(engine):
+    return Clients(engine.host).docker()
+
+
+def _registry_get(reg, path: str, accept: str | None = None):
+    request = urllib.request.Request(reg.url(path))
+    token = base64.b64encode(f"{reg.user}:{reg.password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    if accept:
+        request.add_header("Accept", accept)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def _tags(reg, repository: str) -> list[str]:
+    status, _, body = _registry_get(reg, f"/v2/{repository}/tags/list")
+    if status == 404:
+        return []
+    assert status == 200, body
+    return json.loads(body).get("tags") or []
+
+
+def test_build_smoke_test_push_and_pull_back_by_digest(engine, reg, wine, tmp_path):
+    ctx = package_ctx(
+        wine.artifact,
+        tmp_path,
+        run_id=wine.run_id,
+        git_commit=wine.git_commit,
+        train_outputs=wine.outputs,
+        targets=[push_target(reg.address, reg.user, reg.password)],
+        arguments=ARGS,
+    )
+    out = DockerRestPackager().pack(ctx).outputs
+    short = wine.run_id.rsplit("-", 1)[-1]
+    assert out["image"] == f"{reg.address}/wine:1.0-{short}"
+    assert re.fullmatch(rf"{re.escape(reg.address)}/wine@sha256:[0-9a-f]{{64}}", out["digest"])
+    assert out["image_id"].startswith("sha256:") and out["size"] > out["size_above_base"] > 0
+    assert json.loads((ctx.artifact_dir / "result.json").read_text())["image"] == out["image"]
+
+    log = (tmp_path / "package.log").read_text()
+    assert re.search(r"^Step 1/\d+ : FROM ", log, re.M)  # the build log, line by line
+    assert "smoke test: ready after" in log and "verified:" in log
+    assert reg.password not in log and reg.password not in json.dumps(out)
+
+    # The registry holds the manifest under that digest.
+    tag = out["image"].rsplit(":", 1)[1]
+    status, headers, _ = _registry_get(
+        reg, f"/v2/wine/manifests/{tag}", "application/vnd.docker.distribution.manifest.v2+json"
+    )
+    assert status == 200
+    assert {k.lower(): v for k, v in headers.items()}["docker-content-digest"] == (
+        out["digest"].split("@")[1]
+    )
+
+    # The readable build context: rebuildable by hand, model and wheels inside.
+    context = Path(out["context"])
+    dockerfile = (context / "Dockerfile").read_text()
+    assert f"FROM {BASE_IMAGE}" in dockerfile and "--no-index" in dockerfile
+    assert (context / "model" / "legion.project.yaml").is_file()
+    assert any(context.glob("wheels/scikit_learn-*.whl"))
+    requirements = (context / "requirements.txt").read_text()
+    assert "scikit-learn==" in requirements and "mlflow" not in requirements
+
+    # The image's metadata, then the image pulled back by digest and run read-only.
+    client = _client(engine)
+    client.images.remove(out["image"], force=True)
+    image = client.images.pull(
+        out["digest"], auth_config={"username": reg.user, "password": reg.password}
+    )
+    assert image.id == out["image_id"]
+    config = image.attrs["Config"]
+    assert config["User"] == "10001:10001"
+    assert "5000/tcp" in config["ExposedPorts"]
+    assert config["StopSignal"] == "SIGTERM"
+    assert "urllib.request" in " ".join(config["Healthcheck"]["Test"])
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.revision"] == wine.git_commit
+    assert labels["legion.run_id"] == wine.run_id
+    assert labels["legion.mlflow_run_id"] == wine.outputs["mlflow_run_id"]
+    assert labels["org.opencontainers.image.version"] == "1.0"
+
+    port = free_port()
+    container = client.containers.run(
+        out["digest"],
+        detach=True,
+        network_mode="host",
+        read_only=True,
+        tmpfs={"/tmp": "rw"},
+        environment={"LEGION_SERVE_HOST": "127.0.0.1", "LEGION_SERVE_PORT": str(port)},
+    )
+    try:
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_for(ready, 120, "the pulled image's server")
+        # Only serving dependencies: no MLflow, no docker SDK, no wheels left behind.
+        probe = container.exec_run(
+            [
+                "python",
+                "-c",
+                "import importlib.util as u, os; print(u.find_spec('mlflow'), "
+                "u.find_spec('docker'), u.find_spec('sklearn') is not None, "
+                "os.path.exists('/tmp/legion/wheels'))",
+            ]
+        )
+        assert probe.output.decode().split() == ["None", "None", "True", "False"]
+        # The HEALTHCHECK's own command passes against the running server.
+        check = container.exec_run(config["Healthcheck"]["Test"][1:])
+        assert check.exit_code == 0, check.output
+        container.stop(timeout=30)  # SIGTERM: the server drains and exits 0
+        assert container.wait(timeout=60)["StatusCode"] == 0
+    finally:
+        container.remove(force=True)
+
+
+def test_new_model_with_same_dependencies_rebuilds_only_the_model_layer(engine, wine, tmp_path):
+    first = (
+        DockerRestPackager()
+        .pack(package_ctx(wine.artifact, tmp_path / "a", run_id=wine.run_id, arguments=ARGS))
+        .outputs
+    )
+    retrained = train_wine(tmp_path / "retrain", alpha=0.4)
+    ctx = package_ctx(retrained.artifact, tmp_path / "b", run_id=retrained.run_id, arguments=ARGS)
+    started = time.monotonic()
+    second = DockerRestPackager().pack(ctx).outputs
+    elapsed = time.monotonic() - started
+    assert second["image_id"] != first["image_id"]
+    log = (tmp_path / "b" / "package.log").read_text()
+    steps = re.split(r"^Step \d+/\d+ : ", log, flags=re.M)[1:]
+    rebuilt = [
+        s.splitlines()[0] for s in steps if "---> Using cache" not in s and not s.startswith("FROM")
+    ]
+    # Everything up to the model is cached; only the model and what follows it is new.
+    assert rebuilt and rebuilt[0] == "COPY model /model", rebuilt
+    assert all(not s.startswith(("RUN", "COPY wheels", "COPY --from")) for s in rebuilt)
+    assert second["cached_steps"] == second["build_steps"] - len(rebuilt) - 2  # two FROMs
+    assert second["build_s"] < 30  # about a second here; generous for a loaded machine
+    assert elapsed < 120  # the whole pack, smoke test included
+
+
+def test_wrong_password_fails_in_one_line_and_pushes_nothing(engine, reg, tmp_path):
+    artifact = tiny_binary(tmp_path, "badpass")
+    ctx = package_ctx(
+        artifact,
+        tmp_path / "w",
+        targets=[push_target(reg.address, reg.user, "not-the-password")],
+        arguments=ARGS,
+        secrets=("not-the-password",),
+    )
+    with pytest.raises(StageError) as info:
+        DockerRestPackager().pack(ctx)
+    message = str(info.value)
+    assert "wrong username or password" in message and "\n" not in message
+    assert "not-the-password" not in message
+    assert _tags(reg, "badpass") == []
+    assert "Step 1/" not in (tmp_path / "w" / "package.log").read_text()  # failed before building
+
+
+def test_unreachable_registry_fails_before_building(engine, tmp_path):
+    address = f"127.0.0.1:{free_port()}"
+    ctx = package_ctx(
+        tiny_binary(tmp_path, "noreg"),
+        tmp_path / "w",
+        targets=[push_target(address, "ci", "whatever-pw")],
+        arguments=ARGS,
+    )
+    with pytest.raises(StageError, match=rf"registry {re.escape(address)} unreachable"):
+        DockerRestPackager().pack(ctx)
+
+
+def test_image_whose_server_does_not_answer_is_never_pushed(engine, reg, tmp_path):
+    ctx = package_ctx(
+        tiny_binary(tmp_path, "broken", broken=True),
+        tmp_path / "w",
+        targets=[push_target(reg.address, reg.user, reg.password)],
+        arguments={**ARGS, "smokeTestTimeout": 60},
+    )
+    with pytest.raises(StageError, match=r"^smoke test: .*HTTP 500.*the image is not pushed$"):
+        DockerRestPackager().pack(ctx)
+    assert _tags(reg, "broken") == []
+    client = _client(engine)
+    assert not client.containers.list(all=True, filters={"label": "legion-ci.smoke-test"})
+
+
+def test_missing_base_image_is_one_line_naming_the_fix(engine, tmp_path):
+    ctx = package_ctx(
+        tiny_binary(tmp_path, "nobase"),
+        tmp_path / "w",
+        arguments={"baseImage": "legion-ci-test/no-such-base:1"},
+    )
+    with pytest.raises(StageError, match=r"base image 'legion-ci-test/no-such-base:1' is not on"):
+        DockerRestPackager().pack(ctx)
+
+
+def test_unresolvable_requirement_names_it(engine, tmp_path):
+    ctx = package_ctx(
+        tiny_binary(tmp_path, "badreq", requirements="numpy==0.0.1\n"),
+        tmp_path / "w",
+        arguments=ARGS,
+    )
+    with pytest.raises(StageError, match=r"numpy==0.0.1") as info:
+        DockerRestPackager().pack(ctx)
+    assert "\n" not in str(info.value)
+
+
+def test_clients_reports_a_missing_engine(tmp_path):
+    host = f"unix://{tmp_path}/no.sock"
+    with pytest.raises(StageError, match=re.escape(f"no Docker engine at {host}: start one")):
+        Clients(host).docker()
+    assert os.environ["DOCKER_HOST"] != host
