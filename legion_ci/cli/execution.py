@@ -55,7 +55,16 @@ def _print_summary(record: RunRecord) -> None:
         click.echo(f"{name}: {stage.status}{duration}")
         for metric, value in sorted(stage.metrics.items()):
             click.echo(f"  {metric} = {value:.6g}")
-        for key in ("artifact", "artifact_sha256", "artifact_latest", "image", "digest", "url"):
+        for key in (
+            "artifact",
+            "artifact_sha256",
+            "artifact_latest",
+            "image",
+            "digest",
+            "context",
+            "reason",
+            "url",
+        ):
             if stage.outputs.get(key):
                 click.echo(f"  {key}: {stage.outputs[key]}")
         if name == "deploy" and stage.outputs.get("url") and stage.status == "succeeded":
