@@ -62,6 +62,25 @@ def run_cli(
     return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
 
+def copy_wine_project(root: Path, *, git: bool = False) -> Path:
+    """pipelines/ and examples/wine/ copied into `root` (their relative layout kept), as a
+    git repository with one commit when `git`; returns root/pipelines/wine.yaml."""
+    shutil.copytree(
+        REPO / "pipelines", root / "pipelines", ignore=shutil.ignore_patterns(".legion")
+    )
+    shutil.copytree(
+        REPO / "examples" / "wine",
+        root / "examples" / "wine",
+        ignore=shutil.ignore_patterns("mlruns", "__pycache__"),
+    )
+    if git:
+        cmd = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+        subprocess.run(["git", "init", "-q", str(root)], check=True)
+        subprocess.run([*cmd, "add", "-A"], check=True)
+        subprocess.run([*cmd, "commit", "-qm", "init"], check=True)
+    return root / "pipelines" / "wine.yaml"
+
+
 @pytest.fixture
 def sh_project(tmp_path: Path) -> Path:
     """A project folder with the shell trainer registered beside its pipeline."""

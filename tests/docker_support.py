@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from conftest import copy_wine_project
 from procs import free_port, http_ok, service
 
 CACHE = Path(
@@ -229,15 +230,7 @@ class Trained:
 def train_wine(root: Path, alpha: float = 0.5) -> Trained:
     """`legion-ci stage train` of the README's wine pipeline in a fresh git repo under `root`."""
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(
-        REPO / "pipelines", root / "pipelines", ignore=shutil.ignore_patterns(".legion")
-    )
-    shutil.copytree(
-        REPO / "examples" / "wine",
-        root / "examples" / "wine",
-        ignore=shutil.ignore_patterns("mlruns", "__pycache__"),
-    )
-    pipeline = root / "pipelines" / "wine.yaml"
+    pipeline = copy_wine_project(root)
     pipeline.write_text(
         pipeline.read_text(encoding="utf-8").replace("alpha: 0.5", f"alpha: {alpha}"),
         encoding="utf-8",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import textwrap
 from pathlib import Path
@@ -19,7 +18,7 @@ from airflow_support import (
     run_driver,
     start_driver,
 )
-from conftest import REPO, SH_PIPELINE, write
+from conftest import SH_PIPELINE, copy_wine_project, write
 from procs import wait_for
 
 from legion_ci.gppi.archive import sha256_file
@@ -81,21 +80,12 @@ def test_example_dag_parses_and_follows_the_pipeline(airflow_home: Path, package
 
 
 def test_wine_pipeline_trains_through_airflow(airflow_home: Path, tmp_path: Path) -> None:
-    root = tmp_path / "repo"
-    shutil.copytree(
-        REPO / "pipelines", root / "pipelines", ignore=shutil.ignore_patterns(".legion")
-    )
-    shutil.copytree(
-        REPO / "examples" / "wine",
-        root / "examples" / "wine",
-        ignore=shutil.ignore_patterns("mlruns", "__pycache__"),
-    )
-    pipeline = root / "pipelines" / "wine.yaml"
+    pipeline = copy_wine_project(tmp_path / "repo")
     outcome = run_driver(airflow_home, "test", env={"LEGION_CI_PIPELINE": str(pipeline)})
     assert outcome.seen["states"] == {"train": "success"}, outcome.log[-5000:]
     assert outcome.seen["dag_run_state"] == "success"
     run_id = outcome.xcom("train", "run_id")
-    record = record_of(run_id, root / "pipelines" / ".legion")
+    record = record_of(run_id, pipeline.parent / ".legion")
     train = record["stages"]["train"]
     assert record["status"] == "succeeded" and train["status"] == "succeeded"
     assert outcome.xcom("train", "status") == "succeeded"

@@ -5,34 +5,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SH_PIPELINE, run_cli, write
+from conftest import SH_PIPELINE, copy_wine_project, run_cli, write
 from data_support import moto_server
 
 
 @pytest.fixture
 def wine_repo(tmp_path: Path) -> Path:
     """pipelines/ and examples/wine copied into a fresh git repository with one commit."""
-    root = tmp_path / "repo"
-    shutil.copytree(
-        REPO / "pipelines", root / "pipelines", ignore=shutil.ignore_patterns(".legion")
-    )
-    shutil.copytree(
-        REPO / "examples" / "wine",
-        root / "examples" / "wine",
-        ignore=shutil.ignore_patterns("mlruns", "__pycache__"),
-    )
-    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "init"], check=True)
-    return root
+    return copy_wine_project(tmp_path / "repo", git=True).parent.parent
 
 
 def test_wine_pipeline_end_to_end(wine_repo: Path) -> None:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LEGION_CI, REPO, SH_PIPELINE, run_cli, write
+from conftest import LEGION_CI, SH_PIPELINE, copy_wine_project, run_cli, write
 from procs import wait_for
 
 pytestmark = pytest.mark.faults
@@ -80,16 +80,7 @@ def test_sigkilled_run_reads_as_interrupted_and_the_next_run_says_so(
 
 @pytest.fixture
 def wine_pipeline(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    shutil.copytree(
-        REPO / "pipelines", root / "pipelines", ignore=shutil.ignore_patterns(".legion")
-    )
-    shutil.copytree(
-        REPO / "examples" / "wine",
-        root / "examples" / "wine",
-        ignore=shutil.ignore_patterns("mlruns", "__pycache__"),
-    )
-    return root / "pipelines" / "wine.yaml"
+    return copy_wine_project(tmp_path / "repo")
 
 
 @pytest.mark.slow
