@@ -117,6 +117,9 @@ def test_build_smoke_test_push_and_pull_back_by_digest(engine, reg, wine, tmp_pa
     assert re.search(r"^Step 1/\d+ : FROM ", log, re.M)  # the build log, line by line
     assert "smoke test: ready after" in log and "verified:" in log
     assert reg.password not in log and reg.password not in json.dumps(out)
+    secret = reg.password.encode()
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and secret in p.read_bytes()]
+    assert leaked == []  # not in the context, the wheels, result.json or anything else written
 
     # The registry holds the manifest under that digest.
     tag = out["image"].rsplit(":", 1)[1]

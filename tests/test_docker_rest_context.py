@@ -199,3 +199,15 @@ def test_an_unknown_target_is_named(no_engine, tmp_path):
     ctx = package_ctx(tiny_binary(tmp_path, "tiny"), tmp_path / "w", targets=[target])
     with pytest.raises(StageError, match="unknown target 'docker-pusj' for docker-rest; known: "):
         DockerRestPackager().pack(ctx)
+
+
+def test_the_image_sets_only_variables_legion_ci_serve_reads():
+    from legion_ci.cli.serve import serve
+    from legion_ci.packaging.dockerfile import ImageSpec, serve_env
+
+    read = set()
+    for param in serve.params:
+        envvar = param.envvar
+        read.update([envvar] if isinstance(envvar, str) else envvar or [])
+    spec = ImageSpec("m", "1", "m:1", "base", "legion_ci.whl")
+    assert set(serve_env(spec)) <= read, sorted(set(serve_env(spec)) - read)
