@@ -242,9 +242,9 @@ class HttpProtocol(asyncio.Protocol):
     def sweep(self, now: float) -> None:
         """Once a second: close a connection idle past the keep-alive timeout, and answer 408
         to one whose request line and headers take longer than the header timeout."""
-        if self.transport is None or self.discarding:
+        if self.transport is None:
             return
-        if self.in_head and now > self.head_deadline:
+        if self.in_head and not self.discarding and now > self.head_deadline:
             self._fail(
                 RequestError(
                     408,
