@@ -318,9 +318,9 @@ def test_a_client_that_does_not_read_stops_the_answers(server: Server) -> None:
     assert _count(server, "info") - before == count
 
 
-def test_native_connection_cap_holds_new_clients_in_the_backlog(tmp_path: Path) -> None:
-    # The cap is the native front end's; uvicorn's limit_concurrency answers 503 instead.
-    srv = Server(make_tiny_model(tmp_path / "m"), "--max-connections", "2")
+@pytest.mark.parametrize("front", ["native", "uvicorn"])
+def test_connection_cap_holds_new_clients_in_the_backlog(tmp_path: Path, front: str) -> None:
+    srv = Server(make_tiny_model(tmp_path / "m"), "--max-connections", "2", "--http", front)
     try:
         srv.wait_ready()
         open_socks = []

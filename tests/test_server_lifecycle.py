@@ -219,10 +219,11 @@ def test_two_workers_share_the_port_and_add_up_metrics(tmp_path: Path) -> None:
         assert code == 0, srv.log
 
 
-def test_out_of_file_descriptors_is_logged_and_recovered(tmp_path: Path) -> None:
+@pytest.mark.parametrize("front", ["native", "uvicorn"])
+def test_out_of_file_descriptors_is_logged_and_recovered(tmp_path: Path, front: str) -> None:
     import socket
 
-    srv = Server(make_tiny_model(tmp_path / "m"), max_fds=48)
+    srv = Server(make_tiny_model(tmp_path / "m"), "--http", front, max_fds=48)
     clients: list[socket.socket] = []
     try:
         srv.wait_ready()
