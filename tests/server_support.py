@@ -116,7 +116,7 @@ class Server:
         self._port_found = threading.Event()
         self.port = 0
         threading.Thread(target=self._read_log, daemon=True).start()
-        if not self._port_found.wait(30):
+        if not self._port_found.wait(60):
             self.stop()
             raise RuntimeError("server did not start listening:\n" + self.log)
 
@@ -133,6 +133,14 @@ class Server:
     @property
     def log(self) -> str:
         return "".join(self.log_lines)
+
+    def wait_log(self, text: str, timeout: float = 10) -> None:
+        """Until `text` is in the log (it is read from the server's stderr by a thread)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the server log:\n{self.log}")
+            time.sleep(0.05)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

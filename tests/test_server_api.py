@@ -216,11 +216,8 @@ def test_model_exception_is_500_with_its_type_and_message(server: Server) -> Non
     }
     assert body["request_id"] == "boom-1" and body["error_code"] == "INTERNAL_ERROR"
     assert "Traceback" not in json.dumps(body)
-    deadline = time.monotonic() + 5
-    while "boom-1" not in server.log and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "request boom-1 on /api/model/invoke: the model raised" in server.log
-    assert "Traceback" in server.log
+    server.wait_log("request boom-1 on /api/model/invoke: the model raised")
+    server.wait_log("Traceback")
     assert invoke(server, {"data": [[1, 2, None]]})[0] == 200
 
 
@@ -269,7 +266,7 @@ def test_bad_model_fails_start_with_a_message(tmp_path: Path) -> None:
     (model / "legion_model" / "entrypoint.py").write_text("def init():\n    return 'dict'\n")
     srv = Server(model, "--feedback-db", str(tmp_path / "fb.sqlite3"))
     assert srv.proc.wait(30) == 1
-    assert "init() returned 'dict'; GPPI requires 'matrix'" in srv.log
+    srv.wait_log("init() returned 'dict'; GPPI requires 'matrix'")
     assert "Traceback" not in srv.log
 
 

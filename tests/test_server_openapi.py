@@ -15,7 +15,7 @@ import pytest
 
 from tests.server_support import Server, make_tiny_model
 
-EXAMPLES_PER_ROUTE = os.environ.get("LEGION_TEST_SCHEMATHESIS_EXAMPLES", "60")
+EXAMPLES_PER_ROUTE = os.environ.get("LEGION_TEST_SCHEMATHESIS_EXAMPLES", "40")
 
 
 @pytest.mark.parametrize("front", ["native", "uvicorn"])
@@ -51,7 +51,7 @@ def test_schemathesis_finds_no_disagreement(tmp_path: Path, front: str) -> None:
             cwd=tmp_path,
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=900,  # about 15 s on an idle machine; generous for a loaded one
             env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
         )
         report = run.stdout + run.stderr

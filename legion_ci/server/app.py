@@ -240,7 +240,9 @@ class ModelApp:
             if failure is not None:
                 raise failure
             if handler is None:
-                rid = None
+                # Wrong route or method first; a malformed Request-ID is not echoed.
+                if rid is not None and _REQUEST_ID.fullmatch(rid) is None:
+                    rid = None
                 allowed = self._methods.get(path)
                 if allowed:
                     extra = [(b"allow", ", ".join(allowed).encode())]

@@ -59,8 +59,8 @@ class ServeSettings:
         10.0, "Request line and headers not received within this time: 408 and close."
     )
     keep_alive_s: float = _setting(30.0, "An idle kept-alive connection closes after this.")
-    # Each connection costs a file descriptor and a little memory; past this many the
-    # native front end stops accepting until some close (the kernel's backlog holds the rest).
+    # Each connection costs a file descriptor and a little memory; past this many a worker
+    # stops accepting until some close (the kernel's backlog holds the rest). Both front ends.
     max_connections: int = _setting(
         4096, "Open connections per worker at most; more wait in the listen backlog."
     )

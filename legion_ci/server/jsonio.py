@@ -29,26 +29,22 @@ def _finite(text: str) -> float:
 
 
 def loads(data: bytes) -> Any:
-    """Parse JSON; raises ValueError (NonFiniteNumber for NaN/Infinity, UnicodeDecodeError for
-    bad UTF-8). orjson first; what it refuses gets a second look from the standard library,
-    which reads integers beyond 64 bits (JSON allows them) and tells NaN apart from garbage."""
-    if orjson is not None:
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            first: ValueError = exc
-        else:
-            return value
-    else:
-        first = None  # type: ignore[assignment]
+    """Parse JSON; raises ValueError (NonFiniteNumber for NaN, Infinity or a number beyond a
+    float's range). What orjson refuses gets a second look from the standard library, only to
+    tell those numbers apart from malformed JSON (whose error stays orjson's)."""
+    if orjson is None:
+        return json.loads(data.decode("utf-8"), parse_constant=_refuse, parse_float=_finite)
     try:
-        return json.loads(data, parse_constant=_refuse, parse_float=_finite)
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        first = exc
+    try:
+        json.loads(data.decode("utf-8"), parse_constant=_refuse, parse_float=_finite)
     except NonFiniteNumber:
         raise
     except ValueError:
-        if first is not None:
-            raise first from None
-        raise
+        pass
+    raise first
 
 
 def dumps(obj: Any, encoder: type[json.JSONEncoder] | None = None) -> bytes:

@@ -12,9 +12,8 @@ the connection closes; request line and headers not complete within the header t
 only once every earlier pipelined answer is out; an idle connection closes after the
 keep-alive timeout.
 
-Accepting: at most `max_connections` open connections per worker (past that the kernel's
-backlog holds new ones). When the process runs out of file descriptors (EMFILE/ENFILE) accepting
-pauses, says so in the log, and resumes when some are free; the listening socket stays.
+Connections are accepted by legion_ci.server.accept (a connection cap, and running out of
+file descriptors handled in the open).
 
 SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish (up to
 the drain timeout), then close what is left and return 0.
@@ -23,7 +22,6 @@ the drain timeout), then close what is left and return 0.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import signal
 import socket
@@ -35,6 +33,7 @@ from urllib.parse import unquote
 
 import httptools
 
+from legion_ci.server.accept import Acceptor
 from legion_ci.server.app import ModelApp, Response
 from legion_ci.server.protocols import RequestError, bad, body_too_large, body_too_slow
 
@@ -61,8 +60,6 @@ _METHODS: dict[bytes, str] = {}
 # One parsed request: method, path, headers, body, failure (answer this error), keep-alive,
 # HTTP/1.0 (a kept-alive 1.0 connection must be told so).
 Item = tuple[str, str, list[tuple[bytes, bytes]], bytes, RequestError | None, bool, bool]
-ACCEPT_RETRY_S = 0.5  # out of file descriptors: try accepting again after this
-ACCEPTS_PER_TURN = 64  # connections accepted per readiness event, so requests are not starved
 
 
 class Front:
@@ -77,7 +74,6 @@ class Front:
         self.connections: set[HttpProtocol] = set()
         self.draining = False
         self.date = b""
-        self.on_close: Any = None  # the acceptor's: a connection closed, below the cap again
         self._tick()
 
     def _tick(self) -> None:
@@ -183,8 +179,6 @@ class HttpProtocol(asyncio.Protocol):
         self.front.connections.discard(self)
         if self.writable is not None:
             self.writable.set()  # a _serve waiting to write must see that the client left
-        if self.front.on_close is not None:
-            self.front.on_close()
         if self.body_timer is not None:
             self.body_timer.cancel()
             self.body_timer = None
@@ -242,9 +236,9 @@ class HttpProtocol(asyncio.Protocol):
     def sweep(self, now: float) -> None:
         """Once a second: close a connection idle past the keep-alive timeout, and answer 408
         to one whose request line and headers take longer than the header timeout."""
-        if self.transport is None or self.discarding:
+        if self.transport is None:
             return
-        if self.in_head and now > self.head_deadline:
+        if self.in_head and not self.discarding and now > self.head_deadline:
             self._fail(
                 RequestError(
                     408,
@@ -471,7 +465,9 @@ async def serve_native(app: ModelApp, sock: socket.socket) -> int:
     app.on_fatal = stop.set
     await app.startup()
     front = Front(app, loop)
-    acceptor = Acceptor(front, sock)
+    acceptor = Acceptor(
+        loop, sock, lambda: HttpProtocol(front), front.connections, app.settings.max_connections
+    )
     acceptor.start()
     try:
         await stop.wait()
@@ -489,101 +485,6 @@ async def serve_native(app: ModelApp, sock: socket.socket) -> int:
         await asyncio.sleep(0)
         await app.shutdown()
     return 1 if app.load_error is not None else 0
-
-
-class Acceptor:
-    """Accepts connections itself rather than through loop.create_server, for two things the
-    event loop's server does not do: a cap on open connections (stop accepting, let the
-    backlog hold the rest), and running out of file descriptors handled in the open (libuv
-    silently accepts and drops every new client then)."""
-
-    def __init__(self, front: Front, sock: socket.socket):
-        self.front = front
-        self.loop = front.loop
-        self.sock = sock
-        self.limit = front.settings.max_connections
-        self.reading = False
-        self.stopped = False
-        self.retry: asyncio.TimerHandle | None = None
-        self.out_of_fds_since = 0.0
-        self.connecting = 0  # accepted, not yet in front.connections
-        sock.setblocking(False)
-        front.on_close = self._below_cap
-
-    def start(self) -> None:
-        if not self.reading and not self.stopped:
-            self.loop.add_reader(self.sock.fileno(), self._accept)
-            self.reading = True
-
-    def _pause(self) -> None:
-        if self.reading:
-            self.loop.remove_reader(self.sock.fileno())
-            self.reading = False
-
-    def stop(self) -> None:
-        self.stopped = True
-        self._pause()
-        if self.retry is not None:
-            self.retry.cancel()
-
-    def _below_cap(self) -> None:
-        if not self.reading and self.retry is None and self._open() < self.limit:
-            self.start()
-
-    def _accept(self) -> None:
-        for _ in range(ACCEPTS_PER_TURN):
-            if self._open() >= self.limit:
-                self._pause()  # resumed by the next connection that closes
-                return
-            try:
-                conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self._out_of_resources(exc)
-                    return
-                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
-                    continue  # that client gave up before we accepted it
-                raise
-            if self.out_of_fds_since:
-                log.warning(
-                    "accepting connections again after %.1f s without file descriptors",
-                    self.loop.time() - self.out_of_fds_since,
-                )
-                self.out_of_fds_since = 0.0
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.connecting += 1
-            self.loop.create_task(self._connect(conn))
-
-    def _open(self) -> int:
-        return len(self.front.connections) + self.connecting
-
-    async def _connect(self, conn: socket.socket) -> None:
-        try:
-            await self.loop.connect_accepted_socket(lambda: HttpProtocol(self.front), conn)
-        except OSError:
-            conn.close()
-        finally:
-            self.connecting -= 1
-
-    def _out_of_resources(self, exc: OSError) -> None:
-        if not self.out_of_fds_since:
-            self.out_of_fds_since = self.loop.time()
-            log.error(
-                "cannot accept connections: %s (%d open); new clients wait in the listen"
-                " backlog, retrying every %.1f s",
-                exc.strerror or exc,
-                len(self.front.connections),
-                ACCEPT_RETRY_S,
-            )
-        self._pause()
-        self.retry = self.loop.call_later(ACCEPT_RETRY_S, self._retry)
-
-    def _retry(self) -> None:
-        self.retry = None
-        self.start()
 
 
 def run_native(app: ModelApp, sock: socket.socket) -> int:

@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from legion_ci.errors import InputError
 from legion_ci.server.config import SETTINGS_ENV, ServeSettings
@@ -119,7 +119,7 @@ def _run_uvicorn(app: ModelApp, settings: ServeSettings, sock: socket.socket) ->
         timeout_graceful_shutdown=int(max(1, settings.drain_timeout_s)),
         timeout_keep_alive=max(1, int(settings.keep_alive_s)),
     )
-    server = uvicorn.Server(config)
+    server = _accepting_server(uvicorn, config, sock, settings.max_connections)
 
     def fatal() -> None:
         server.should_exit = True
@@ -134,6 +134,39 @@ def _run_uvicorn(app: ModelApp, settings: ServeSettings, sock: socket.socket) ->
         return 1
     log.info("drained and stopped (pid %d)", os.getpid())
     return 0
+
+
+def _accepting_server(uvicorn: Any, config: Any, sock: socket.socket, limit: int) -> Any:
+    """uvicorn's Server with connections accepted by legion_ci.server.accept, as the native
+    front end does: the connection cap, and running out of file descriptors logged and
+    recovered from (uvloop's own server drops every new client then)."""
+    import functools
+
+    from legion_ci.server.accept import Acceptor
+
+    class AcceptingServer(uvicorn.Server):
+        acceptor: Acceptor | None = None
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            # No sockets: uvicorn starts the app (lifespan) and its state but no loop server.
+            await super().startup(sockets=[])
+            factory = functools.partial(
+                self.config.http_protocol_class,
+                config=self.config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+            )
+            self.acceptor = Acceptor(
+                asyncio.get_running_loop(), sock, factory, self.server_state.connections, limit
+            )
+            self.acceptor.start()
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            if self.acceptor is not None:
+                self.acceptor.stop()
+            await super().shutdown(sockets)
+
+    return AcceptingServer(config)
 
 
 def _uvicorn_protocol(app: ModelApp) -> type:
