@@ -77,6 +77,25 @@ stages:
 """
 
 
+# Train with the shell trainer (y = 2a + b), then serve it with the `process` deploy target:
+# a `legion-ci serve` in the background on 127.0.0.1, its URL the deploy stage's output.
+DEPLOY_PIPELINE = """
+apiVersion: legion-ci/v1
+kind: Pipeline
+integrations: [integrations/registration.yaml]
+model:
+  name: linear
+  version: "1.0"
+stages:
+  train:
+    toolchain: sh-trainer
+    workDir: src
+    hyperParameters: {alpha: 1}
+  deploy:
+    target: process
+"""
+
+
 def make_project(folder: Path, pipeline: str, name: str = "legion-ci.yaml") -> Path:
     """A repository as `checkout scm` would bring it: the shell trainer and packager
     registered beside the pipeline file."""

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,9 @@ from airflow_support import (
     run_driver,
     start_driver,
 )
-from conftest import SH_PIPELINE, copy_wine_project, write
+from conftest import SH_PIPELINE, copy_wine_project, run_cli, write
 from procs import wait_for
+from test_deploy_stage import invoke
 
 from legion_ci.gppi.archive import sha256_file
 
@@ -226,3 +228,35 @@ def test_whole_run_with_credentials_from_a_connection(
     assert "legion-ci stage train exited with code 2: " in outcome.log
     assert "validation failed: 2 errors; " in outcome.log
     assert "no such registration file: integrations/registration.yaml" in outcome.log
+
+
+@pytest.fixture
+def deployed(sh_project: Path) -> Iterator[Path]:
+    """train -> package -> deploy with the `process` target; its server stopped after."""
+    pipeline = write(sh_project / "pipeline.yaml", PACKAGED + "  deploy:\n    target: process\n")
+    try:
+        yield pipeline
+    finally:
+        run_cli("deployments", "delete", "linear", "--file", str(pipeline), "--drain-timeout", "5")
+
+
+def test_example_dag_deploys_and_hands_on_the_url(airflow_home: Path, deployed: Path) -> None:
+    outcome = run_driver(airflow_home, "test", env={"LEGION_CI_PIPELINE": str(deployed)})
+    assert outcome.seen["states"] == {
+        "train": "success",
+        "package": "success",
+        "deploy": "success",
+    }, outcome.log[-5000:]
+    assert outcome.seen["dag_run_state"] == "success"
+    run_id = outcome.xcom("train", "run_id")
+    assert outcome.xcom("deploy", "run_id") == run_id  # deploy continued train's run
+    record = record_of(run_id, deployed.parent / ".legion")
+    assert record["status"] == "succeeded"
+    url = outcome.xcom("deploy", "url")
+    assert url == record["stages"]["deploy"]["outputs"]["url"]
+    assert url.startswith("http://127.0.0.1:")
+    returned = outcome.xcom("deploy", "return_value")  # legion-ci's result JSON
+    assert returned["stages"]["deploy"]["outputs"]["url"] == url
+    assert outcome.xcom("deploy", "status") == "succeeded"
+    assert f"stage deploy {deployed} --output json --run-id {run_id}" in outcome.log
+    assert invoke(url, 1, 2) == [[4]]  # y = 2a + b, the shell trainer's model

@@ -1,16 +1,19 @@
 """The Jenkins shared library, run in real Groovy 2.4 (no Jenkins controller can run here):
 the example Jenkinsfiles and a few scripted ones run against pipelines with the shell trainer
-and packager, `sh` running the real legion-ci. One JVM runs all builds of this module."""
+and packager, `sh` running the real legion-ci. One JVM runs a batch of builds (the deploy
+ones, whose servers are stopped after, a batch of their own)."""
 
 from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import run_cli
 from jenkins_support import (
+    DEPLOY_PIPELINE,
     EXAMPLES,
     PIPELINE,
     REGISTRY_SECRET,
@@ -22,6 +25,7 @@ from jenkins_support import (
     make_project,
     run_builds,
 )
+from test_deploy_stage import invoke
 
 CREDENTIALS = {
     "mlflow-password": SECRET,
@@ -367,3 +371,104 @@ def _default_keys(var: Path) -> list[str]:
         elif stripped.endswith(",") and ":" in stripped and not stripped.startswith("//"):
             keys.append(stripped.split(":", 1)[0])
     return keys
+
+
+# ---- deploy success: train -> deploy with the `process` target, the URL answering ----------
+
+# Stage by stage across agents: the deploy agent gets the run (trained binary included) only
+# from the stash, because the training agent wipes its workspace.
+DEPLOY_STAGES = """
+@Library('legion-ci') _
+Map trained = node('gpu') {
+    checkout scm
+    Map result = legionTrain()
+    deleteDir()
+    return result
+}
+Map deployed = node('deploy') {
+    checkout scm
+    return legionDeploy(runId: trained.runId)
+}
+return [trained: trained, deployed: deployed]
+"""
+
+
+@pytest.fixture(scope="module")
+def deploy_builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Build]]:
+    base = tmp_path_factory.mktemp("jenkins-deploy")
+    project = make_project(base / "project", DEPLOY_PIPELINE)
+    one_liner = (EXAMPLES / "one-liner" / "Jenkinsfile").read_text()
+    runs = base / "runs"
+    try:
+        yield run_builds(
+            [
+                Scenario("deploy-pipeline", one_liner, project),
+                Scenario("deploy-stages", DEPLOY_STAGES, project),
+            ],
+            runs,
+        )
+    finally:
+        # The servers outlive the builds (as on a Jenkins agent): stop them by their state.
+        for agent in ("deploy-pipeline/agents/any", "deploy-stages/agents/deploy"):
+            pipeline = runs / agent / "workspace" / "legion-ci.yaml"
+            if pipeline.is_file():
+                run_cli(
+                    "deployments",
+                    "delete",
+                    "linear",
+                    "--file",
+                    str(pipeline),
+                    "--drain-timeout",
+                    "5",
+                )
+
+
+def test_pipeline_deploys_and_returns_the_url(deploy_builds: dict[str, Build]) -> None:
+    build = deploy_builds["deploy-pipeline"]
+    assert_ok(build)
+    assert build.stage_status() == {"train": "succeeded", "deploy": "succeeded"}
+    result = build.returned
+    url = result["url"]
+    assert url.startswith("http://127.0.0.1:")
+    assert result["status"] == "succeeded" and result["outputs"]["url"] == url
+    assert build.description == f"linear 1.0: succeeded | url {url}"
+    (junit,) = build.steps("junit")
+    assert [(c["name"], c["status"]) for c in junit["cases"]] == [
+        ("train", "passed"),
+        ("deploy", "passed"),
+    ]
+    run = f".legion/runs/{result['runId']}"
+    (archive,) = build.steps("archiveArtifacts")
+    assert {f"{run}/record.json", f"{run}/logs/deploy.log", f"{run}/reports/junit.xml"} <= set(
+        archive["files"]
+    )
+    record = json.loads((build.root / "archive" / run / "record.json").read_text())
+    assert record["stages"]["deploy"]["outputs"]["url"] == url
+    assert invoke(url, 1, 2) == [[4]]  # y = 2a + b, the shell trainer's model
+
+
+def test_deploy_step_continues_a_run_from_another_agent(deploy_builds: dict[str, Build]) -> None:
+    build = deploy_builds["deploy-stages"]
+    assert_ok(build)
+    trained, deployed = build.returned["trained"], build.returned["deployed"]
+    assert trained["status"] == "partial" and "url" not in trained
+    assert deployed["runId"] == trained["runId"]
+    assert deployed["stage"] == "deploy" and deployed["status"] == "succeeded"
+    url = deployed["url"]
+    assert url.startswith("http://127.0.0.1:")
+    assert url != deploy_builds["deploy-pipeline"].returned["url"]  # another agent's server
+    (deleted,) = build.steps("deleteDir")
+    assert deleted["deleted"] and deleted["workspace"].endswith("agents/gpu/workspace")
+    (unstash,) = build.steps("unstash")
+    assert unstash["workspace"].endswith("agents/deploy/workspace")
+    commands = [e["message"] for e in build.steps("echo") if e["message"].startswith("legion-ci ")]
+    assert commands[-1] == (
+        f"legion-ci stage deploy legion-ci.yaml --run-id {trained['runId']} --output json"
+    )
+    assert build.description == f"linear 1.0: succeeded | url {url}"
+    assert [[c["name"] for c in j["cases"]] for j in build.steps("junit")][-1] == [
+        "train",
+        "deploy",
+    ]
+    assert len(build.steps("archiveArtifacts")) == 2  # train's, then deploy's
+    assert invoke(url, 3, 1) == [[7]]

@@ -287,6 +287,13 @@ class Steps {
         return true
     }
 
+    /** `deleteDir()`: the current directory, recursively, as an agent cleaning its workspace. */
+    void deleteDir() {
+        requireNode('deleteDir')
+        boolean deleted = cwd.deleteDir()
+        record(step: 'deleteDir', workspace: cwd.path, deleted: deleted)
+    }
+
     boolean fileExists(String path) {
         requireNode('fileExists')
         return resolve(path).exists()
@@ -627,7 +634,8 @@ Map runScenario(Map scenario) {
     Steps steps = new Steps(scenario: scenario, library: library, root: root, tmp: tmp)
     Binding binding = new Binding()
     ['sh', 'echo', 'error', 'withEnv', 'withCredentials', 'string', 'usernamePassword', 'file',
-     'node', 'dir', 'checkout', 'git', 'stage', 'pwd', 'isUnix', 'fileExists', 'readFile', 'writeFile',
+     'node', 'dir', 'checkout', 'git', 'stage', 'pwd', 'isUnix', 'deleteDir', 'fileExists',
+     'readFile', 'writeFile',
      'libraryResource', 'junit', 'archiveArtifacts', 'stash', 'unstash'].each { String name ->
         binding.setVariable(name, steps.&"${name}")
     }
