@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import FIXTURES, SH_PIPELINE, run_cli, write
 from docker_support import (
     BASE_IMAGE,
     dockerd,
@@ -84,10 +86,17 @@ def packed(engine, reg, client, tmp_path_factory):
     return {"outputs": outputs, "artifact": ctx.artifact}
 
 
+@pytest.fixture(scope="module")
+def wheel_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("legion-cache")
+
+
 @pytest.fixture(autouse=True)
-def _engine_env(engine, monkeypatch):
+def _engine_env(engine, wheel_cache, monkeypatch):
     # `legion-ci deployments` and Clients() without an argument find the tests' engine.
     monkeypatch.setenv("DOCKER_HOST", engine.host)
+    # One wheelhouse for the module (the suite isolates LEGION_CI_CACHE per test).
+    monkeypatch.setenv("LEGION_CI_CACHE", str(wheel_cache))
 
 
 @pytest.fixture
@@ -366,3 +375,51 @@ def test_render_is_the_equivalent_docker_run(tmp_path: Path):
     assert "--restart unless-stopped --memory 512m --cpus 0.5" in rendered
     assert "--env LEGION_SERVE_PORT=8080 --env LEGION_SERVE_REUSE_PORT=true" in rendered
     assert f" r:5000/tiny@sha256:{'a' * 64} " in rendered
+
+
+PIPELINE = (
+    SH_PIPELINE
+    + f"""\
+  package:
+    integration: docker-rest
+    arguments: {{baseImage: "{BASE_IMAGE}"}}
+  deploy:
+    target: docker
+    arguments: {{memory: 256m}}
+"""
+)
+
+
+def test_train_package_deploy_through_the_runner(engine, client, packed, workspace, tmp_path):
+    """`legion-ci run`: the shell trainer's binary, packaged (only the model layer is new: the
+    dependency layers are the module image's), deployed from the package stage's outputs."""
+    root = tmp_path / "project"
+    shutil.copytree(FIXTURES / "sh-trainer", root / "integrations")
+    (root / "src").mkdir()
+    pipeline = write(root / "pipeline.yaml", PIPELINE)
+    plan = run_cli("run", str(pipeline), "--dry-run").assert_success().out
+    assert "docker run --detach --network host --read-only" in plan
+
+    record = json.loads(run_cli("run", str(pipeline), "-o", "json").assert_success().out)
+    package, deploy = record["stages"]["package"]["outputs"], record["stages"]["deploy"]["outputs"]
+    assert deploy["target"] == "docker" and deploy["image"] == package["image"]
+    assert invoke_linear(deploy["url"]) == [[4]]  # y = 2a + b
+    container = client.containers.get(deploy["container_id"])
+    assert container.image.id == package["image_id"]
+    assert container.attrs["HostConfig"]["Memory"] == 256 * 1024 * 1024
+
+    status = run_cli("deployments", "status", "linear", "--file", str(pipeline)).assert_success()
+    assert "linear: running (container legion-ci-linear-" in status.out and "healthy" in status.out
+    run_cli("deployments", "delete", "linear", "--file", str(pipeline)).assert_success()
+    assert client.containers.list(all=True, filters={"label": f"{LABEL}/deployment=linear"}) == []
+
+
+def invoke_linear(url: str) -> list:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        body = json.dumps({"columns": ["a", "b"], "data": [[1, 2]]})
+        conn.request("POST", "/api/model/invoke", body, {"Content-Type": "application/json"})
+        return json.loads(conn.getresponse().read())["prediction"]
+    finally:
+        conn.close()
