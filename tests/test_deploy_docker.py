@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -287,6 +288,8 @@ def test_deploy_by_digest_replace_and_a_failed_replacement_keeps_serving(
     recorded = state.load(workspace, "tiny")
     assert recorded.model_version == "1.1" and recorded.previous["model_version"] == "1.0"
     assert invoke(url) == [[4.0]]
+    print(f"\nfailed replacement: {message}\nmissing image: {missing.value}")
+    print(f"polling client: {poller.answered} answered, {len(poller.failures)} failed")
     assert poller.answered > 40, poller.answered
     # Without net.ipv4.tcp_migrate_req (the host's namespace, which the containers share and a
     # test must not change) a connection queued on the old server in the instant it leaves
@@ -317,8 +320,18 @@ def test_deployments_list_status_logs_delete_and_a_vanished_container(
     logs = runner.invoke(deployments, ["logs", "tiny", *ws, "-n", "20"])
     assert logs.exit_code == 0 and READY_MARK in logs.output, logs.output
 
+    # Stopped behind legion-ci's back: exited, not running; a redeploy removes it.
+    client.containers.get(out["container_id"]).stop(timeout=10)
+    status = runner.invoke(deployments, ["status", "tiny", *ws])
+    assert status.exit_code == 1 and "tiny: exited (container legion-ci-tiny-" in status.output
+    assert "(exit code 0)" in status.output, status.output
+    second = DockerTarget().deploy(context(workspace, packed, "2.1")).outputs
+    assert second["replaced"] is None and invoke(second["url"]) == [[4.0]]
+    ids = [c.id for c in client.containers.list(all=True, filters={"label": f"{LABEL}/deployment"})]
+    assert ids == [second["container_id"]]
+
     # Removed behind legion-ci's back: vanished, not running.
-    client.containers.get(out["container_id"]).remove(force=True)
+    client.containers.get(second["container_id"]).remove(force=True)
     listed = runner.invoke(deployments, ["list", *ws])
     assert "vanished" in listed.output and "running" not in listed.output, listed.output
     status = runner.invoke(deployments, ["status", "tiny", *ws])
@@ -326,8 +339,17 @@ def test_deployments_list_status_logs_delete_and_a_vanished_container(
     logs = runner.invoke(deployments, ["logs", "tiny", *ws])
     assert logs.exit_code != 0 and "no longer exists" in str(logs.exception)
 
-    # A redeploy over a vanished container starts afresh (the old port is free again).
-    again = DockerTarget().deploy(context(workspace, packed, "2.1")).outputs
+    # A port another server listens on is refused (SO_REUSEPORT must not join its group).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        with pytest.raises(StageError, match=f"^port {busy} on 127.0.0.1 is in use"):
+            DockerTarget().deploy(context(workspace, packed, "2.2", port=busy))
+    assert client.containers.list(all=True, filters={"label": f"{LABEL}/deployment"}) == []
+
+    # A redeploy over a vanished container starts afresh.
+    again = DockerTarget().deploy(context(workspace, packed, "2.3")).outputs
     assert again["replaced"] is None and invoke(again["url"]) == [[4.0]]
     deleted = runner.invoke(deployments, ["delete", "tiny", *ws, "--drain-timeout", "10"])
     assert deleted.exit_code == 0 and "stopped and removed" in deleted.output, deleted.output
@@ -355,6 +377,24 @@ def test_a_package_stage_without_an_image_is_one_line(tmp_path: Path):
         "nothing for the docker target to run: package where a Docker engine answers"
     )
     assert not state.deployments_dir(tmp_path).exists()
+
+    ctx.package_outputs = {"image": "tiny:1.0"}
+    ctx.clients = Clients("unix:///nowhere/docker.sock")
+    with pytest.raises(StageError, match=r"^no Docker engine at unix:///nowhere/docker\.sock: "):
+        DockerTarget().deploy(ctx)
+
+
+def test_a_name_deployed_by_another_target_is_refused(engine, packed, workspace):
+    state.save(
+        workspace,
+        state.DeploymentState("tiny", "process", "tiny", "1.0", "run", "http://x", "now"),
+    )
+    with pytest.raises(StageError) as refused:
+        DockerTarget().deploy(context(workspace, packed, "3.0"))
+    assert str(refused.value) == (
+        "deployment 'tiny' is a process deployment: delete it first "
+        "(legion-ci deployments delete tiny) or choose another arguments.name"
+    )
 
 
 def test_render_is_the_equivalent_docker_run(tmp_path: Path):

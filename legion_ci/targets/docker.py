@@ -164,9 +164,13 @@ class DockerTarget:
         name = state.check_name(args.get("name") or ctx.model_name)
         reference = image_reference(ctx, args)
         clients = _clients(ctx)
-        client = clients.docker()
-        with state.locked(ctx.workspace, name):
-            return self._deploy_locked(ctx, client, clients.docker_host, name, reference, args)
+        try:
+            client = clients.docker()
+            with state.locked(ctx.workspace, name):
+                return self._deploy_locked(ctx, client, clients.docker_host, name, reference, args)
+        finally:
+            if clients is not ctx.clients:  # the stage's own clients are the stage's to close
+                clients.close()
 
     def _deploy_locked(
         self,
@@ -184,7 +188,8 @@ class DockerTarget:
                 f"deployment {name!r} is a {old.target} deployment: delete it first "
                 f"(legion-ci deployments delete {name}) or choose another arguments.name"
             )
-        old_container = _running_container(client, old) if old is not None else None
+        leftover = _container(client, old) if old is not None else None
+        old_container = leftover if leftover is not None and leftover.status == "running" else None
         port = int(args["port"])
         if not port:
             port = int(old.details["port"]) if old_container is not None else free_port(HOST)  # type: ignore[union-attr]
@@ -262,6 +267,9 @@ class DockerTarget:
             ctx.log.line(f"deploy: draining the old container {old_container.name}")
             how = stop_container(old_container, float(args["drainTimeout"]))
             ctx.log.line(f"deploy: old container {how}")
+        elif leftover is not None:  # exited or restarting: it serves nothing, it only lingers
+            _remove(leftover)
+            ctx.log.line(f"deploy: removed the old {leftover.status} container {leftover.name}")
         return DeployResult(
             outputs={
                 "url": url,
@@ -403,17 +411,16 @@ def _check_port_free(port: int) -> None:
             ) from None
 
 
-def _running_container(client: Any, record: state.DeploymentState) -> Any:
-    """The deployment's container when it is running, else None."""
+def _container(client: Any, record: state.DeploymentState) -> Any:
+    """The deployment's container (in whatever state), or None when it no longer exists."""
     from docker.errors import NotFound
 
     if record.target != TARGET or not record.details.get("container_id"):
         return None
     try:
-        container = client.containers.get(record.details["container_id"])
+        return client.containers.get(record.details["container_id"])
     except NotFound:
         return None
-    return container if container.status == "running" else None
 
 
 def _log_tail(container: Any, lines: int = LOG_TAIL_LINES) -> str:
