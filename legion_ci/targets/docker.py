@@ -30,7 +30,13 @@ from legion_ci.errors import StageError
 from legion_ci.integrations.base import DeployContext, DeployResult
 from legion_ci.targets import smoke, state
 from legion_ci.targets.arguments import with_defaults
-from legion_ci.targets.process import READY_MARK, free_port, serve_supports_reuse_port, url_of
+from legion_ci.targets.process import (
+    READY_MARK,
+    _kernel_migrates_requests,
+    free_port,
+    serve_supports_reuse_port,
+    url_of,
+)
 
 TARGET = "docker"
 HOST = "127.0.0.1"  # the container shares the host's network: it binds loopback only
@@ -215,6 +221,12 @@ class DockerTarget:
         except StageError as exc:
             raise StageError(f"{name}: {ctx.model_name} {ctx.model_version}: {exc}{kept}") from None
 
+        if keep_serving and not _kernel_migrates_requests():
+            ctx.log.line(
+                "deploy: note: net.ipv4.tcp_migrate_req is 0 on this host, so a connection queued "
+                "on the old container in the instant it leaves the port is reset; set it to 1 to "
+                "have the kernel hand such connections to the new container"
+            )
         container_name = f"legion-ci-{name}-{uuid.uuid4().hex[:8]}"
         began = time.monotonic()
         container = self._run(ctx, client, reference, container_name, name, port, args)
