@@ -348,6 +348,11 @@ def test_deployments_list_status_logs_delete_and_a_vanished_container(
             DockerTarget().deploy(context(workspace, packed, "2.2", port=busy))
     assert client.containers.list(all=True, filters={"label": f"{LABEL}/deployment"}) == []
 
+    # Not ready in time: removed, with the reason.
+    with pytest.raises(StageError, match=r"failed: not ready within 0\.001 s \(GET http"):
+        DockerTarget().deploy(context(workspace, packed, "2.2", readinessTimeout=0.001))
+    assert client.containers.list(all=True, filters={"label": f"{LABEL}/deployment"}) == []
+
     # A redeploy over a vanished container starts afresh.
     again = DockerTarget().deploy(context(workspace, packed, "2.3")).outputs
     assert again["replaced"] is None and invoke(again["url"]) == [[4.0]]
