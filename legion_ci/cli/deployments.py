@@ -2,7 +2,8 @@
 
 Reads the state store (<workspace>/deployments/); a process deployment counts as running only
 while its recorded pid is alive with its recorded start time, so a stale pid is reported as
-`stale`, never as running.
+`stale`, never as running; a docker deployment only while the engine says its container runs,
+so a removed container is reported as `vanished`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def _status(record: Any) -> tuple[str, str]:
         if pids.is_running(pid, record.details.get("start_time")):
             return "running", f"pid {pid}"
         return "stale", f"pid {pid} is not running"
+    if record.target == "docker":
+        from legion_ci.targets.docker import container_status
+
+        return container_status(record)
     return "recorded", "the state as of the last deploy (not checked against the cluster)"
 
 
@@ -110,12 +115,12 @@ def status_command(name: str, file: str, workspace: str | None, output: str) -> 
         click.echo(f"  model:    {record.model_name} {record.model_version} (run {record.run_id})")
         click.echo(f"  url:      {record.url}")
         click.echo(f"  deployed: {record.deployed_at}")
-        for key in ("log", "namespace", "image"):
+        for key in ("log", "namespace", "image", "container"):
             if record.details.get(key):
                 click.echo(f"  {key + ':':<9} {record.details[key]}")
         if record.previous:
             click.echo(f"  replaced: {record.previous.get('model_version')}")
-    if data["status"] == "stale":
+    if data["status"] not in ("running", "recorded"):
         raise SystemExit(1)
 
 
@@ -125,11 +130,16 @@ def status_command(name: str, file: str, workspace: str | None, output: str) -> 
 @file_option
 @workspace_option
 def logs_command(name: str, lines: int, file: str, workspace: str | None) -> None:
-    """Print the last lines of a process deployment's server log."""
+    """Print the last lines of a deployment's server log (a docker container's log)."""
     from legion_ci.errors import InputError
     from legion_ci.targets.state import require
 
     record = require(_workspace(file, workspace), name)
+    if record.target == "docker":
+        from legion_ci.targets.docker import container_logs
+
+        click.echo(container_logs(record, lines), nl=False)
+        return
     log = record.details.get("log")
     if not log:
         raise InputError(
@@ -171,6 +181,10 @@ def delete_command(name: str, drain_timeout: float, file: str, workspace: str | 
             from legion_ci.targets.kubernetes import delete_deployment
 
             how = delete_deployment(record)
+        elif record.target == "docker":
+            from legion_ci.targets.docker import delete_deployment as delete_container
+
+            how = delete_container(record, drain_timeout)
         else:
             raise InputError(f"{name}: cannot delete a {record.target!r} deployment")
         state.remove(folder, name)

@@ -1,0 +1,540 @@
+"""The `docker` deploy target: the package stage's image as a container on the Docker engine.
+
+Deploy: run the docker-rest image (by digest when the package stage pushed it) on the host
+network with `LEGION_SERVE_HOST=127.0.0.1` and `LEGION_SERVE_PORT=<port>`, a read-only root
+file system with a tmpfs at /tmp (the image keeps its home, cache and feedback store there),
+the restart policy and memory/CPU limits from the arguments, and labels naming the deployment,
+model, version and run. Wait until it is ready, smoke-test it with the example from the
+binary's info(), record the container in the state store. The URL is the output.
+
+Replace (a container of that deployment is running): the new container starts on the SAME
+port beside the old one. Both are in the host's network namespace and both servers set
+SO_REUSEPORT (the kernel lets two sockets share a port only for the same user id, which the
+image fixes at 10001), so the kernel spreads new connections over both. Once the new one is
+ready and answers the smoke test, the old one is stopped (SIGTERM: it leaves the port, finishes
+its in-flight requests and exits) and removed. If the new one fails (exits, is not ready in
+time, fails the smoke test), it is removed, the old one keeps serving untouched, and the stage
+fails with the reason and the new container's log tail. The URL never changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import socket
+import time
+import uuid
+from typing import Any
+
+from legion_ci.errors import StageError
+from legion_ci.integrations.base import DeployContext, DeployResult
+from legion_ci.targets import smoke, state
+from legion_ci.targets.arguments import with_defaults
+from legion_ci.targets.process import (
+    READY_MARK,
+    _kernel_migrates_requests,
+    free_port,
+    serve_supports_reuse_port,
+    url_of,
+)
+
+TARGET = "docker"
+HOST = "127.0.0.1"  # the container shares the host's network: it binds loopback only
+LABEL = "legion-ci.epam.com"  # label prefix, as on the Kubernetes objects
+STOP_GRACE_S = 5  # after the server's own drain timeout, before the engine's SIGKILL
+IMAGE_MODEL = "/model"  # where the docker-rest image keeps the model (its CMD serves it)
+LOG_TAIL_LINES = 20
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _api_error(exc: Exception) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return _one_line(explanation.decode() if isinstance(explanation, bytes) else explanation or exc)
+
+
+def serve_command(workers: int | None) -> list[str] | None:
+    """The container's command: the image's own (`legion-ci serve /model`) once the server's
+    `--reuse-port` does everything a replacement needs; until then the same stand-in the
+    process target runs (legion_ci.targets.reuseport_serve, which the image's legion-ci has)."""
+    if serve_supports_reuse_port():
+        return None
+    argv = ["python", "-m", "legion_ci.targets.reuseport_serve", IMAGE_MODEL]
+    return argv + (["--workers", str(workers)] if workers else [])
+
+
+def container_environment(port: int, args: dict[str, Any]) -> dict[str, str]:
+    env = {
+        "LEGION_SERVE_HOST": HOST,
+        "LEGION_SERVE_PORT": str(port),
+        "LEGION_SERVE_REUSE_PORT": "true",
+        "LEGION_SERVE_DRAIN_TIMEOUT_S": str(args["drainTimeout"]),
+    }
+    if args.get("workers"):
+        env["LEGION_SERVE_WORKERS"] = str(args["workers"])
+    return env
+
+
+def restart_policy(name: str) -> dict[str, Any]:
+    return {"Name": "" if name == "no" else name, "MaximumRetryCount": 0}
+
+
+def image_reference(ctx: DeployContext, args: dict[str, Any]) -> str:
+    """What to run: `arguments.image`, else the package stage's digest (pushed), else its tag."""
+    if args.get("image"):
+        return str(args["image"])
+    outputs = ctx.package_outputs or {}
+    if not outputs:
+        raise StageError(
+            "the docker target runs the package stage's image, and this run has none: run the "
+            "package stage first (docker-rest), or name an image in stages.deploy.arguments.image"
+        )
+    if not outputs.get("image"):
+        reason = outputs.get("reason") or "no Docker engine at packaging time"
+        raise StageError(
+            f"the package stage built no image ({reason}), so there is nothing for the docker "
+            "target to run: package where a Docker engine answers"
+        )
+    return str(outputs.get("digest") or outputs["image"])
+
+
+def _workers_of(image: Any, args: dict[str, Any]) -> int:
+    if args.get("workers"):
+        return int(args["workers"])
+    for item in (image.attrs.get("Config") or {}).get("Env") or []:
+        key, _, value = item.partition("=")
+        if key == "LEGION_SERVE_WORKERS" and value.isdigit():
+            return max(1, int(value))  # the server refuses 0; at least one must say it is ready
+    return 1
+
+
+def _clients(ctx: DeployContext) -> Any:
+    if ctx.clients is not None:
+        return ctx.clients
+    from legion_ci.integrations.clients import Clients
+
+    return Clients()
+
+
+def _engine_of(details: dict[str, Any]) -> Any:
+    """A Docker client for the engine a deployment was made on (one-line StageError if none)."""
+    from legion_ci.integrations.clients import Clients
+
+    return Clients(details.get("docker_host")).docker()
+
+
+class DockerTarget:
+    """Deploys the packaged model image as a container on the local Docker engine."""
+
+    def render(self, ctx: DeployContext) -> str:
+        """What `--dry-run` prints: the equivalent `docker run` (the port is chosen at deploy
+        time when `port` is 0)."""
+        import shlex
+
+        args = with_defaults(TARGET, ctx.arguments)
+        name = args.get("name") or ctx.model_name
+        try:
+            image = image_reference(ctx, args)
+        except StageError:
+            image = f"<the package stage's image of {ctx.model_name} {ctx.model_version}>"
+        argv = ["docker", "run", "--detach", "--network", "host", "--read-only"]
+        argv += ["--tmpfs", "/tmp", "--restart", str(args["restartPolicy"])]
+        if args.get("memory"):
+            argv += ["--memory", str(args["memory"])]
+        if args.get("cpus"):
+            argv += ["--cpus", str(args["cpus"])]
+        for key, value in container_environment(int(args["port"]), args).items():
+            argv += ["--env", f"{key}={value}"]
+        for key, value in self._labels(ctx, name).items():
+            argv += ["--label", f"{key}={value}"]
+        return shlex.join([*argv, image, *(serve_command(args.get("workers")) or [])]) + "\n"
+
+    @staticmethod
+    def _labels(ctx: DeployContext, name: str) -> dict[str, str]:
+        return {
+            f"{LABEL}/deployment": name,
+            f"{LABEL}/model-name": ctx.model_name,
+            f"{LABEL}/model-version": ctx.model_version,
+            f"{LABEL}/run-id": ctx.run_id,
+        }
+
+    def deploy(self, ctx: DeployContext) -> DeployResult:
+        args = with_defaults(TARGET, ctx.arguments)
+        name = state.check_name(args.get("name") or ctx.model_name)
+        reference = image_reference(ctx, args)
+        clients = _clients(ctx)
+        try:
+            client = clients.docker()
+            with state.locked(ctx.workspace, name):
+                return self._deploy_locked(ctx, client, clients.docker_host, name, reference, args)
+        finally:
+            if clients is not ctx.clients:  # the stage's own clients are the stage's to close
+                clients.close()
+
+    def _deploy_locked(
+        self,
+        ctx: DeployContext,
+        client: Any,
+        docker_host: str,
+        name: str,
+        reference: str,
+        args: dict[str, Any],
+    ) -> DeployResult:
+        workspace = ctx.workspace
+        old = state.load(workspace, name)
+        if old is not None and old.target != TARGET:
+            raise StageError(
+                f"deployment {name!r} is a {old.target} deployment: delete it first "
+                f"(legion-ci deployments delete {name}) or choose another arguments.name"
+            )
+        leftover = _container(client, old) if old is not None else None
+        old_container = leftover if leftover is not None and leftover.status == "running" else None
+        port = int(args["port"])
+        if not port:
+            port = int(old.details["port"]) if old_container is not None else free_port(HOST)  # type: ignore[union-attr]
+        url = url_of(HOST, port)
+        keep_serving = old_container is not None and old.details.get("port") == port  # type: ignore[union-attr]
+        if not keep_serving:
+            _check_port_free(port)
+        image = self._image(ctx, client, reference)
+
+        kept = (
+            f"; {old.model_version} keeps serving on {url} "  # type: ignore[union-attr]
+            f"(container {old_container.name})"  # type: ignore[union-attr]
+            if keep_serving
+            else ""
+        )
+        ctx.log.line(
+            f"deploy: {'replacing' if keep_serving else 'starting'} {name} "
+            f"({ctx.model_name} {ctx.model_version}, {reference}) on {url}"
+            + (f", beside the running {old.model_version}" if keep_serving else "")  # type: ignore[union-attr]
+        )
+        try:
+            example = self._example(ctx, client, image.id) if args["smokeTest"] else None
+        except StageError as exc:
+            raise StageError(f"{name}: {ctx.model_name} {ctx.model_version}: {exc}{kept}") from None
+
+        if keep_serving and not _kernel_migrates_requests():
+            ctx.log.line(
+                "deploy: note: net.ipv4.tcp_migrate_req is 0 on this host, so a connection queued "
+                "on the old container in the instant it leaves the port is reset; set it to 1 to "
+                "have the kernel hand such connections to the new container"
+            )
+        container_name = f"legion-ci-{name}-{uuid.uuid4().hex[:8]}"
+        began = time.monotonic()
+        container = self._run(ctx, client, reference, container_name, name, port, args)
+        try:
+            self._wait_ready(container, url, args, example, image, shared=keep_serving)
+        except StageError as exc:
+            tail = _log_tail(container)
+            _remove(container)
+            raise StageError(
+                f"{name}: the new container ({ctx.model_name} {ctx.model_version}) failed: {exc}"
+                f"{kept}\n  last lines of its log (container {container_name}, removed):\n{tail}"
+            ) from None
+        except BaseException:  # Ctrl-C or SIGTERM: no unrecorded container may stay behind
+            _remove(container)
+            raise
+        ready_s = time.monotonic() - began
+        ctx.log.line(
+            f"deploy: ready and smoke-tested in {ready_s:.2f} s (container {container_name})"
+        )
+
+        new = state.DeploymentState(
+            name=name,
+            target=TARGET,
+            model_name=ctx.model_name,
+            model_version=ctx.model_version,
+            run_id=ctx.run_id,
+            url=url,
+            deployed_at=_now(),
+            details={
+                "container": container_name,
+                "container_id": container.id,
+                "image": reference,
+                "image_id": image.id,
+                "docker_host": docker_host,
+                "host": HOST,
+                "port": port,
+                "settings": {
+                    k: args.get(k)
+                    for k in ("restartPolicy", "memory", "cpus", "workers", "drainTimeout")
+                },
+            },
+            previous=(
+                {"model_version": old.model_version, "run_id": old.run_id, "url": old.url}
+                if old is not None
+                else None
+            ),
+        )
+        state.save(workspace, new)
+        if old_container is not None:
+            ctx.log.line(f"deploy: draining the old container {old_container.name}")
+            how = stop_container(old_container, float(args["drainTimeout"]))
+            ctx.log.line(f"deploy: old container {how}")
+        elif leftover is not None:  # exited or restarting: it serves nothing, it only lingers
+            _remove(leftover)
+            ctx.log.line(f"deploy: removed the old {leftover.status} container {leftover.name}")
+        return DeployResult(
+            outputs={
+                "url": url,
+                "name": name,
+                "target": TARGET,
+                "container": container_name,
+                "container_id": container.id,
+                "image": reference,
+                "port": port,
+                "ready_seconds": round(ready_s, 3),
+                "replaced": old.model_version if old_container is not None else None,  # type: ignore[union-attr]
+            }
+        )
+
+    @staticmethod
+    def _image(ctx: DeployContext, client: Any, reference: str) -> Any:
+        """The image on the engine, pulled (with the deploy connection's registry credentials,
+        if any) when the engine does not have it."""
+        from docker.errors import APIError, ImageNotFound
+
+        try:
+            return client.images.get(reference)
+        except ImageNotFound:
+            pass
+        except APIError as exc:
+            raise StageError(f"image {reference}: {_api_error(exc)}") from None
+        auth = None
+        if ctx.connection is not None and ctx.connection.type == "docker":
+            from legion_ci.integrations.clients import registry_auth
+
+            auth = registry_auth(ctx.connection).auth_config()
+        ctx.log.line(f"deploy: pulling {reference}")
+        try:
+            return client.images.pull(reference, auth_config=auth)
+        except APIError as exc:
+            raise StageError(
+                f"image {reference} is not on the Docker engine and cannot be pulled: "
+                f"{_api_error(exc)}"
+            ) from None
+
+    @staticmethod
+    def _example(ctx: DeployContext, client: Any, image_id: str) -> dict[str, Any]:
+        if ctx.artifact is not None:
+            return smoke.example_request(ctx.artifact)
+        # No binary in this run (the image came from elsewhere): ask the image itself.
+        from legion_ci.packaging.engine import model_example
+
+        try:
+            found = model_example(client, image_id)
+        except StageError as exc:
+            raise StageError(str(exc).removesuffix("; the image is not pushed")) from None
+        return {"columns": found.columns, "data": found.rows}
+
+    def _run(
+        self,
+        ctx: DeployContext,
+        client: Any,
+        reference: str,
+        container_name: str,
+        name: str,
+        port: int,
+        args: dict[str, Any],
+    ) -> Any:
+        from docker.errors import APIError
+
+        limits: dict[str, Any] = {}
+        if args.get("memory"):
+            limits["mem_limit"] = str(args["memory"])
+        if args.get("cpus"):
+            limits["nano_cpus"] = int(float(args["cpus"]) * 1e9)
+        try:
+            return client.containers.run(
+                reference,
+                serve_command(args.get("workers")),
+                detach=True,
+                name=container_name,
+                network_mode="host",
+                read_only=True,
+                tmpfs={"/tmp": "rw"},
+                environment=container_environment(port, args),
+                restart_policy=restart_policy(str(args["restartPolicy"])),
+                labels=self._labels(ctx, name),
+                **limits,
+            )
+        except APIError as exc:
+            # A container that was created but could not start must not stay behind.
+            _remove_named(client, container_name)
+            raise StageError(f"{name}: cannot start {reference}: {_api_error(exc)}") from None
+
+    @staticmethod
+    def _wait_ready(
+        container: Any,
+        url: str,
+        args: dict[str, Any],
+        example: dict[str, Any] | None,
+        image: Any,
+        *,
+        shared: bool,
+    ) -> None:
+        workers = _workers_of(image, args)
+        memory = args.get("memory")
+
+        def alive() -> str | None:
+            container.reload()
+            attrs = container.attrs.get("State") or {}
+            restarts = container.attrs.get("RestartCount") or 0
+            if attrs.get("Status") in ("exited", "dead") or attrs.get("Restarting") or restarts:
+                if attrs.get("OOMKilled"):
+                    return f"it was killed for using more than its memory limit ({memory})"
+                return f"it exited with code {attrs.get('ExitCode')} while starting"
+            return None
+
+        def loaded() -> bool:
+            # Beside the old container, /healthcheck may be answered by either: the new
+            # container's own log says when each of its workers has loaded the model.
+            text = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+            return text.count(READY_MARK) >= workers
+
+        smoke.wait_ready(url, float(args["readinessTimeout"]), alive=alive, ready=loaded)
+        if example is not None:
+            # Each fresh connection reaches either container: enough requests that the new one
+            # answers some of them (each misses it with p = 1/2).
+            smoke.smoke_test(url, example, times=int(args["smokeRequests"]) if shared else 1)
+        gone = alive()
+        if gone:
+            raise StageError(gone)
+
+
+def _check_port_free(port: int) -> None:
+    """A port someone else listens on fails the deploy: with SO_REUSEPORT the new server could
+    otherwise join another server's port and share its traffic."""
+    with socket.socket(socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError as exc:
+            raise StageError(
+                f"port {port} on {HOST} is in use ({exc.strerror}); choose another port"
+            ) from None
+
+
+def _container(client: Any, record: state.DeploymentState) -> Any:
+    """The deployment's container (in whatever state), or None when it no longer exists."""
+    from docker.errors import NotFound
+
+    if record.target != TARGET or not record.details.get("container_id"):
+        return None
+    try:
+        return client.containers.get(record.details["container_id"])
+    except NotFound:
+        return None
+
+
+def _log_tail(container: Any, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = container.logs(stdout=True, stderr=True, tail=lines).decode("utf-8", "replace")
+    except Exception as exc:  # the engine's answer is only a detail of the error being raised
+        return f"    (no log: {_one_line(str(exc), 200)})"
+    return "\n".join(f"    {line}" for line in text.splitlines()) or "    (empty log)"
+
+
+def _remove(container: Any) -> None:
+    from docker.errors import APIError
+
+    with contextlib.suppress(APIError):  # already gone
+        container.remove(force=True)
+
+
+def _remove_named(client: Any, name: str) -> None:
+    from docker.errors import APIError
+
+    with contextlib.suppress(APIError):
+        client.containers.get(name).remove(force=True)
+
+
+def stop_container(container: Any, drain_timeout: float) -> str:
+    """SIGTERM (the server drains), SIGKILL after the drain timeout and a grace; then remove.
+    Returns what happened."""
+    from docker.errors import APIError, NotFound
+
+    try:
+        container.stop(timeout=int(drain_timeout + STOP_GRACE_S))
+        container.reload()
+        code = (container.attrs.get("State") or {}).get("ExitCode")
+        container.remove(force=True)
+    except NotFound:
+        return "was already gone"
+    except APIError as exc:
+        raise StageError(f"container {container.name}: {_api_error(exc)}") from None
+    return "stopped and removed" if code == 0 else f"stopped (exit code {code}) and removed"
+
+
+# -- what `legion-ci deployments` asks of a docker deployment -------------------------------------
+def container_status(record: state.DeploymentState) -> tuple[str, str]:
+    """(status, detail): running, vanished (no such container), exited/restarting/...
+    (the container's own state), or unknown (no engine answers)."""
+    from docker.errors import APIError, NotFound
+
+    details = record.details
+    label = details.get("container") or details.get("container_id", "?")[:12]
+    try:
+        client = _engine_of(details)
+    except StageError as exc:
+        return "unknown", str(exc)
+    try:
+        container = client.containers.get(details.get("container_id"))
+    except NotFound:
+        return "vanished", f"container {label} no longer exists on {client.api.base_url}"
+    except APIError as exc:
+        return "unknown", f"container {label}: {_api_error(exc)}"
+    finally:
+        client.close()
+    attrs = container.attrs.get("State") or {}
+    status = container.status
+    if status == "running":
+        return "running", f"container {label}"
+    detail = f"container {label} is {status}"
+    if status in ("exited", "dead"):
+        detail += f" (exit code {attrs.get('ExitCode')}"
+        detail += ", killed for its memory limit)" if attrs.get("OOMKilled") else ")"
+    return status, detail
+
+
+def container_logs(record: state.DeploymentState, lines: int) -> str:
+    """The container's last `lines` log lines (stdout and stderr, as `docker logs`)."""
+    from docker.errors import APIError, NotFound
+
+    details = record.details
+    client = _engine_of(details)
+    try:
+        container = client.containers.get(details.get("container_id"))
+        return container.logs(stdout=True, stderr=True, tail=lines).decode("utf-8", "replace")
+    except NotFound:
+        raise StageError(
+            f"{record.name}: container {details.get('container')} no longer exists"
+        ) from None
+    except APIError as exc:
+        raise StageError(f"{record.name}: {_api_error(exc)}") from None
+    finally:
+        client.close()
+
+
+def delete_deployment(record: state.DeploymentState, drain_timeout: float) -> str:
+    """Stop (drain) and remove the deployment's container; returns what happened."""
+    from docker.errors import NotFound
+
+    details = record.details
+    client = _engine_of(details)
+    try:
+        container = client.containers.get(details.get("container_id"))
+    except NotFound:
+        return f"container {details.get('container')} was already gone"
+    try:
+        return f"container {container.name} " + stop_container(container, drain_timeout)
+    finally:
+        client.close()
