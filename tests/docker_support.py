@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import copy_wine_project
-from procs import free_port, http_ok, service
+from procs import free_port, http_ok, service, wait_for
 
 CACHE = Path(
     os.environ.get("LEGION_CI_CI_CACHE") or Path.home() / ".cache" / "legion-ci-ci"
@@ -77,11 +77,13 @@ def _mount_tmpfs(root: Path) -> bool:
 
 
 @contextlib.contextmanager
-def dockerd(root: Path) -> Iterator[Dockerd]:
-    """A Docker engine of the tests' own: its own socket, data root, exec root and pid file."""
+def dockerd(root: Path, *, mount: bool = True) -> Iterator[Dockerd]:
+    """A Docker engine of the tests' own: its own socket, data root, exec root and pid file.
+
+    `mount=False` keeps whatever `root` holds (a restart on the same data root)."""
     # Short paths: a unix socket path must stay under 108 bytes.
     root.mkdir(parents=True, exist_ok=True)
-    in_memory = _mount_tmpfs(root)
+    in_memory = _mount_tmpfs(root) if mount else False
     data_root, exec_root = root / "data", root / "exec"
     data_root.mkdir(exist_ok=True)
     sock = root / "docker.sock"
@@ -164,6 +166,7 @@ class Registry:
     address: str  # 127.0.0.1:port
     user: str
     password: str
+    pid: int = 0  # the registry process's
 
     def url(self, path: str) -> str:
         return f"http://{self.address}{path}"
@@ -189,8 +192,9 @@ auth:
 
 
 @contextlib.contextmanager
-def registry(root: Path) -> Iterator[Registry]:
-    """Debian's docker-registry (CNCF distribution) with htpasswd auth on 127.0.0.1."""
+def registry(root: Path, port: int | None = None) -> Iterator[Registry]:
+    """Debian's docker-registry (CNCF distribution) with htpasswd auth on 127.0.0.1; a given
+    `port` and the same `root` restart a stopped one with what it stored."""
     root.mkdir(parents=True, exist_ok=True)
     htpasswd = subprocess.run(
         [_sbin("htpasswd"), "-Bbn", REGISTRY_USER, REGISTRY_PASSWORD],
@@ -199,7 +203,7 @@ def registry(root: Path) -> Iterator[Registry]:
         check=True,
     ).stdout
     (root / "htpasswd").write_text(htpasswd, encoding="utf-8")
-    port = free_port()
+    port = port or free_port()
     config = root / "config.yml"
     config.write_text(
         REGISTRY_CONFIG.format(root=root / "storage", port=port, htpasswd=root / "htpasswd"),
@@ -211,8 +215,8 @@ def registry(root: Path) -> Iterator[Registry]:
         ready=http_ok(f"http://127.0.0.1:{port}/v2/", statuses=(401,)),
         timeout=60,
         name="docker-registry",
-    ):
-        yield Registry(f"127.0.0.1:{port}", REGISTRY_USER, REGISTRY_PASSWORD)
+    ) as svc:
+        yield Registry(f"127.0.0.1:{port}", REGISTRY_USER, REGISTRY_PASSWORD, svc.pid)
 
 
 # -- trained binaries and package contexts ------------------------------------------------------
@@ -341,3 +345,102 @@ def push_target(address: str, user: str, password: str):
         options={"username": user, "password": password},
     )
     return PackageTarget(name="docker-push", connection=connection)
+
+
+# -- restartable parts, for the fault tests ----------------------------------------------------
+def _gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+class RestartableDockerd:
+    """A dockerd on a tmpfs root that a test SIGKILLs and starts again on the same data root
+    and socket. Use as a context manager; `kill()` then `start()` is a restart."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.in_memory = False
+        self.daemon: Dockerd | None = None
+        self._stack: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> RestartableDockerd:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.in_memory = _mount_tmpfs(self.root)
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if self.in_memory and os.path.ismount(self.root):
+            subprocess.run(["umount", "--lazy", str(self.root)], check=False)
+
+    @property
+    def host(self) -> str:
+        assert self.daemon is not None, "dockerd is not running"
+        return self.daemon.host
+
+    @property
+    def pid(self) -> int:
+        return int((self.root / "docker.pid").read_text().strip())
+
+    def start(self) -> None:
+        self._stack = contextlib.ExitStack()
+        self.daemon = self._stack.enter_context(dockerd(self.root, mount=False))
+
+    def kill(self) -> int:
+        """SIGKILL dockerd alone (by its pid), as a crash would; returns the pid."""
+        pid = self.pid
+        os.kill(pid, 9)
+        return pid
+
+    def stop(self) -> None:
+        """Stop what is left: dockerd, or after kill() its orphaned containerd and shims."""
+        if self._stack is None:
+            return
+        pgid = self.pid
+        self._stack.close()  # SIGTERM to the group when dockerd still runs; netns unmounted
+        self._stack, self.daemon = None, None
+        if not _gone(pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, 15)
+            wait_for(lambda: _gone(pgid), 60, "dockerd's leftover processes")
+
+
+class RestartableRegistry:
+    """The htpasswd registry, stopped and started again on the same port and storage."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self._stack: contextlib.ExitStack | None = None
+        self.running: Registry | None = None
+
+    def __enter__(self) -> RestartableRegistry:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._stack = contextlib.ExitStack()
+        self.running = self._stack.enter_context(registry(self.root, self.port))
+
+    def stop(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack, self.running = None, None
+
+    def kill(self) -> None:
+        """SIGKILL the registry by pid (mid-request, as a crash would), then reap it."""
+        assert self.running is not None
+        os.kill(self.running.pid, 9)
+        self.stop()
+
+    @property
+    def storage(self) -> Path:
+        return self.root / "storage"

@@ -96,13 +96,17 @@ class DockerRestPackager:
     """The in-process `docker-rest` packaging integration (see toolchains/docker-rest.yaml)."""
 
     def pack(self, ctx: PackageContext) -> PackageResult:
-        if isinstance(ctx.clients, Clients):
-            return self._pack(ctx, ctx.clients)
-        clients = Clients()
+        clients = ctx.clients if isinstance(ctx.clients, Clients) else Clients()
         try:
             return self._pack(ctx, clients)
+        except engine.connection_errors() as exc:
+            # The engine died or refused between the steps that say so themselves.
+            raise StageError(
+                f"Docker engine at {clients.docker_host}: {engine.lost_engine_text(exc)}"
+            ) from None
         finally:
-            clients.close()
+            if clients is not ctx.clients:
+                clients.close()
 
     def _pack(self, ctx: PackageContext, clients: Clients) -> PackageResult:
         args = {**argument_defaults(), **(ctx.arguments or {})}

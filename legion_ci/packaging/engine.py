@@ -45,6 +45,20 @@ def api_error_text(exc: Exception) -> str:
     return _one_line(explanation if explanation else exc)
 
 
+def connection_errors() -> tuple[type[Exception], ...]:
+    """What the Docker SDK raises when the engine goes away mid-call (a killed dockerd cuts a
+    build stream with urllib3's ProtocolError, which is neither an APIError nor an OSError)."""
+    import requests
+    import urllib3
+    from docker.errors import DockerException
+
+    return (DockerException, requests.exceptions.RequestException, urllib3.exceptions.HTTPError)
+
+
+def lost_engine_text(exc: Exception) -> str:
+    return f"the Docker engine stopped answering ({type(exc).__name__}: {api_error_text(exc)})"
+
+
 # -- base image --------------------------------------------------------------------------------
 def ensure_base_image(
     client: Any, base_image: str, log: StageLog, auth_config: dict[str, str] | None = None
@@ -137,6 +151,8 @@ def build(client: Any, context_dir: str, tag: str, log: StageLog) -> BuildResult
         list(splitter.flush())
     except APIError as exc:
         raise StageError(f"docker build failed: {api_error_text(exc)}") from None
+    except connection_errors() as exc:
+        raise StageError(f"docker build failed: {lost_engine_text(exc)}") from None
     if image_id is None:
         built = [ln for ln in last_lines if ln.startswith("Successfully built ")]
         if not built:
@@ -346,6 +362,8 @@ def push(client: Any, reference: str, auth: RegistryAuth, log: StageLog) -> str:
                 log.line(f"{key[0]}: {status}" if key[0] else status)
     except APIError as exc:
         raise StageError(f"push of {reference} failed: {api_error_text(exc)}") from None
+    except connection_errors() as exc:
+        raise StageError(f"push of {reference} failed: {lost_engine_text(exc)}") from None
     except OSError as exc:
         raise StageError(f"push of {reference} failed: {exc}") from None
     if not digest:
