@@ -86,6 +86,38 @@ TRAIN_PROPERTIES: dict[str, Any] = {
         "description": "Quality gates: metric name -> bounds.",
     },
     "baseline": BASELINE,
+    "cluster": {
+        "type": "object",
+        "description": "Run the training as a Kubernetes Job (`legion-ci stage train` in a"
+        " toolchain image holding legion-ci and the project), the binary coming back through"
+        " S3-compatible storage; the rest of the pipeline does not change.",
+        "additionalProperties": False,
+        "required": ["connection", "image", "storage", "credentialsSecret"],
+        "properties": {
+            "connection": {"type": "string", "description": "The kubernetes connection."},
+            "image": {"type": "string", "minLength": 1, "description": "The toolchain image."},
+            "storage": {"type": "string", "description": "The s3 connection for the binary."},
+            "credentialsSecret": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Secret in the namespace with AWS_ACCESS_KEY_ID and"
+                " AWS_SECRET_ACCESS_KEY for the pod.",
+            },
+            "namespace": {"type": "string", "description": "Default: the connection's."},
+            "pipeline": {
+                "type": "string",
+                "description": "This pipeline file's path inside the image; default: its path"
+                " relative to the working folder.",
+            },
+            "timeout": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "default": 21600,
+                "description": "Seconds the Job may take before it is deleted.",
+            },
+            "resources": {"type": "object", "description": "The pod's resources."},
+        },
+    },
 }
 
 PACKAGE_PROPERTIES: dict[str, Any] = {
@@ -155,6 +187,8 @@ STAGES: tuple[StageType, ...] = (
         connections=(
             ConnectionField(("data", "*", "connection"), ("local", "http", "s3")),
             ConnectionField(("tracking",), ("mlflow",)),
+            ConnectionField(("cluster", "connection"), ("kubernetes",)),
+            ConnectionField(("cluster", "storage"), ("s3",)),
         ),
         run="legion_ci.runner.stages.train:run_train",
         plan="legion_ci.runner.stages.train:plan_train",

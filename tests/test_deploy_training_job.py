@@ -139,3 +139,52 @@ def test_a_job_that_never_finishes_times_out_and_is_deleted(
     with pytest.raises(client.ApiException) as gone:
         batch.read_namespaced_job("linear-train-stuck", "ml")
     assert gone.value.status == 404
+
+
+def test_the_train_stage_runs_on_the_cluster_from_the_pipeline_file(
+    sh_project: Path, cluster_and_storage
+) -> None:
+    """`train: {cluster: ...}` in the pipeline: `legion-ci stage train` submits the Job, the
+    (stand-in) kubelet runs the same pipeline's train stage in the pod, and the binary, its
+    sha256 and metrics come back into this run's record, ready for package and deploy."""
+    from conftest import SH_PIPELINE, write
+
+    kubeconfig, endpoint = cluster_and_storage
+    text = SH_PIPELINE + (
+        "    cluster:\n"
+        "      connection: cluster\n"
+        "      storage: store\n"
+        "      image: toolchain:1\n"
+        "      credentialsSecret: training-s3\n"
+        "      namespace: ml\n"
+        "      pipeline: pipeline.yaml\n"
+        "      timeout: 240\n"
+        "connections:\n"
+        f"  cluster: {{type: kubernetes, kubeconfig: '{kubeconfig}'}}\n"
+        f"  store: {{type: s3, uri: 's3://models', endpoint: '{endpoint}',"
+        " keyID: '${env:AWS_ACCESS_KEY_ID}', keySecret: '${env:AWS_SECRET_ACCESS_KEY}'}\n"
+    )
+    pipeline = write(sh_project / "pipeline.yaml", text)
+    env = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}
+    kubelet = Kubelet(
+        api_client(kubeconfig),
+        sh_project,
+        {"training-s3": {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}},
+    )
+    kubelet.start()
+    try:
+        outcome = run_cli("stage", "train", str(pipeline), "-o", "json", env=env, timeout=400)
+    finally:
+        kubelet.stop.set()
+        kubelet.join(30)
+    outcome.assert_success()
+    assert kubelet.errors == [], kubelet.errors[:5]
+    train = json.loads(outcome.out)["stages"]["train"]
+    artifact = Path(train["outputs"]["artifact"])
+    assert artifact.is_file() and artifact.name == "linear-1.0.zip"
+    assert train["outputs"]["trained_on"].startswith("kubernetes Job ml/linear-train-")
+    assert train["metrics"] == {"rmse": 0.5, "r2": 0.9}
+    assert "[pod] sh-trainer: training from" in outcome.err
+    assert SECRET not in outcome.out + outcome.err
+    info = json.loads(run_cli("model", "info", str(artifact), "-o", "json").out)
+    assert info["model"] == {"name": "linear", "version": "1.0"}

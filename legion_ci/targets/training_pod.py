@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upload", required=True, metavar="s3://BUCKET/PREFIX")
     options = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # The pipeline may say `cluster:`: inside the pod the train stage runs here, not again.
+    os.environ["LEGION_CI_TRAINING_POD"] = "1"
 
     from botocore.exceptions import BotoCoreError, ClientError
 

@@ -27,6 +27,9 @@ from legion_ci.spec.pipeline import Pipeline
 from legion_ci.spec.stage_checks import PIPELINE_FIELDS, integration_problems, split_field_path
 from legion_ci.spec.yaml_loader import Located
 
+# Set inside the training Job's pod, where the same pipeline runs the train stage locally.
+IN_TRAINING_POD = "LEGION_CI_TRAINING_POD"
+
 
 def tracking_settings(pipeline: Pipeline, stage: dict[str, Any]) -> tuple[str, dict[str, str]]:
     """The MLflow tracking URI and the credentials environment for the training."""
@@ -107,6 +110,11 @@ def run_train(
     from legion_ci.gppi.archive import write_zip
 
     stage = pipeline.stage("train")
+    if stage.get("cluster") and not os.environ.get(IN_TRAINING_POD):
+        from legion_ci.runner.stages.train_cluster import train_on_cluster
+
+        train_on_cluster(pipeline, record, stage_record, log)
+        return
     registration = pipeline.registration("train")
     project_dir = pipeline.resolve_path(stage["workDir"])
     scratch = record.folder / "work" / "train"
