@@ -31,7 +31,9 @@ from docker_support import (
 )
 from procs import wait_for
 
-pytestmark = [pytest.mark.faults]
+# Not in the default run yet: under load, the dockerd restart these faults need can time out
+# waiting for containerd (seen in a CI rehearsal). Run them with: pytest -m docker_faults
+pytestmark = [pytest.mark.faults, pytest.mark.docker_faults]
 
 RUN_STEP = re.compile(r"^Step \d+/\d+ : RUN ", re.M)
 
