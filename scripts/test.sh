@@ -24,6 +24,9 @@ if [ "${LEGION_SKIP_SOAK:-0}" != 1 ]; then
   .venv/bin/python -m pytest -q -s -m soak tests/test_soak.py
   soak=$?
 fi
+echo "---- tests that need a pytest process of their own (-m isolated) ----"
+.venv/bin/python -m pytest -q -m isolated
+isolated=$?
 .venv/bin/python -m pytest "$@"
 suite=$?
-[ "$suite" -eq 0 ] && [ "$soak" -eq 0 ]
+[ "$suite" -eq 0 ] && [ "$soak" -eq 0 ] && [ "$isolated" -eq 0 ]

@@ -317,6 +317,10 @@ def test_model_without_pyfunc_flavor_is_listed(tmp_path):
         MlflowTrainer().train(ctx)
 
 
+# Ctrl-C is delivered to this very process: in the long suite, something earlier in the same
+# pytest process stops it from arriving (seen in 3 CI rehearsals); scripts/test.sh runs the
+# `isolated` tests in a pytest process of their own.
+@pytest.mark.isolated
 def test_cancel_kills_the_training_and_marks_the_run_killed(tmp_path):
     project = pyfunc_project(tmp_path / "p")
     ctx = make_ctx(tmp_path, project, hyper_parameters={"sleep": 120})
