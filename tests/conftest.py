@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -34,6 +35,15 @@ class Outcome:
         )
         assert "Traceback" not in self.err, self.err
         return self
+
+
+@pytest.fixture(autouse=True)
+def _default_sigint():
+    """Every test starts with Python's own Ctrl-C handling. A test that ran server code in
+    this process could leave SIGINT ignored, and an ignored SIGINT is inherited by every
+    child: a `legion-ci` started later would not stop on Ctrl-C (seen in CI rehearsals)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
 
 
 @pytest.fixture(autouse=True)
