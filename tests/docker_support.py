@@ -348,6 +348,50 @@ def push_target(address: str, user: str, password: str):
 
 
 # -- restartable parts, for the fault tests ----------------------------------------------------
+def _shims_of(root: Path) -> set[int]:
+    """containerd shims started for the engine under `root` (their command line names it)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and b"containerd-shim" in argv[0] and any(str(root).encode() in a for a in argv):
+            found.add(int(entry.name))
+    return found
+
+
+def _processes_under(roots: set[int]) -> list[int]:
+    """`roots` and all their descendants, parents first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    ordered, todo = [], sorted(roots)
+    while todo:
+        pid = todo.pop(0)
+        ordered.append(pid)
+        todo.extend(children.get(pid, []))
+    return ordered
+
+
+def _reaped(pid: int) -> bool:
+    """Gone, or a zombie nobody of ours will reap (its parent was killed with it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def _gone(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -407,6 +451,15 @@ class RestartableDockerd:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, 15)
             wait_for(lambda: _gone(pgid), 60, "dockerd's leftover processes")
+        # The shims of the containers that were running (a build's RUN step) live in sessions
+        # of their own and outlive containerd; a new containerd on the same state would try to
+        # reconnect to them while they are orphaned, and under load dockerd timed out waiting
+        # for it. A crashed machine loses them too: kill them and what runs under them.
+        leftovers = _processes_under(_shims_of(self.root))
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        wait_for(lambda: all(_reaped(pid) for pid in leftovers), 60, "the orphaned shims")
 
 
 class RestartableRegistry:

@@ -358,8 +358,14 @@ class ModelApp:
         # Nothing is opened for writing unless asked: the server may run in a read-only folder.
         if self.settings.log_requests:
             self.store = FeedbackStore(self.settings.feedback_db)
-        self._tasks.append(asyncio.create_task(self._load()))
+        self._load_task = asyncio.create_task(self._load())
+        self._tasks.append(self._load_task)
         self._tasks.append(asyncio.create_task(self._housekeeping()))
+
+    async def loaded(self) -> bool:
+        """Wait for the model load that startup() began; True when the model loaded."""
+        await self._load_task
+        return self.load_error is None
 
     async def shutdown(self) -> None:
         for task in self._tasks:

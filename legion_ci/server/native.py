@@ -35,6 +35,7 @@ import httptools
 
 from legion_ci.server.accept import Acceptor
 from legion_ci.server.app import ModelApp, Response
+from legion_ci.server.process import leave_port, listen_when_loaded
 from legion_ci.server.protocols import RequestError, bad, body_too_large, body_too_slow
 
 log = logging.getLogger("legion_ci.server")
@@ -140,6 +141,7 @@ class HttpProtocol(asyncio.Protocol):
         "request_began",
         "transport",
         "url",
+        "used",
         "writable",
         "write_paused",
     )
@@ -168,6 +170,7 @@ class HttpProtocol(asyncio.Protocol):
         self.in_head = False  # between a request's first byte and the end of its headers
         self.head_deadline = 0.0
         self.continue_due = False  # a 100 Continue waits for earlier answers to go out
+        self.used = False  # a request has begun on this connection
 
     # -- connection --------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -251,13 +254,24 @@ class HttpProtocol(asyncio.Protocol):
             not self.busy
             and not self.in_body
             and not self.in_head
-            and now - self.last_active > self.front.settings.keep_alive_s
+            and now - self.last_active > self.idle_limit()
         ):
             self.transport.close()
 
+    def idle_limit(self) -> float:
+        settings = self.front.settings
+        if self.front.draining:  # only connections without a first request are still open
+            return min(settings.keep_alive_s, settings.header_timeout_s)
+        return settings.keep_alive_s
+
     def drain(self) -> None:
-        """SIGTERM: an idle connection closes now, a busy one after its current answer."""
-        if not self.busy and not self.in_body and self.transport is not None:
+        """SIGTERM: an idle kept-alive connection closes now; one with a request under way
+        closes after its answer (which says `connection: close`). One whose first request
+        has not arrived yet is left to the sweep (the header timeout): it was just accepted,
+        its client is sending, and closing it unread would reset that request."""
+        if self.transport is None or self.busy or self.in_body or self.in_head:
+            return
+        if self.used:
             self.transport.close()
 
     def _send_continue(self) -> None:
@@ -269,6 +283,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.discarding:
             return
+        self.used = True
         self.url = b""
         self.headers = []
         self.head_bytes = 0
@@ -464,6 +479,9 @@ async def serve_native(app: ModelApp, sock: socket.socket) -> int:
         loop.add_signal_handler(signum, stop.set)
     app.on_fatal = stop.set
     await app.startup()
+    if not await listen_when_loaded(app, sock):
+        await app.shutdown()
+        return 1
     front = Front(app, loop)
     acceptor = Acceptor(
         loop, sock, lambda: HttpProtocol(front), front.connections, app.settings.max_connections
@@ -474,6 +492,7 @@ async def serve_native(app: ModelApp, sock: socket.socket) -> int:
     finally:
         front.draining = True
         acceptor.stop()
+        leave_port(app, sock)
         for conn in list(front.connections):
             conn.drain()
         deadline = loop.time() + app.settings.drain_timeout_s

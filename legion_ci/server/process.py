@@ -8,11 +8,20 @@ with the native front end (native.py) or, with `--http uvicorn`, uvicorn; the ro
 
 SIGTERM: every worker stops accepting, finishes its in-flight requests (up to the drain
 timeout) and exits 0; the supervisor forwards SIGTERM, waits, and exits 0.
+
+`--reuse-port` (zero-downtime replacement: a new server starts on the port of a running one):
+the socket sets SO_REUSEPORT and is bound at start (a port clash with a server that does not
+share still fails at once) but listened on only once a worker has loaded the model, because a
+socket joins the port's group at listen(): a server still loading, or failing to load, never
+receives a connection. At SIGTERM the listening socket is shut down (shutdown(SHUT_RD) leaves
+the group at once for every process holding it; with net.ipv4.tcp_migrate_req=1 the kernel
+hands the connections queued on it to the new server instead of resetting them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -34,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("legion_ci.server")
 
 FD_ENV = "LEGION_SERVE_FD"
+BACKLOG = 2048
 
 
 def setup_logging(level: str) -> None:
@@ -57,9 +67,31 @@ def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise InputError(f"serve: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(2048)
+    if not reuse_port:
+        sock.listen(BACKLOG)  # with reuse_port: once the model is loaded (listen_when_loaded)
     sock.set_inheritable(True)
     return sock
+
+
+async def listen_when_loaded(app: ModelApp, sock: socket.socket) -> bool:
+    """With --reuse-port, join the port's group once the model is loaded; False when it failed
+    to load. Without it the socket already listens: requests during loading wait (503 after
+    the load wait), as a health probe expects."""
+    if not app.settings.reuse_port:
+        return True
+    if not await app.loaded():
+        return False
+    sock.listen(BACKLOG)  # any worker's call makes the shared socket listen: harmless twice
+    return True
+
+
+def leave_port(app: ModelApp, sock: socket.socket) -> None:
+    """At SIGTERM with --reuse-port: no new connection may queue on this socket while the
+    server drains (with several workers the supervisor keeps its copy open until they exit,
+    and the kernel would go on queueing connections there, to reset them at close)."""
+    if app.settings.reuse_port:
+        with contextlib.suppress(OSError):  # another worker already did it
+            sock.shutdown(socket.SHUT_RD)
 
 
 def serve(settings: ServeSettings) -> int:
@@ -119,7 +151,7 @@ def _run_uvicorn(app: ModelApp, settings: ServeSettings, sock: socket.socket) ->
         timeout_graceful_shutdown=int(max(1, settings.drain_timeout_s)),
         timeout_keep_alive=max(1, int(settings.keep_alive_s)),
     )
-    server = _accepting_server(uvicorn, config, sock, settings.max_connections)
+    server = _accepting_server(uvicorn, config, app, sock)
 
     def fatal() -> None:
         server.should_exit = True
@@ -136,7 +168,7 @@ def _run_uvicorn(app: ModelApp, settings: ServeSettings, sock: socket.socket) ->
     return 0
 
 
-def _accepting_server(uvicorn: Any, config: Any, sock: socket.socket, limit: int) -> Any:
+def _accepting_server(uvicorn: Any, config: Any, app: ModelApp, sock: socket.socket) -> Any:
     """uvicorn's Server with connections accepted by legion_ci.server.accept, as the native
     front end does: the connection cap, and running out of file descriptors logged and
     recovered from (uvloop's own server drops every new client then)."""
@@ -150,6 +182,9 @@ def _accepting_server(uvicorn: Any, config: Any, sock: socket.socket, limit: int
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             # No sockets: uvicorn starts the app (lifespan) and its state but no loop server.
             await super().startup(sockets=[])
+            if not await listen_when_loaded(app, sock):
+                self.should_exit = True
+                return
             factory = functools.partial(
                 self.config.http_protocol_class,
                 config=self.config,
@@ -157,13 +192,18 @@ def _accepting_server(uvicorn: Any, config: Any, sock: socket.socket, limit: int
                 app_state=self.lifespan.state,
             )
             self.acceptor = Acceptor(
-                asyncio.get_running_loop(), sock, factory, self.server_state.connections, limit
+                asyncio.get_running_loop(),
+                sock,
+                factory,
+                self.server_state.connections,
+                app.settings.max_connections,
             )
             self.acceptor.start()
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             if self.acceptor is not None:
                 self.acceptor.stop()
+                leave_port(app, sock)
             await super().shutdown(sockets)
 
     return AcceptingServer(config)

@@ -34,7 +34,6 @@ from legion_ci.targets.process import (
     READY_MARK,
     _kernel_migrates_requests,
     free_port,
-    serve_supports_reuse_port,
     url_of,
 )
 
@@ -58,16 +57,6 @@ def _one_line(text: str, limit: int = 300) -> str:
 def _api_error(exc: Exception) -> str:
     explanation = getattr(exc, "explanation", None)
     return _one_line(explanation.decode() if isinstance(explanation, bytes) else explanation or exc)
-
-
-def serve_command(workers: int | None) -> list[str] | None:
-    """The container's command: the image's own (`legion-ci serve /model`) once the server's
-    `--reuse-port` does everything a replacement needs; until then the same stand-in the
-    process target runs (legion_ci.targets.reuseport_serve, which the image's legion-ci has)."""
-    if serve_supports_reuse_port():
-        return None
-    argv = ["python", "-m", "legion_ci.targets.reuseport_serve", IMAGE_MODEL]
-    return argv + (["--workers", str(workers)] if workers else [])
 
 
 def container_environment(port: int, args: dict[str, Any]) -> dict[str, str]:
@@ -154,7 +143,7 @@ class DockerTarget:
             argv += ["--env", f"{key}={value}"]
         for key, value in self._labels(ctx, name).items():
             argv += ["--label", f"{key}={value}"]
-        return shlex.join([*argv, image, *(serve_command(args.get("workers")) or [])]) + "\n"
+        return shlex.join([*argv, image]) + "\n"
 
     @staticmethod
     def _labels(ctx: DeployContext, name: str) -> dict[str, str]:
@@ -355,7 +344,6 @@ class DockerTarget:
         try:
             return client.containers.run(
                 reference,
-                serve_command(args.get("workers")),
                 detach=True,
                 name=container_name,
                 network_mode="host",

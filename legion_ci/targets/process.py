@@ -35,16 +35,13 @@ KEEP_LOGS = 5  # server logs kept per deployment, the running one included
 READY_MARK = "; ready (pid "  # the server's log line once a worker has loaded the model
 
 
-def serve_supports_reuse_port() -> bool:
-    """`serve --reuse-port` sets SO_REUSEPORT, but a replacement without a dropped request
-    also needs what reuseport_serve adds (listen only once the model is loaded, shut the
-    listening socket down at SIGTERM, a short grace for idle connections): until the server
-    does all of it, the target keeps the stand-in."""
-    return False
-
-
 def serve_argv(artifact: Path, args: dict[str, Any], port: int) -> list[str]:
-    options = [
+    return [
+        sys.executable,
+        "-m",
+        "legion_ci.cli.main",
+        "serve",
+        str(artifact),
         "--host",
         str(args["host"]),
         "--port",
@@ -54,19 +51,8 @@ def serve_argv(artifact: Path, args: dict[str, Any], port: int) -> list[str]:
         "--drain-timeout-s",
         str(args["drainTimeout"]),
         "--log-requests" if args["logRequests"] else "--no-log-requests",
+        "--reuse-port",
     ]
-    if serve_supports_reuse_port():
-        return [
-            sys.executable,
-            "-m",
-            "legion_ci.cli.main",
-            "serve",
-            str(artifact),
-            *options,
-            "--reuse-port",
-        ]
-    # Until `serve --reuse-port` lands (see reuseport_serve.py).
-    return [sys.executable, "-m", "legion_ci.targets.reuseport_serve", str(artifact), *options]
 
 
 def free_port(host: str) -> int:
