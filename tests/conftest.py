@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def _default_sigint():
     child: a `legion-ci` started later would not stop on Ctrl-C (seen in CI rehearsals)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
+    left = signal.getsignal(signal.SIGINT)
+    if left is not signal.default_int_handler:
+        warnings.warn(f"the test left SIGINT set to {left!r}", stacklevel=1)
 
 
 @pytest.fixture(autouse=True)
