@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import warnings
 from dataclasses import dataclass
@@ -161,3 +162,38 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     terminalreporter.section("hardening figures")
     for name in names:
         terminalreporter.write_line(f"{name:<28} {FIGURES[name]:>10,}")
+
+
+# -- Docker: each module that uses these gets its own engine and registry ----------------------
+@pytest.fixture(scope="module")
+def engine():
+    """A private dockerd (tests/docker_support.py) with the base image imported."""
+    from docker_support import dockerd, import_base_image
+
+    root = Path(tempfile.mkdtemp(prefix="lcd-", dir="/tmp"))  # a socket path under 108 bytes
+    with dockerd(root) as daemon:
+        import_base_image(daemon.host)
+        yield daemon
+    subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory: pytest.TempPathFactory):
+    """Debian's registry with htpasswd auth on 127.0.0.1."""
+    from docker_support import registry
+
+    with registry(tmp_path_factory.mktemp("registry")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def wheel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("legion-cache")
+
+
+@pytest.fixture
+def engine_env(engine, wheel_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`legion-ci` and Clients() without an argument find the module's engine, and the module
+    shares one wheelhouse cache (the suite isolates LEGION_CI_CACHE per test)."""
+    monkeypatch.setenv("DOCKER_HOST", engine.host)
+    monkeypatch.setenv("LEGION_CI_CACHE", str(wheel_cache))

@@ -7,6 +7,7 @@ tarball (cached outside the clone); here it is only `docker import`ed.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -14,6 +15,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +220,20 @@ def registry(root: Path, port: int | None = None) -> Iterator[Registry]:
         name="docker-registry",
     ) as svc:
         yield Registry(f"127.0.0.1:{port}", REGISTRY_USER, REGISTRY_PASSWORD, svc.pid)
+
+
+def registry_get(address: str, path: str, accept: str | None = None) -> tuple[int, dict, bytes]:
+    """GET a registry API path as the tests' user: (status, headers, body), errors included."""
+    request = urllib.request.Request(f"http://{address}{path}")
+    token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    if accept:
+        request.add_header("Accept", accept)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
 
 
 # -- trained binaries and package contexts ------------------------------------------------------

@@ -11,8 +11,6 @@ import http.client
 import json
 import shutil
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,11 +20,8 @@ from click.testing import CliRunner
 from conftest import FIXTURES, SH_PIPELINE, run_cli, write
 from docker_support import (
     BASE_IMAGE,
-    dockerd,
-    import_base_image,
     package_ctx,
     push_target,
-    registry,
     tiny_binary,
 )
 
@@ -40,24 +35,9 @@ from legion_ci.targets import state
 from legion_ci.targets.arguments import resolve_arguments
 from legion_ci.targets.docker import LABEL, DockerTarget
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("engine_env")]
 
 READY_MARK = "; ready (pid "
-
-
-@pytest.fixture(scope="module")
-def engine():
-    root = Path(tempfile.mkdtemp(prefix="lcdt-", dir="/tmp"))  # a short socket path
-    with dockerd(root) as daemon:
-        import_base_image(daemon.host)
-        yield daemon
-    subprocess.run(["rm", "-rf", str(root)], check=False)
-
-
-@pytest.fixture(scope="module")
-def reg(tmp_path_factory):
-    with registry(tmp_path_factory.mktemp("registry")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -85,19 +65,6 @@ def packed(engine, reg, client, tmp_path_factory):
         old.close()
     assert outputs["digest"].startswith(f"{reg.address}/tiny@sha256:"), outputs
     return {"outputs": outputs, "artifact": ctx.artifact}
-
-
-@pytest.fixture(scope="module")
-def wheel_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("legion-cache")
-
-
-@pytest.fixture(autouse=True)
-def _engine_env(engine, wheel_cache, monkeypatch):
-    # `legion-ci deployments` and Clients() without an argument find the tests' engine.
-    monkeypatch.setenv("DOCKER_HOST", engine.host)
-    # One wheelhouse for the module (the suite isolates LEGION_CI_CACHE per test).
-    monkeypatch.setenv("LEGION_CI_CACHE", str(wheel_cache))
 
 
 @pytest.fixture
@@ -419,7 +386,8 @@ def test_render_is_the_equivalent_docker_run(tmp_path: Path):
     assert rendered.startswith("docker run --detach --network host --read-only --tmpfs /tmp ")
     assert "--restart unless-stopped --memory 512m --cpus 0.5" in rendered
     assert "--env LEGION_SERVE_PORT=8080 --env LEGION_SERVE_REUSE_PORT=true" in rendered
-    assert f" r:5000/tiny@sha256:{'a' * 64} " in rendered
+    # The image's own command serves the model (`legion-ci serve /model`).
+    assert rendered.endswith(f" r:5000/tiny@sha256:{'a' * 64}\n"), rendered
 
 
 PIPELINE = (

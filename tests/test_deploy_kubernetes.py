@@ -214,7 +214,7 @@ def test_deploy_update_and_roll_back_on_the_emulator(tmp_path: Path, emulator, c
     assert "event wine-a-" in message or "event" not in message  # events listed when found
     record = state.load(ws, "wine-a")
     assert record is not None and record.model_version == "2.0" and record.target == "kubernetes"
-    assert record.previous == {"model_version": "1.0", "run_id": "run-1.0"}
+    assert record.previous == {"model_version": "1.0", "run_id": "run-1.0", "url": first["url"]}
     assert TOKEN not in (ws / "deploy-3.0.log").read_text()
 
 

@@ -4,12 +4,9 @@ and the failures that must stop a push."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
-import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -18,11 +15,9 @@ from pathlib import Path
 import pytest
 from docker_support import (
     BASE_IMAGE,
-    dockerd,
-    import_base_image,
     package_ctx,
     push_target,
-    registry,
+    registry_get,
     tiny_binary,
     train_wine,
 )
@@ -32,40 +27,12 @@ from legion_ci.errors import StageError
 from legion_ci.integrations.clients import Clients
 from legion_ci.packaging.docker_rest import DockerRestPackager
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def engine():
-    # A short root: dockerd's socket path must stay under 108 bytes.
-    root = Path(tempfile.mkdtemp(prefix="lcd-", dir="/tmp"))
-    with dockerd(root) as daemon:
-        import_base_image(daemon.host)
-        yield daemon
-    subprocess.run(["rm", "-rf", str(root)], check=False)
-
-
-@pytest.fixture(scope="module")
-def reg(tmp_path_factory):
-    with registry(tmp_path_factory.mktemp("registry")) as running:
-        yield running
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("engine_env")]
 
 
 @pytest.fixture(scope="module")
 def wine(tmp_path_factory):
     return train_wine(tmp_path_factory.mktemp("wine"))
-
-
-@pytest.fixture(scope="module")
-def wheel_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("legion-cache")
-
-
-@pytest.fixture(autouse=True)
-def _engine_env(engine, wheel_cache, monkeypatch):
-    monkeypatch.setenv("DOCKER_HOST", engine.host)
-    # One wheelhouse cache for the module (the suite isolates LEGION_CI_CACHE per test).
-    monkeypatch.setenv("LEGION_CI_CACHE", str(wheel_cache))
 
 
 ARGS = {"baseImage": BASE_IMAGE}
@@ -75,21 +42,8 @@ def _client(engine):
     return Clients(engine.host).docker()
 
 
-def _registry_get(reg, path: str, accept: str | None = None):
-    request = urllib.request.Request(reg.url(path))
-    token = base64.b64encode(f"{reg.user}:{reg.password}".encode()).decode()
-    request.add_header("Authorization", f"Basic {token}")
-    if accept:
-        request.add_header("Accept", accept)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
-
-
 def _tags(reg, repository: str) -> list[str]:
-    status, _, body = _registry_get(reg, f"/v2/{repository}/tags/list")
+    status, _, body = registry_get(reg.address, f"/v2/{repository}/tags/list")
     if status == 404:
         return []
     assert status == 200, body
@@ -123,8 +77,10 @@ def test_build_smoke_test_push_and_pull_back_by_digest(engine, reg, wine, tmp_pa
 
     # The registry holds the manifest under that digest.
     tag = out["image"].rsplit(":", 1)[1]
-    status, headers, _ = _registry_get(
-        reg, f"/v2/wine/manifests/{tag}", "application/vnd.docker.distribution.manifest.v2+json"
+    status, headers, _ = registry_get(
+        reg.address,
+        f"/v2/wine/manifests/{tag}",
+        "application/vnd.docker.distribution.manifest.v2+json",
     )
     assert status == 200
     assert {k.lower(): v for k, v in headers.items()}["docker-content-digest"] == (

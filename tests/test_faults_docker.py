@@ -6,7 +6,6 @@ Run alone with `-m faults`; each prints its figures."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -14,8 +13,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +25,11 @@ from docker_support import (
     RestartableDockerd,
     RestartableRegistry,
     import_base_image,
+    registry_get,
 )
 from procs import wait_for
 
-# Not in the default run yet: under load, the dockerd restart these faults need can time out
-# waiting for containerd (seen in a CI rehearsal). Run them with: pytest -m docker_faults
-pytestmark = [pytest.mark.faults, pytest.mark.docker_faults]
+pytestmark = pytest.mark.faults
 
 RUN_STEP = re.compile(r"^Step \d+/\d+ : RUN ", re.M)
 
@@ -111,19 +107,6 @@ def project(tmp_path_factory, engine, reg) -> Project:
     return Project(pipeline, json.loads(trained.out)["run_id"], env)
 
 
-def _registry_get(reg: RestartableRegistry, path: str, accept: str | None = None):
-    request = urllib.request.Request(f"http://{reg.address}{path}")
-    token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
-    request.add_header("Authorization", f"Basic {token}")
-    if accept:
-        request.add_header("Accept", accept)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers)
-
-
 def assert_failed_cleanly(project: Project, outcome: Outcome, *, mentions: str) -> str:
     """Exit 1, no traceback, a one-line error; the record says failed, claims no image."""
     outcome.assert_failed(1)
@@ -157,8 +140,10 @@ def assert_rerun_succeeds(project: Project, reg: RestartableRegistry) -> dict:
     repository, digest = out["digest"].split("@")
     assert repository == f"{reg.address}/wine" and re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
     tag = out["image"].rsplit(":", 1)[1]
-    status, headers = _registry_get(
-        reg, f"/v2/wine/manifests/{tag}", "application/vnd.docker.distribution.manifest.v2+json"
+    status, headers, _ = registry_get(
+        reg.address,
+        f"/v2/wine/manifests/{tag}",
+        "application/vnd.docker.distribution.manifest.v2+json",
     )
     assert status == 200
     assert {k.lower(): v for k, v in headers.items()}["docker-content-digest"] == digest

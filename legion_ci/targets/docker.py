@@ -20,7 +20,6 @@ fails with the reason and the new container's log tail. The URL never changes.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import socket
 import time
 import uuid
@@ -43,10 +42,6 @@ LABEL = "legion-ci.epam.com"  # label prefix, as on the Kubernetes objects
 STOP_GRACE_S = 5  # after the server's own drain timeout, before the engine's SIGKILL
 IMAGE_MODEL = "/model"  # where the docker-rest image keeps the model (its CMD serves it)
 LOG_TAIL_LINES = 20
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -236,14 +231,11 @@ class DockerTarget:
             f"deploy: ready and smoke-tested in {ready_s:.2f} s (container {container_name})"
         )
 
-        new = state.DeploymentState(
+        new = state.DeploymentState.deployed(
+            ctx,
             name=name,
             target=TARGET,
-            model_name=ctx.model_name,
-            model_version=ctx.model_version,
-            run_id=ctx.run_id,
             url=url,
-            deployed_at=_now(),
             details={
                 "container": container_name,
                 "container_id": container.id,
@@ -257,11 +249,7 @@ class DockerTarget:
                     for k in ("restartPolicy", "memory", "cpus", "workers", "drainTimeout")
                 },
             },
-            previous=(
-                {"model_version": old.model_version, "run_id": old.run_id, "url": old.url}
-                if old is not None
-                else None
-            ),
+            old=old,
         )
         state.save(workspace, new)
         if old_container is not None:
@@ -388,14 +376,7 @@ class DockerTarget:
             text = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
             return text.count(READY_MARK) >= workers
 
-        smoke.wait_ready(url, float(args["readinessTimeout"]), alive=alive, ready=loaded)
-        if example is not None:
-            # Each fresh connection reaches either container: enough requests that the new one
-            # answers some of them (each misses it with p = 1/2).
-            smoke.smoke_test(url, example, times=int(args["smokeRequests"]) if shared else 1)
-        gone = alive()
-        if gone:
-            raise StageError(gone)
+        smoke.prove_new_server(url, args, example, alive=alive, loaded=loaded, shared=shared)
 
 
 def _check_port_free(port: int) -> None:

@@ -19,7 +19,6 @@ to it, as `kubectl rollout undo` does) and the stage fails with the pods' events
 from __future__ import annotations
 
 import copy
-import datetime
 import json
 import time
 from collections.abc import Callable
@@ -182,20 +181,13 @@ class KubernetesTarget:
             old = state.load(ctx.workspace, name)
             state.save(
                 ctx.workspace,
-                state.DeploymentState(
+                state.DeploymentState.deployed(
+                    ctx,
                     name=name,
                     target=TARGET,
-                    model_name=ctx.model_name,
-                    model_version=ctx.model_version,
-                    run_id=ctx.run_id,
                     url=url,
-                    deployed_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                     details={"namespace": namespace, "image": image, "api": cluster.host},
-                    previous=(
-                        {"model_version": old.model_version, "run_id": old.run_id}
-                        if old is not None
-                        else None
-                    ),
+                    old=old,
                 ),
             )
             return DeployResult(

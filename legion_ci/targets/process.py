@@ -73,10 +73,6 @@ def log_tail(path: Path, lines: int = 20) -> str:
     return "\n".join(f"    {line}" for line in text.splitlines()[-lines:]) or "    (empty log)"
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
-
 class ProcessTarget:
     """Deploys the run's trained model binary as a local `legion-ci serve` process."""
 
@@ -171,14 +167,11 @@ class ProcessTarget:
         ready_s = time.monotonic() - began
         ctx.log.line(f"deploy: ready and smoke-tested in {ready_s:.2f} s (pid {proc.pid})")
 
-        new = state.DeploymentState(
+        new = state.DeploymentState.deployed(
+            ctx,
             name=name,
             target=TARGET,
-            model_name=ctx.model_name,
-            model_version=ctx.model_version,
-            run_id=ctx.run_id,
             url=url,
-            deployed_at=_now(),
             details={
                 "pid": proc.pid,
                 "start_time": pids.start_time(proc.pid),
@@ -189,11 +182,7 @@ class ProcessTarget:
                 "argv": proc.args,
                 "settings": {k: args[k] for k in ("workers", "drainTimeout", "logRequests")},
             },
-            previous=(
-                {"model_version": old.model_version, "run_id": old.run_id, "url": old.url}
-                if old is not None
-                else None
-            ),
+            old=old,
         )
         state.save(workspace, new)
         if old_running:
@@ -260,14 +249,7 @@ class ProcessTarget:
                 return False
             return text.count(READY_MARK) >= int(args["workers"])
 
-        smoke.wait_ready(url, float(args["readinessTimeout"]), alive=alive, ready=loaded)
-        if example is not None:
-            # Beside a running old server each fresh connection reaches either one; enough
-            # requests that the new one answers some of them (each misses it with p = 1/2).
-            smoke.smoke_test(url, example, times=int(args["smokeRequests"]) if shared else 1)
-        gone = alive()
-        if gone:
-            raise StageError(gone)
+        smoke.prove_new_server(url, args, example, alive=alive, loaded=loaded, shared=shared)
 
 
 def _check_port_free(workspace: Path, host: str, port: int) -> None:

@@ -110,3 +110,25 @@ def smoke_test(url: str, payload: dict[str, Any], *, times: int = 1) -> dict[str
                 f"{len(rows) if isinstance(rows, list) else 'no'} prediction rows"
             )
     return answer
+
+
+def prove_new_server(
+    url: str,
+    args: dict[str, Any],
+    example: dict[str, Any] | None,
+    *,
+    alive: Callable[[], str | None],
+    loaded: Callable[[], bool],
+    shared: bool,
+) -> None:
+    """Wait until the new server is ready (`readinessTimeout`), smoke-test it, and check it is
+    still alive. `shared`: an old server answers on the same port, so each fresh connection
+    reaches either one: `smokeRequests` requests, so that the new one answers some of them
+    (each misses it with p = 1/2); `loaded()` (the new server's own log) says when it is
+    ready, since /healthcheck may be answered by the old one."""
+    wait_ready(url, float(args["readinessTimeout"]), alive=alive, ready=loaded)
+    if example is not None:
+        smoke_test(url, example, times=int(args["smokeRequests"]) if shared else 1)
+    gone = alive()
+    if gone:
+        raise StageError(gone)

@@ -10,16 +10,20 @@ A lock file serialises two stages deploying the same name at once.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from legion_ci.atomic import write_atomic
 from legion_ci.errors import InputError
+
+if TYPE_CHECKING:
+    from legion_ci.integrations.base import DeployContext
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -48,6 +52,34 @@ class DeploymentState:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def deployed(
+        cls,
+        ctx: DeployContext,
+        *,
+        name: str,
+        target: str,
+        url: str,
+        details: dict[str, Any],
+        old: DeploymentState | None,
+    ) -> DeploymentState:
+        """The state of `ctx`'s model just deployed under `name`, replacing `old` (if any)."""
+        return cls(
+            name=name,
+            target=target,
+            model_name=ctx.model_name,
+            model_version=ctx.model_version,
+            run_id=ctx.run_id,
+            url=url,
+            deployed_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            details=details,
+            previous=(
+                {"model_version": old.model_version, "run_id": old.run_id, "url": old.url}
+                if old is not None
+                else None
+            ),
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeploymentState:
