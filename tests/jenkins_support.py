@@ -185,9 +185,15 @@ def run_builds(scenarios: list[Scenario], workdir: Path, timeout: float = 600) -
 
 
 def library_scripts() -> set[str]:
-    """Every script text the library hands to `sh`: its resources and its one inline script."""
+    """Every script text the library hands to `sh`: each resource script after the argv-from-env.sh
+    preamble (as LegionCli.argvScript joins them), and its one inline script."""
     resources = LIBRARY / "resources" / "com" / "epam" / "legion" / "ci"
-    scripts = {p.read_text(encoding="utf-8") for p in resources.glob("*.sh")}
+    preamble = (resources / "argv-from-env.sh").read_text(encoding="utf-8")
+    scripts = {
+        preamble + p.read_text(encoding="utf-8")
+        for p in resources.glob("*.sh")
+        if p.name != "argv-from-env.sh"
+    }
     cli = (LIBRARY / "src" / "com" / "epam" / "legion" / "ci" / "LegionCli.groovy").read_text()
     inline = cli.split("sh(script: '", 1)[1].split("'", 1)[0]
     return scripts | {inline}
