@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import FIXTURES, REPO, write
+from conftest import FIXTURES, REPO, SH_PIPELINE, write
 
 LIBRARY = REPO / "jenkins" / "shared-library"
 EXAMPLES = REPO / "jenkins" / "examples"
@@ -27,33 +27,29 @@ IGNORED_ENV = {"GITHUB_ACTIONS", "MLFLOW_TRACKING_URI", "LEGION_CI_INTEGRATIONS"
 SECRET = "jenkins-s3cr3t-7f1c"
 REGISTRY_SECRET = "registry-s3cr3t-9a2b"
 
-PIPELINE = """
-apiVersion: legion-ci/v1
-kind: Pipeline
-integrations: [integrations/registration.yaml, packagers/registration.yaml]
-model:
-  name: linear
-  version: "1.0"
-stages:
-  train:
-    toolchain: sh-trainer
-    workDir: src
-    hyperParameters: {alpha: 1}
+# The pipelines below grow conftest's SH_PIPELINE (the shell trainer on src/), whose train stage
+# comes last so that more of its keys, then more stages, can follow it.
+WITH_PACKAGER = SH_PIPELINE.replace(
+    "integrations: [integrations/registration.yaml]",
+    "integrations: [integrations/registration.yaml, packagers/registration.yaml]",
+)
+
+PIPELINE = (
+    WITH_PACKAGER
+    + """\
     gates:
       rmse: {max: %(rmse_max)s}
       r2: {min: 0.3}
   package:
     integration: sh-packager
 """
+)
 
 # The same pipeline with credentials, the way the declarative example's credentials reach it.
-SECRET_PIPELINE = """
-apiVersion: legion-ci/v1
-kind: Pipeline
-integrations: [integrations/registration.yaml, packagers/registration.yaml]
-model:
-  name: linear
-  version: "1.0"
+SECRET_PIPELINE = (
+    WITH_PACKAGER.replace(
+        "stages:\n",
+        """\
 connections:
   tracker:
     type: mlflow
@@ -66,34 +62,25 @@ connections:
     username: ${env:REGISTRY_USER}
     password: ${env:REGISTRY_PASSWORD}
 stages:
-  train:
-    toolchain: sh-trainer
-    workDir: src
-    hyperParameters: {alpha: 1}
+""",
+    )
+    + """\
     tracking: tracker
   package:
     integration: sh-packager
     targets: [{name: docker-push, connection: registry}]
 """
-
+)
 
 # Train with the shell trainer (y = 2a + b), then serve it with the `process` deploy target:
 # a `legion-ci serve` in the background on 127.0.0.1, its URL the deploy stage's output.
-DEPLOY_PIPELINE = """
-apiVersion: legion-ci/v1
-kind: Pipeline
-integrations: [integrations/registration.yaml]
-model:
-  name: linear
-  version: "1.0"
-stages:
-  train:
-    toolchain: sh-trainer
-    workDir: src
-    hyperParameters: {alpha: 1}
+DEPLOY_PIPELINE = (
+    SH_PIPELINE
+    + """\
   deploy:
     target: process
 """
+)
 
 
 def make_project(folder: Path, pipeline: str, name: str = "legion-ci.yaml") -> Path:
@@ -198,9 +185,15 @@ def run_builds(scenarios: list[Scenario], workdir: Path, timeout: float = 600) -
 
 
 def library_scripts() -> set[str]:
-    """Every script text the library hands to `sh`: its resources and its one inline script."""
+    """Every script text the library hands to `sh`: each resource script after the argv-from-env.sh
+    preamble (as LegionCli.argvScript joins them), and its one inline script."""
     resources = LIBRARY / "resources" / "com" / "epam" / "legion" / "ci"
-    scripts = {p.read_text(encoding="utf-8") for p in resources.glob("*.sh")}
+    preamble = (resources / "argv-from-env.sh").read_text(encoding="utf-8")
+    scripts = {
+        preamble + p.read_text(encoding="utf-8")
+        for p in resources.glob("*.sh")
+        if p.name != "argv-from-env.sh"
+    }
     cli = (LIBRARY / "src" / "com" / "epam" / "legion" / "ci" / "LegionCli.groovy").read_text()
     inline = cli.split("sh(script: '", 1)[1].split("'", 1)[0]
     return scripts | {inline}

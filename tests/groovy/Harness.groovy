@@ -331,11 +331,8 @@ class Steps {
     }
 
     void junit(Map args) {
-        requireNode('junit')
-        List<String> files = matching(args.testResults as String)
-        if (!files && !args.allowEmptyResults) {
-            throw new StepFailed('No test report files were found. Configuration error?')
-        }
+        List<String> files = matchingOrFail('junit', args.testResults as String,
+            args.allowEmptyResults as boolean, 'No test report files were found. Configuration error?')
         List<Map> cases = []
         files.each { String relative ->
             Node suite = new XmlParser().parse(new File(cwd, relative))
@@ -345,9 +342,7 @@ class Steps {
                 Node problem = (testcase.failure ?: testcase.error ?: [null])[0]
                 cases << [name: testcase.@name, status: status, message: problem?.@message]
             }
-            File copy = new File(tmp, "published/junit/${relative}")
-            copy.parentFile.mkdirs()
-            copy.bytes = new File(cwd, relative).bytes
+            copyInto(new File(tmp, 'published/junit'), relative)
         }
         record(step: 'junit', pattern: args.testResults, files: files, cases: cases)
     }
@@ -357,34 +352,21 @@ class Steps {
     }
 
     void archiveArtifacts(Map args) {
-        requireNode('archiveArtifacts')
-        List<String> files = matching(args.artifacts as String)
-        if (!files && !args.allowEmptyArchive) {
-            throw new StepFailed("No artifacts found that match the file pattern \"${args.artifacts}\"")
-        }
+        List<String> files = matchingOrFail('archiveArtifacts', args.artifacts as String,
+            args.allowEmptyArchive as boolean,
+            "No artifacts found that match the file pattern \"${args.artifacts}\"")
         File archive = new File(root, 'archive')
-        files.each { String relative ->
-            File copy = new File(archive, relative)
-            copy.parentFile.mkdirs()
-            copy.bytes = new File(cwd, relative).bytes
-        }
+        files.each { String relative -> copyInto(archive, relative) }
         record(step: 'archiveArtifacts', pattern: args.artifacts, files: files,
             fingerprint: args.fingerprint ?: false)
     }
 
     void stash(Map args) {
-        requireNode('stash')
-        List<String> files = matching(args.includes as String)
-        if (!files && !args.allowEmpty) {
-            throw new StepFailed("No files included in stash ‘${args.name}’")
-        }
+        List<String> files = matchingOrFail('stash', args.includes as String,
+            args.allowEmpty as boolean, "No files included in stash ‘${args.name}’")
         File store = new File(root, "stashes/${args.name}")
         store.deleteDir()
-        files.each { String relative ->
-            File copy = new File(store, relative)
-            copy.parentFile.mkdirs()
-            copy.bytes = new File(cwd, relative).bytes
-        }
+        files.each { String relative -> copyInto(store, relative) }
         record(step: 'stash', name: args.name, includes: args.includes, files: files)
     }
 
@@ -396,6 +378,26 @@ class Steps {
         }
         copyTree(store, cwd)
         record(step: 'unstash', name: name, workspace: cwd.path)
+    }
+
+    /**
+     * What `step` (junit, archiveArtifacts, stash) works on: the files `patterns` match, failing
+     * the step with Jenkins's message `none` when there are none and that is not allowed.
+     */
+    private List<String> matchingOrFail(String step, String patterns, boolean allowEmpty, String none) {
+        requireNode(step)
+        List<String> files = matching(patterns)
+        if (!files && !allowEmpty) {
+            throw new StepFailed(none)
+        }
+        return files
+    }
+
+    /** Copy the workspace file `relative` to the same relative path under `folder`. */
+    private void copyInto(File folder, String relative) {
+        File copy = new File(folder, relative)
+        copy.parentFile.mkdirs()
+        copy.bytes = new File(cwd, relative).bytes
     }
 
     /** Files under the workspace matching comma-separated Ant-style patterns, relative. */
@@ -494,17 +496,15 @@ class AgentSpec {
     }
 }
 
-class PipelineSpec {
+/** What `pipeline` and `stage` both take: `agent any`, `agent none` or `agent { label '...' }`. */
+abstract class AgentSection {
     String agent
-    boolean skipDefaultCheckout
-    List<StageSpec> stages = []
-    Map<String, Closure> post = [:]
 
     Object propertyMissing(String name) {
         if (name in ['any', 'none']) {
             return name
         }
-        throw new MissingPropertyException(name, PipelineSpec)
+        throw new MissingPropertyException(name, getClass())
     }
 
     void agent(String value) {
@@ -516,6 +516,12 @@ class PipelineSpec {
         Declarative.configure(closure, spec)
         agent = spec.label
     }
+}
+
+class PipelineSpec extends AgentSection {
+    boolean skipDefaultCheckout
+    List<StageSpec> stages = []
+    Map<String, Closure> post = [:]
 
     void options(Closure closure) {
         Declarative.configure(closure, this)
@@ -556,29 +562,11 @@ class PostSpec {
     }
 }
 
-class StageSpec {
+class StageSpec extends AgentSection {
     String name
-    String agent
     Closure when
     boolean beforeAgent
     Closure steps
-
-    Object propertyMissing(String name) {
-        if (name in ['any', 'none']) {
-            return name
-        }
-        throw new MissingPropertyException(name, StageSpec)
-    }
-
-    void agent(String value) {
-        agent = value
-    }
-
-    void agent(Closure closure) {
-        AgentSpec spec = new AgentSpec()
-        Declarative.configure(closure, spec)
-        agent = spec.label
-    }
 
     void when(Closure closure) {
         WhenSpec spec = new WhenSpec()

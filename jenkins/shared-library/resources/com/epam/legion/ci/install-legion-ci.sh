@@ -1,14 +1,7 @@
 # Install $LEGION_CI_REQUIREMENT into the virtual environment $LEGION_CI_VENV, created with
 # $LEGION_CI_PYTHON, unless it already holds that requirement (installed once per workspace).
-# Extra pip arguments come as LEGION_CI_ARGC / LEGION_CI_ARG_<n>, like run-legion-ci.sh's.
-set +x
+# Extra pip arguments arrive as "$@", set by argv-from-env.sh, which runs first.
 set -eu
-set --
-i=0
-while [ "$i" -lt "$LEGION_CI_ARGC" ]; do
-  eval "set -- \"\$@\" \"\${LEGION_CI_ARG_$i}\""
-  i=$((i + 1))
-done
 marker="$LEGION_CI_VENV/.legion-ci-requirement"
 wanted="$LEGION_CI_REQUIREMENT $*"
 if [ -x "$LEGION_CI_VENV/bin/legion-ci" ] && [ -f "$marker" ] && [ "$(cat "$marker")" = "$wanted" ]; then

@@ -1,15 +1,6 @@
-# Run "$LEGION_CI_BIN" with the argument list carried by LEGION_CI_ARGC and LEGION_CI_ARG_<n>
-# (one environment variable per argument, so no value is ever parsed by the shell), stdout into
+# Run "$LEGION_CI_BIN" with "$@" (set by argv-from-env.sh, which runs first), stdout into
 # $LEGION_CI_OUT (the JSON result) and stderr into $LEGION_CI_ERR, which is echoed afterwards.
 # Exits with legion-ci's exit code. Credentials reach legion-ci only as environment variables.
-set +x
-set --
-i=0
-while [ "$i" -lt "$LEGION_CI_ARGC" ]; do
-  # Only the variable's name is built here; its value is expanded, never evaluated.
-  eval "set -- \"\$@\" \"\${LEGION_CI_ARG_$i}\""
-  i=$((i + 1))
-done
 scratch="$(dirname "$LEGION_CI_OUT")"
 mkdir -p "$scratch"
 # Results of earlier builds in this workspace are read as soon as written: keep a day's worth.

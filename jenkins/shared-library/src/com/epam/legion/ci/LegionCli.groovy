@@ -36,8 +36,7 @@ class LegionCli implements Serializable {
             'LEGION_CI_REQUIREMENT=' + config.legionCi,
         ]
         steps.withEnv(environment) {
-            steps.sh(script: steps.libraryResource(RESOURCES + 'install-legion-ci.sh'),
-                label: 'install legion-ci')
+            steps.sh(script: argvScript('install-legion-ci.sh'), label: 'install legion-ci')
         }
         executable = venv + '/bin/legion-ci'
     }
@@ -136,7 +135,7 @@ class LegionCli implements Serializable {
         ]
         // The arguments hold no secret (credentials travel only as environment variables).
         steps.echo('legion-ci ' + args.join(' '))
-        String script = steps.libraryResource(RESOURCES + 'run-legion-ci.sh')
+        String script = argvScript('run-legion-ci.sh')
         int code = 0
         withSecrets {
             steps.withEnv(environment) {
@@ -165,6 +164,14 @@ class LegionCli implements Serializable {
         } else {
             body()
         }
+    }
+
+    /**
+     * The resource script `name` after argv-from-env.sh, which turns LEGION_CI_ARGC and
+     * LEGION_CI_ARG_<n> back into "$@": one copy of the only `eval` the library hands to `sh`.
+     */
+    private String argvScript(String name) {
+        return steps.libraryResource(RESOURCES + 'argv-from-env.sh') + steps.libraryResource(RESOURCES + name)
     }
 
     /** Echo the stage's log (redacted by legion-ci), which --output json does not stream. */
