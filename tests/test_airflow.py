@@ -21,22 +21,10 @@ from airflow_support import (
 )
 from conftest import SH_PIPELINE, copy_wine_project, run_cli, write
 from procs import wait_for
+from test_airflow_command import PACKAGED
 from test_deploy_stage import invoke
 
 from legion_ci.gppi.archive import sha256_file
-
-PACKAGED = (
-    SH_PIPELINE.replace(
-        "integrations: [integrations/registration.yaml]",
-        "integrations: [integrations/registration.yaml, packagers/registration.yaml]",
-    )
-    + """
-    gates:
-      rmse: {max: 0.8}
-  package:
-    integration: sh-packager
-"""
-)
 
 
 @pytest.fixture(scope="session")
