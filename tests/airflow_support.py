@@ -10,15 +10,19 @@ task states, XCom values) as JSON for the test to assert on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from procs import Service, service
 
 REPO = Path(__file__).resolve().parent.parent
 DAGS = REPO / "examples" / "airflow"
@@ -88,52 +92,69 @@ class DagRunOutcome:
         return self.seen["xcoms"].get(task_id, {}).get(key)
 
 
+@dataclass
+class Driver:
+    """A driver started by start_driver(), running until its block ends."""
+
+    svc: Service
+    out: Path
+
+    @property
+    def pid(self) -> int:
+        return self.svc.pid
+
+    def exited(self) -> str | None:
+        """For wait_for(alive=...): why the driver is gone, None while it runs."""
+        code = self.svc.proc.poll()
+        return None if code is None else f"the Airflow driver exited {code}:\n{self._log()}"
+
+    def finish(self, timeout: float = 300) -> DagRunOutcome:
+        try:
+            code = self.svc.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"the Airflow driver did not finish in {timeout} s:\n{self._log()}"
+            ) from None
+        log = self._log()
+        assert self.out.is_file(), f"the Airflow driver wrote no result (exit {code}):\n{log}"
+        return DagRunOutcome(code, log, json.loads(self.out.read_text()))
+
+    def _log(self) -> str:
+        return self.svc.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+@contextlib.contextmanager
 def start_driver(
     home: Path,
     command: str,
-    out: Path,
     *,
     dags: Path = DAGS,
     dag_id: str = "legion_ci_retrain",
     env: dict[str, str] | None = None,
-) -> subprocess.Popen:
-    """This file as a script, with Airflow's python, in its own process group: `command`
-    (parse or test) on the DAG folder `dags`, writing what it saw to `out`."""
-    out.unlink(missing_ok=True)
-    return subprocess.Popen(
-        [str(airflow_venv() / "bin" / "python"), __file__, command, str(out), dag_id],
-        env=airflow_env(home, dags, **(env or {})),
-        cwd=home,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def finish_driver(proc: subprocess.Popen, out: Path, timeout: float = 300) -> DagRunOutcome:
-    try:
-        log, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        log, _ = proc.communicate()
-        raise AssertionError(f"the Airflow driver did not finish in {timeout} s:\n{log}") from None
-    assert out.is_file(), f"the Airflow driver wrote no result (exit {proc.returncode}):\n{log}"
-    return DagRunOutcome(proc.returncode, log, json.loads(out.read_text()))
-
-
-def run_driver(
-    home: Path,
-    command: str,
-    *,
-    dags: Path = DAGS,
-    dag_id: str = "legion_ci_retrain",
-    env: dict[str, str] | None = None,
-) -> DagRunOutcome:
+) -> Iterator[Driver]:
+    """This file as a script, with Airflow's python: `command` (parse or test) on the DAG
+    folder `dags`, writing what it saw to a result file. A tests/procs.py service: its own
+    process group, stopped when the block ends."""
     out = home / f"{command}-result.json"
-    proc = start_driver(home, command, out, dags=dags, dag_id=dag_id, env=env)
-    return finish_driver(proc, out)
+    log = home / f"{command}-driver.log"
+    out.unlink(missing_ok=True)
+    log.unlink(missing_ok=True)  # service() appends
+    argv = [str(airflow_venv() / "bin" / "python"), __file__, command, str(out), dag_id]
+    with service(
+        argv,
+        log,
+        env=airflow_env(home, dags, **(env or {})),
+        unset=("VIRTUAL_ENV",),
+        cwd=home,
+        name="the Airflow driver",
+    ) as svc:
+        yield Driver(svc, out)
+
+
+def run_driver(home: Path, command: str, **options: Any) -> DagRunOutcome:
+    """start_driver(home, command, **options), run to its end."""
+    with start_driver(home, command, **options) as driver:
+        return driver.finish()
 
 
 # ---- below: runs inside Airflow's venv ---------------------------------------------------

@@ -12,31 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from airflow_support import (
-    finish_driver,
-    migrate,
-    new_home,
-    run_driver,
-    start_driver,
-)
+from airflow_support import migrate, new_home, run_driver, start_driver
 from conftest import SH_PIPELINE, copy_wine_project, run_cli, write
 from procs import wait_for
+from test_airflow_command import PACKAGED
 from test_deploy_stage import invoke
 
 from legion_ci.gppi.archive import sha256_file
-
-PACKAGED = (
-    SH_PIPELINE.replace(
-        "integrations: [integrations/registration.yaml]",
-        "integrations: [integrations/registration.yaml, packagers/registration.yaml]",
-    )
-    + """
-    gates:
-      rmse: {max: 0.8}
-  package:
-    integration: sh-packager
-"""
-)
 
 
 @pytest.fixture(scope="session")
@@ -141,24 +123,18 @@ def test_killing_the_task_cancels_the_stage(airflow_home: Path, packaged: Path) 
         "FAKE_TRAINER_SLEEP": "600",
         "FAKE_TRAINER_PIDFILE": str(pidfile),
     }
-    out = airflow_home / "test-result.json"
-    driver = start_driver(airflow_home, "test", out, env=env)
-    try:
+    with start_driver(airflow_home, "test", env=env) as driver:
         wait_for(
             lambda: pidfile.is_file() and pidfile.read_text().strip() != "",
             240,
             "the trainer under Airflow",
-            alive=lambda: None if driver.poll() is None else f"driver exited {driver.returncode}",
+            alive=driver.exited,
         )
         trainer = int(pidfile.read_text())
         # What Airflow's supervisor does to a task it kills: SIGTERM to the task process,
         # whose handler calls the operator's on_kill().
         os.kill(driver.pid, signal.SIGTERM)
-        outcome = finish_driver(driver, out)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-            driver.wait()
+        outcome = driver.finish()
     assert outcome.seen["states"] == {"train": "failed", "package": "upstream_failed"}, outcome.log[
         -5000:
     ]

@@ -13,20 +13,11 @@ import pytest
 from conftest import SH_PIPELINE, run_cli, write
 from procs import wait_for
 
-from legion_ci.airflow.command import (
-    EXECUTABLE_ENV,
-    LegionCIError,
-    LegionProcess,
-    build_argv,
-    child_environment,
-    failure_message,
-    find_executable,
-    parse_result,
-    xcom_values,
-)
+from legion_ci.airflow import command
 from legion_ci.airflow.stages import pipeline_stages
 
 LEGION_CI = str(Path(sys.executable).parent / "legion-ci")
+# The shell trainer and packager, a gate on rmse: train -> package (test_airflow.py's too).
 PACKAGED = (
     SH_PIPELINE.replace(
         "integrations: [integrations/registration.yaml]",
@@ -54,8 +45,14 @@ def test_importing_legion_ci_and_the_helpers_imports_no_airflow() -> None:
 
 
 def test_argv_is_a_list_with_json_output() -> None:
-    assert build_argv("legion-ci", "p.yaml") == ["legion-ci", "run", "p.yaml", "--output", "json"]
-    assert build_argv("/x/legion-ci", "p.yaml", "package", "20261126-1") == [
+    assert command.build_argv("legion-ci", "p.yaml") == [
+        "legion-ci",
+        "run",
+        "p.yaml",
+        "--output",
+        "json",
+    ]
+    assert command.build_argv("/x/legion-ci", "p.yaml", "package", "20261126-1") == [
         "/x/legion-ci",
         "stage",
         "package",
@@ -65,18 +62,18 @@ def test_argv_is_a_list_with_json_output() -> None:
         "--run-id",
         "20261126-1",
     ]
-    with pytest.raises(LegionCIError, match="needs a stage"):
-        build_argv("legion-ci", "p.yaml", None, "20261126-1")
+    with pytest.raises(command.LegionCIError, match="needs a stage"):
+        command.build_argv("legion-ci", "p.yaml", None, "20261126-1")
 
 
 def test_executable_explicit_then_env_then_beside_the_interpreter(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv(EXECUTABLE_ENV, "/from/env/legion-ci")
-    assert find_executable("/explicit/legion-ci") == "/explicit/legion-ci"
-    assert find_executable() == "/from/env/legion-ci"
-    monkeypatch.delenv(EXECUTABLE_ENV)
-    assert find_executable() == LEGION_CI  # .venv/bin/legion-ci, beside pytest's python
+    monkeypatch.setenv(command.EXECUTABLE_ENV, "/from/env/legion-ci")
+    assert command.find_executable("/explicit/legion-ci") == "/explicit/legion-ci"
+    assert command.find_executable() == "/from/env/legion-ci"
+    monkeypatch.delenv(command.EXECUTABLE_ENV)
+    assert command.find_executable() == LEGION_CI  # .venv/bin/legion-ci, beside pytest's python
 
 
 def test_child_environment_drops_airflow_settings_and_secrets() -> None:
@@ -87,19 +84,19 @@ def test_child_environment_drops_airflow_settings_and_secrets() -> None:
         "AIRFLOW_VAR_TOKEN": "t",
         "AIRFLOW_HOME": "/opt/airflow",
     }
-    env = child_environment(base, {"A": "1"}, None, {"A": "2", "SECRET": "s"})
+    env = command.child_environment(base, {"A": "1"}, None, {"A": "2", "SECRET": "s"})
     assert env == {"PATH": "/usr/bin", "AIRFLOW_HOME": "/opt/airflow", "A": "2", "SECRET": "s"}
-    with pytest.raises(LegionCIError, match="PORT: value must be a string"):
-        child_environment({}, {"PORT": 5000})  # type: ignore[dict-item]
+    with pytest.raises(command.LegionCIError, match="PORT: value must be a string"):
+        command.child_environment({}, {"PORT": 5000})  # type: ignore[dict-item]
 
 
 def test_json_on_stdout_stage_log_on_stderr_and_xcom_values(sh_project: Path) -> None:
     pipeline = write(sh_project / "pipeline.yaml", PACKAGED)
     outcome = run_cli("run", str(pipeline), "--output", "json").assert_success()
     assert "sh-trainer: done" in outcome.err  # echoed even with --output json
-    result = parse_result(outcome.out)
+    result = command.parse_result(outcome.out)
     assert result is not None and result["status"] == "succeeded"
-    values = xcom_values(result)
+    values = command.xcom_values(result)
     record = json.loads(Path(result["record"]).read_text())
     assert values["run_id"] == record["id"]
     assert values["artifact"] == record["stages"]["train"]["outputs"]["artifact"]
@@ -112,16 +109,16 @@ def test_failure_messages_are_one_line(sh_project: Path, tmp_path: Path) -> None
     pipeline = write(sh_project / "pipeline.yaml", PACKAGED)
     gate = run_cli("stage", "train", str(pipeline), "-o", "json", env={"FAKE_TRAINER_RMSE": "0.9"})
     gate.assert_failed(1)
-    result = parse_result(gate.out)
-    message = failure_message(1, result, gate.err.splitlines(), "legion-ci stage train")
+    result = command.parse_result(gate.out)
+    message = command.failure_message(1, result, gate.err.splitlines(), "legion-ci stage train")
     assert message == (
         f"legion-ci run {result['run_id']}: stage train failed:"
         " quality gate failed: rmse = 0.9 > max 0.8"
     )
     invalid = write(tmp_path / "invalid.yaml", SH_PIPELINE)
     bad = run_cli("stage", "train", str(invalid), "-o", "json").assert_failed(2)
-    assert parse_result(bad.out) is None
-    message = failure_message(2, None, bad.err.splitlines(), "legion-ci stage train")
+    assert command.parse_result(bad.out) is None
+    message = command.failure_message(2, None, bad.err.splitlines(), "legion-ci stage train")
     assert "\n" not in message
     assert message.startswith(
         f"legion-ci stage train exited with code 2: {invalid}: validation failed: 2 errors; "
@@ -129,7 +126,7 @@ def test_failure_messages_are_one_line(sh_project: Path, tmp_path: Path) -> None
     assert "no such registration file" in message
     missing = run_cli("stage", "package", str(pipeline), "--run-id", "nope", "-o", "json")
     missing.assert_failed(2)
-    message = failure_message(2, None, missing.err.splitlines(), "legion-ci stage package")
+    message = command.failure_message(2, None, missing.err.splitlines(), "legion-ci stage package")
     assert message.startswith("legion-ci stage package exited with code 2: error: ")
     assert "nope" in message
 
@@ -142,14 +139,14 @@ def test_a_legion_ci_that_cannot_start_its_python_says_why(tmp_path: Path) -> No
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(Path(__file__).parent.parent)}
     argv = [str(venv / "bin" / "python"), "-m", "legion_ci.cli.main", "run", "x.yaml"]
     lines: list[str] = []
-    process = LegionProcess(argv, env=env, on_line=lines.append)
+    process = command.LegionProcess(argv, env=env, on_line=lines.append)
     code, out = process.wait()
-    assert code == 1 and parse_result(out) is None
-    assert failure_message(code, None, lines, "legion-ci run") == (
+    assert code == 1 and command.parse_result(out) is None
+    assert command.failure_message(code, None, lines, "legion-ci run") == (
         "legion-ci run exited with code 1: ModuleNotFoundError: No module named 'click'"
     )
-    with pytest.raises(LegionCIError, match="cannot start '/nonexistent/legion-ci'"):
-        LegionProcess(["/nonexistent/legion-ci"], env=env)
+    with pytest.raises(command.LegionCIError, match="cannot start '/nonexistent/legion-ci'"):
+        command.LegionProcess(["/nonexistent/legion-ci"], env=env)
 
 
 def test_stop_cancels_the_stage_and_its_trainer(sh_project: Path) -> None:
@@ -157,8 +154,8 @@ def test_stop_cancels_the_stage_and_its_trainer(sh_project: Path) -> None:
     pidfile = sh_project / "trainer.pid"
     env = {**os.environ, "FAKE_TRAINER_SLEEP": "600", "FAKE_TRAINER_PIDFILE": str(pidfile)}
     lines: list[str] = []
-    process = LegionProcess(
-        build_argv(LEGION_CI, str(pipeline), "train"), env=env, on_line=lines.append
+    process = command.LegionProcess(
+        command.build_argv(LEGION_CI, str(pipeline), "train"), env=env, on_line=lines.append
     )
     try:
         wait_for(lambda: pidfile.is_file() and pidfile.read_text().strip() != "", 60, "trainer")
@@ -168,12 +165,12 @@ def test_stop_cancels_the_stage_and_its_trainer(sh_project: Path) -> None:
         process.stop(grace=0)
     code, out = process.wait()
     assert code == 130  # legion-ci handled the SIGTERM (a SIGKILL would read -9)
-    result = parse_result(out)
+    result = command.parse_result(out)
     assert result is not None and result["stages"]["train"]["status"] == "cancelled"
     assert any("sh-trainer: sleeping 600s" in line for line in lines)  # streamed live
     with pytest.raises(ProcessLookupError):
         os.kill(trainer, 0)
-    assert failure_message(code, result, lines, "x").startswith(
+    assert command.failure_message(code, result, lines, "x").startswith(
         f"legion-ci run {result['run_id']}: stage train cancelled: "
     )
 
