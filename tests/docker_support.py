@@ -236,6 +236,20 @@ def registry_get(address: str, path: str, accept: str | None = None) -> tuple[in
         return exc.code, dict(exc.headers), exc.read()
 
 
+def manifest_digest(address: str, repository: str, tag: str) -> str | None:
+    """The digest the registry serves `repository:tag`'s manifest under; None when it has none."""
+    status, headers, _ = registry_get(
+        address,
+        f"/v2/{repository}/manifests/{tag}",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+    return (
+        {k.lower(): v for k, v in headers.items()}["docker-content-digest"]
+        if status == 200
+        else None
+    )
+
+
 # -- trained binaries and package contexts ------------------------------------------------------
 REPO = Path(__file__).resolve().parent.parent
 
@@ -477,6 +491,10 @@ class RestartableDockerd:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
         wait_for(lambda: all(_reaped(pid) for pid in leftovers), 60, "the orphaned shims")
+        # The exec root is the engine's /run: a crash takes it along. Left in place, the new
+        # containerd first restores the dead tasks recorded there, and under load dockerd gave
+        # up waiting for it ("timeout waiting for containerd to start", seen in CI runs).
+        shutil.rmtree(self.root / "exec", ignore_errors=True)
 
 
 class RestartableRegistry:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO, run_cli
+from conftest import REPO, copy_wine_project, run_cli
 
 from legion_ci.cli.deployments import deployments
 from legion_ci.errors import StageError
@@ -346,15 +345,7 @@ def test_deployments_cli_reports_running_stale_and_deletes(tmp_path: Path, works
 def test_a_trained_wine_model_is_deployed_and_smoke_tested(tmp_path: Path, workspace: Path) -> None:
     """The README's pipeline trains a real MLflow model; the target serves its GPPI binary and
     smoke-tests it with the example from its info()."""
-    shutil.copytree(
-        REPO / "pipelines", tmp_path / "pipelines", ignore=shutil.ignore_patterns(".legion")
-    )
-    shutil.copytree(
-        REPO / "examples" / "wine",
-        tmp_path / "examples" / "wine",
-        ignore=shutil.ignore_patterns("mlruns", "__pycache__"),
-    )
-    trained = run_cli("stage", "train", str(tmp_path / "pipelines" / "wine.yaml"), "-o", "json")
+    trained = run_cli("stage", "train", str(copy_wine_project(tmp_path)), "-o", "json")
     artifact = Path(
         json.loads(trained.assert_success().out)["stages"]["train"]["outputs"]["artifact"]
     )

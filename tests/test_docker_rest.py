@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from docker_support import (
     BASE_IMAGE,
+    manifest_digest,
     package_ctx,
     push_target,
     registry_get,
@@ -77,15 +78,7 @@ def test_build_smoke_test_push_and_pull_back_by_digest(engine, reg, wine, tmp_pa
 
     # The registry holds the manifest under that digest.
     tag = out["image"].rsplit(":", 1)[1]
-    status, headers, _ = registry_get(
-        reg.address,
-        f"/v2/wine/manifests/{tag}",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    )
-    assert status == 200
-    assert {k.lower(): v for k, v in headers.items()}["docker-content-digest"] == (
-        out["digest"].split("@")[1]
-    )
+    assert manifest_digest(reg.address, "wine", tag) == out["digest"].split("@")[1]
 
     # The readable build context: rebuildable by hand, model and wheels inside.
     context = Path(out["context"])

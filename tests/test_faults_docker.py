@@ -25,7 +25,7 @@ from docker_support import (
     RestartableDockerd,
     RestartableRegistry,
     import_base_image,
-    registry_get,
+    manifest_digest,
 )
 from procs import wait_for
 
@@ -140,13 +140,7 @@ def assert_rerun_succeeds(project: Project, reg: RestartableRegistry) -> dict:
     repository, digest = out["digest"].split("@")
     assert repository == f"{reg.address}/wine" and re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
     tag = out["image"].rsplit(":", 1)[1]
-    status, headers, _ = registry_get(
-        reg.address,
-        f"/v2/wine/manifests/{tag}",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    )
-    assert status == 200
-    assert {k.lower(): v for k, v in headers.items()}["docker-content-digest"] == digest
+    assert manifest_digest(reg.address, "wine", tag) == digest
     assert f"verified: {out['digest']} pulls back as {out['image_id']}" in project.stage_log()
     return {"digest": digest, "took": took}
 

@@ -31,8 +31,8 @@ from legion_ci.targets import smoke, state
 from legion_ci.targets.arguments import with_defaults
 from legion_ci.targets.process import (
     READY_MARK,
-    _kernel_migrates_requests,
     free_port,
+    note_without_migration,
     url_of,
 )
 
@@ -205,12 +205,8 @@ class DockerTarget:
         except StageError as exc:
             raise StageError(f"{name}: {ctx.model_name} {ctx.model_version}: {exc}{kept}") from None
 
-        if keep_serving and not _kernel_migrates_requests():
-            ctx.log.line(
-                "deploy: note: net.ipv4.tcp_migrate_req is 0 on this host, so a connection queued "
-                "on the old container in the instant it leaves the port is reset; set it to 1 to "
-                "have the kernel hand such connections to the new container"
-            )
+        if keep_serving:
+            note_without_migration(ctx.log, "container")
         container_name = f"legion-ci-{name}-{uuid.uuid4().hex[:8]}"
         began = time.monotonic()
         container = self._run(ctx, client, reference, container_name, name, port, args)

@@ -23,12 +23,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import DeployContext, DeployResult
 from legion_ci.targets import pids, smoke, state
 from legion_ci.targets.arguments import with_defaults
+
+if TYPE_CHECKING:
+    from legion_ci.runner.process import StageLog
 
 TARGET = "process"
 KEEP_LOGS = 5  # server logs kept per deployment, the running one included
@@ -141,12 +144,8 @@ class ProcessTarget:
         except StageError as exc:
             artifact.unlink(missing_ok=True)
             raise StageError(f"{name}: {ctx.model_name} {ctx.model_version}: {exc}{kept}") from None
-        if keep_serving and not _kernel_migrates_requests():
-            ctx.log.line(
-                "deploy: note: net.ipv4.tcp_migrate_req is 0, so a connection queued on the old "
-                "server in the instant it closes its socket is reset; set it to 1 to have the "
-                "kernel hand such connections to the new server"
-            )
+        if keep_serving:
+            note_without_migration(ctx.log, "server")
         proc = self._start(serve_argv(artifact, args, port), log_path, folder)
         began = time.monotonic()
         try:
@@ -274,11 +273,19 @@ def _check_port_free(workspace: Path, host: str, port: int) -> None:
             ) from None
 
 
-def _kernel_migrates_requests() -> bool:
+def note_without_migration(log: StageLog, what: str) -> None:
+    """Say in the stage log when the kernel will reset, not hand over, the connections queued
+    on the old `what` (server, container) in the instant it leaves the port."""
     try:
-        return Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip() == "1"
+        migrates = Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip() == "1"
     except OSError:
-        return False
+        migrates = False
+    if not migrates:
+        log.line(
+            f"deploy: note: net.ipv4.tcp_migrate_req is 0 on this host, so a connection queued "
+            f"on the old {what} in the instant it leaves the port is reset; set it to 1 to "
+            f"have the kernel hand such connections to the new {what}"
+        )
 
 
 def _reap(proc: subprocess.Popen) -> None:
