@@ -88,6 +88,7 @@ class Server:
         cwd: Path | None = None,
         port: int = 0,
         max_fds: int | None = None,
+        prelude: str = "",
     ):
         full_env = dict(os.environ)
         full_env["MLFLOW_DISABLE_TELEMETRY"] = "true"
@@ -102,6 +103,8 @@ class Server:
                 if max_fds
                 else ""
             )
+            # prelude: Python run first in the server process (a test's patch).
+            + (prelude + "\n" if prelude else "")
             + "import sys; from legion_ci.cli.serve import serve; serve(sys.argv[1:])",
             str(artifact),
             "--port",

@@ -116,6 +116,49 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path: Path, front: s
     srv.wait_log("drained and stopped")
 
 
+# In the server process: once the flag file exists, a newly accepted connection is held back
+# from the front end until accepting has stopped (SIGTERM), the state of a connection accepted
+# in the instant before the signal.
+HOLD_ACCEPTED = """
+import asyncio, os, sys
+from legion_ci.server import accept
+_connect = accept.Acceptor._connect
+async def held(self, conn):
+    if os.path.exists(os.environ["HOLD_FLAG"]):
+        print("held an accepted connection", file=sys.stderr, flush=True)
+        while not self.stopped:
+            await asyncio.sleep(0.01)
+    await _connect(self, conn)
+accept.Acceptor._connect = held
+"""
+
+
+def test_a_connection_accepted_just_before_sigterm_is_answered(tmp_path: Path) -> None:
+    """The drain waits for connections accepted but not yet handed to the front end; it
+    used to stop without them, and their request was reset, or answered 500 after the model
+    was unloaded. (uvicorn closes idle connections at shutdown itself: native only.)"""
+    flag = tmp_path / "hold"
+    srv = Server(
+        make_tiny_model(tmp_path / "m"), env={"HOLD_FLAG": str(flag)}, prelude=HOLD_ACCEPTED
+    )
+    srv.wait_ready()
+    flag.touch()
+    conn = srv.conn()
+    try:
+        body = json.dumps({"data": [[-1, 1, None]]})
+        conn.request("POST", "/api/model/invoke", body, {"Content-Type": "application/json"})
+        srv.wait_log("held an accepted connection")
+        srv.signal(signal.SIGTERM)
+        resp = conn.getresponse()
+        answer = json.loads(resp.read())
+        assert resp.status == 200, answer
+        assert answer["prediction"] == [[0, -2]]
+        assert resp.getheader("connection") == "close"  # the server is draining
+    finally:
+        conn.close()
+    assert srv.proc.wait(20) == 0, srv.log
+
+
 def test_feedback_is_durable_across_kill_9_and_exports_joined(tmp_path: Path) -> None:
     db = tmp_path / "fb.sqlite3"
     srv = Server(make_tiny_model(tmp_path / "m"), "--feedback-db", str(db), "--log-requests")

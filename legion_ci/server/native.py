@@ -496,7 +496,10 @@ async def serve_native(app: ModelApp, sock: socket.socket) -> int:
         for conn in list(front.connections):
             conn.drain()
         deadline = loop.time() + app.settings.drain_timeout_s
-        while front.connections and loop.time() < deadline:
+        # `connecting`: accepted just before the signal and not yet among the connections;
+        # stopping without waiting for them answered their request after the model was
+        # unloaded (500) or reset it.
+        while (front.connections or acceptor.connecting) and loop.time() < deadline:
             await asyncio.sleep(0.02)
         for conn in list(front.connections):
             if conn.transport is not None:

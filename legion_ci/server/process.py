@@ -204,6 +204,10 @@ def _accepting_server(uvicorn: Any, config: Any, app: ModelApp, sock: socket.soc
             if self.acceptor is not None:
                 self.acceptor.stop()
                 leave_port(app, sock)
+                # Accepted just before the signal: let them become connections that uvicorn's
+                # shutdown then drains, instead of being reset at exit.
+                while self.acceptor.connecting:
+                    await asyncio.sleep(0.01)
             await super().shutdown(sockets)
 
     return AcceptingServer(config)
