@@ -35,14 +35,17 @@ def _error_of(chunk: dict[str, Any]) -> str | None:
     return None
 
 
-def _one_line(text: str, limit: int = 300) -> str:
+def one_line(text: str, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def api_error_text(exc: Exception) -> str:
+    """A Docker SDK error in one line: the engine's explanation when it gave one."""
     explanation = getattr(exc, "explanation", None)
-    return _one_line(explanation if explanation else exc)
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode("utf-8", "replace")
+    return one_line(explanation if explanation else exc)
 
 
 def connection_errors() -> tuple[type[Exception], ...]:
@@ -138,7 +141,7 @@ def build(client: Any, context_dir: str, tag: str, log: StageLog) -> BuildResult
             if error:
                 list(splitter.flush())
                 log.line(f"ERROR: {error}")
-                raise StageError(f"docker build failed: {_one_line(error)}")
+                raise StageError(f"docker build failed: {one_line(error)}")
             aux = chunk.get("aux")
             if isinstance(aux, dict) and aux.get("ID"):
                 image_id = str(aux["ID"])
@@ -209,7 +212,7 @@ def model_example(client: Any, image_id: str) -> Example:
         stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
         reason = (stderr.strip().splitlines() or [f"exit {exc.exit_status}"])[-1]
         raise StageError(
-            f"smoke test: the image cannot read the model's info(): {_one_line(reason)}; "
+            f"smoke test: the image cannot read the model's info(): {one_line(reason)}; "
             "the image is not pushed"
         ) from None
     except APIError as exc:
@@ -223,7 +226,7 @@ def model_example(client: Any, image_id: str) -> Example:
             output_columns=[f["name"] for f in info.get("outputs") or []],
         )
     except (ValueError, TypeError, KeyError, AttributeError):
-        text = _one_line(raw.decode(errors="replace") if isinstance(raw, bytes) else raw, 200)
+        text = one_line(raw.decode(errors="replace") if isinstance(raw, bytes) else raw, 200)
         raise StageError(f"smoke test: the image's `model info` printed {text}") from None
 
 
@@ -288,7 +291,7 @@ def smoke_test(
         if problem:
             _log_container(container, log)
             raise StageError(f"smoke test: {problem}; the image is not pushed")
-        log.line(f"smoke test: invoke answered {_one_line(raw.decode(errors='replace'), 200)}")
+        log.line(f"smoke test: invoke answered {one_line(raw.decode(errors='replace'), 200)}")
         return {"ready_s": round(ready_s, 3), "port": port}
     finally:
         try:
@@ -298,7 +301,7 @@ def smoke_test(
 
 
 def _check_answer(status: int, raw: bytes, example: Example) -> str | None:
-    text = _one_line(raw.decode(errors="replace"), 200)
+    text = one_line(raw.decode(errors="replace"), 200)
     if status != 200:
         return f"invoke with the binary's example answered HTTP {status}: {text}"
     try:
@@ -351,7 +354,7 @@ def push(client: Any, reference: str, auth: RegistryAuth, log: StageLog) -> str:
         for chunk in stream:
             error = _error_of(chunk)
             if error:
-                raise StageError(f"push of {reference} failed: {_one_line(error)}")
+                raise StageError(f"push of {reference} failed: {one_line(error)}")
             aux = chunk.get("aux")
             if isinstance(aux, dict) and aux.get("Digest"):
                 digest = str(aux["Digest"])

@@ -27,6 +27,7 @@ from typing import Any
 
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import DeployContext, DeployResult
+from legion_ci.packaging.engine import api_error_text, one_line
 from legion_ci.targets import smoke, state
 from legion_ci.targets.arguments import with_defaults
 from legion_ci.targets.process import (
@@ -40,18 +41,7 @@ TARGET = "docker"
 HOST = "127.0.0.1"  # the container shares the host's network: it binds loopback only
 LABEL = "legion-ci.epam.com"  # label prefix, as on the Kubernetes objects
 STOP_GRACE_S = 5  # after the server's own drain timeout, before the engine's SIGKILL
-IMAGE_MODEL = "/model"  # where the docker-rest image keeps the model (its CMD serves it)
 LOG_TAIL_LINES = 20
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _api_error(exc: Exception) -> str:
-    explanation = getattr(exc, "explanation", None)
-    return _one_line(explanation.decode() if isinstance(explanation, bytes) else explanation or exc)
 
 
 def container_environment(port: int, args: dict[str, Any]) -> dict[str, str]:
@@ -280,7 +270,7 @@ class DockerTarget:
         except ImageNotFound:
             pass
         except APIError as exc:
-            raise StageError(f"image {reference}: {_api_error(exc)}") from None
+            raise StageError(f"image {reference}: {api_error_text(exc)}") from None
         auth = None
         if ctx.connection is not None and ctx.connection.type == "docker":
             from legion_ci.integrations.clients import registry_auth
@@ -292,7 +282,7 @@ class DockerTarget:
         except APIError as exc:
             raise StageError(
                 f"image {reference} is not on the Docker engine and cannot be pulled: "
-                f"{_api_error(exc)}"
+                f"{api_error_text(exc)}"
             ) from None
 
     @staticmethod
@@ -341,7 +331,7 @@ class DockerTarget:
         except APIError as exc:
             # A container that was created but could not start must not stay behind.
             _remove_named(client, container_name)
-            raise StageError(f"{name}: cannot start {reference}: {_api_error(exc)}") from None
+            raise StageError(f"{name}: cannot start {reference}: {api_error_text(exc)}") from None
 
     @staticmethod
     def _wait_ready(
@@ -404,7 +394,7 @@ def _log_tail(container: Any, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = container.logs(stdout=True, stderr=True, tail=lines).decode("utf-8", "replace")
     except Exception as exc:  # the engine's answer is only a detail of the error being raised
-        return f"    (no log: {_one_line(str(exc), 200)})"
+        return f"    (no log: {one_line(str(exc), 200)})"
     return "\n".join(f"    {line}" for line in text.splitlines()) or "    (empty log)"
 
 
@@ -435,7 +425,7 @@ def stop_container(container: Any, drain_timeout: float) -> str:
     except NotFound:
         return "was already gone"
     except APIError as exc:
-        raise StageError(f"container {container.name}: {_api_error(exc)}") from None
+        raise StageError(f"container {container.name}: {api_error_text(exc)}") from None
     return "stopped and removed" if code == 0 else f"stopped (exit code {code}) and removed"
 
 
@@ -456,7 +446,7 @@ def container_status(record: state.DeploymentState) -> tuple[str, str]:
     except NotFound:
         return "vanished", f"container {label} no longer exists on {client.api.base_url}"
     except APIError as exc:
-        return "unknown", f"container {label}: {_api_error(exc)}"
+        return "unknown", f"container {label}: {api_error_text(exc)}"
     finally:
         client.close()
     attrs = container.attrs.get("State") or {}
@@ -484,7 +474,7 @@ def container_logs(record: state.DeploymentState, lines: int) -> str:
             f"{record.name}: container {details.get('container')} no longer exists"
         ) from None
     except APIError as exc:
-        raise StageError(f"{record.name}: {_api_error(exc)}") from None
+        raise StageError(f"{record.name}: {api_error_text(exc)}") from None
     finally:
         client.close()
 

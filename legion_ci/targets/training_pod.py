@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # The pipeline may say `cluster:`: inside the pod the train stage runs here, not again.
-    os.environ["LEGION_CI_TRAINING_POD"] = "1"
+    from legion_ci.runner.stages.train import IN_TRAINING_POD
+
+    os.environ[IN_TRAINING_POD] = "1"
 
     from botocore.exceptions import BotoCoreError, ClientError
 
