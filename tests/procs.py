@@ -80,6 +80,34 @@ def wait_for(
         time.sleep(interval)
 
 
+def process_state(pid: int) -> str | None:
+    """None once `pid` is gone; else its state, parent and command line, for a message.
+    A zombie counts as running: it means nobody reaped it, which is worth failing on."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return None if not Path(f"/proc/{pid}").exists() else f"pid {pid}: unreadable /proc"
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    return (
+        f"pid {pid} still there: state {fields.get('State', '?').strip()},"
+        f" parent {fields.get('PPid', '?').strip()}, command {cmdline.strip()!r}"
+    )
+
+
+def wait_gone(pid: int, timeout: float = 30.0, what: str = "process") -> None:
+    """Poll until `pid` no longer exists; fail naming what is left of it after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while (state := process_state(pid)) is not None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} outlived its deadline of {timeout:.0f} s: {state}")
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def service(
     argv: Sequence[str],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -377,8 +378,9 @@ if __name__ == "__main__":  # the replacement scenario, run by its test under `u
     print(json.dumps(replacement_scenario(Path(sys.argv[1]), Path(sys.argv[2]), workers=2)))
 
 
+@pytest.mark.parametrize("when", ["while the server starts", "while it gets ready"])
 def test_an_interrupted_deploy_leaves_no_server_behind(
-    tmp_path: Path, workspace: Path, monkeypatch
+    tmp_path: Path, workspace: Path, monkeypatch, when: str
 ) -> None:
     started: list[subprocess.Popen] = []
     real_start = ProcessTarget._start
@@ -386,15 +388,21 @@ def test_an_interrupted_deploy_leaves_no_server_behind(
     def start(*args):
         proc = real_start(*args)
         started.append(proc)
+        if when == "while the server starts":
+            # Ctrl-C landing before Popen has returned the pid to the target (under load the
+            # parent can be that late): the pid must still be known, and the server stopped.
+            signal.raise_signal(signal.SIGINT)
         return proc
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ProcessTarget, "_start", staticmethod(start))
-    monkeypatch.setattr("legion_ci.targets.smoke.wait_ready", interrupted)
+    if when == "while it gets ready":
+        monkeypatch.setattr("legion_ci.targets.smoke.wait_ready", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ProcessTarget().deploy(context(workspace, tiny_zip(tmp_path, "1.0"), "1.0"))
     (proc,) = started
     assert proc.poll() is not None, "the new server outlived the interrupted stage"
     assert state.load(workspace, "tiny") is None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

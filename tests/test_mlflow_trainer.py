@@ -19,6 +19,7 @@ from mlflow_support import (
     pyfunc_project,
     write_project,
 )
+from procs import wait_gone
 
 from legion_ci.errors import Cancelled, StageError
 from legion_ci.gppi.archive import write_zip
@@ -341,15 +342,7 @@ def test_cancel_kills_the_training_and_marks_the_run_killed(tmp_path):
     with pytest.raises((KeyboardInterrupt, Cancelled)):
         MlflowTrainer().train(ctx)
     child = int(pid_file.read_text())
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"training process {child} still runs after the stage was cancelled")
+    wait_gone(child, 30, "the training process of the cancelled stage")
     runs = client(ctx.tracking_uri).search_runs(experiment_ids=["1"])
     assert [r.info.status for r in runs] == ["KILLED"]
 

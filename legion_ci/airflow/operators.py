@@ -24,6 +24,7 @@ from legion_ci.airflow.command import (
     xcom_values,
 )
 from legion_ci.airflow.stages import STAGE_ORDER
+from legion_ci.runner.process import HeldSignals
 
 # Connection fields an operator may hand to legion-ci, and whether they are secret (masked
 # in Airflow's logs). "extra.KEY" reads one key of the connection's JSON extra (secret).
@@ -138,12 +139,21 @@ class LegionCIOperator(BaseOperator):
             )
             env = child_environment(os.environ, self.env, self._credentials())
             self.log.info("running %s", shlex.join(argv))
+        except LegionCIError as exc:
+            raise AirflowException(str(exc)) from None
+        # Airflow's SIGTERM handler calls on_kill(): held until the child is known to it.
+        held = HeldSignals()
+        try:
             self._process = LegionProcess(
                 argv, env=env, cwd=self.workspace, on_line=lambda line: self.log.info("%s", line)
             )
-        except LegionCIError as exc:
-            raise AirflowException(str(exc)) from None
+        except BaseException as exc:
+            held.release()
+            if isinstance(exc, LegionCIError):
+                raise AirflowException(str(exc)) from None
+            raise
         try:
+            held.release()
             code, out = self._process.wait()
         except BaseException:
             # A timeout or any other exception raised into execute: the child must not

@@ -9,14 +9,15 @@ import signal
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
 from legion_ci.errors import Cancelled, StageError
 from legion_ci.redact import Redactor
 
-__all__ = ["Redactor", "StageLog", "run_logged", "terminate_group"]
+__all__ = ["HeldSignals", "Redactor", "StageLog", "run_logged", "terminate_group"]
 
 
 class StageLog:
@@ -52,6 +53,49 @@ class StageLog:
             self._handle.close()
 
 
+class HeldSignals:
+    """SIGINT and SIGTERM held back while a child process is being started.
+
+    A signal whose handler raises (Ctrl-C, a cancelling SIGTERM) can land inside
+    subprocess.Popen after the fork, before it returns: the exception then leaves Popen and the
+    caller never learns the child's pid, so nothing stops the child. Seen under CPU load: a
+    cancelled run's trainer ran on, orphaned. Hold the handlers from before Popen until the
+    caller can stop the child, then `release()` (first thing inside the caller's try) runs a
+    held signal's handler there. Only Python-level handlers are held: an ignored or default
+    disposition stays as it was, so a child still inherits an ignored SIGINT.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Callable[[int, FrameType | None], object]] = {}
+        self._held: list[int] = []
+        self._released = False
+        if threading.current_thread() is not threading.main_thread():
+            return  # handlers run in the main thread only; elsewhere there is nothing to hold
+        for signum in self.SIGNALS:
+            handler = signal.getsignal(signum)
+            if callable(handler):
+                self._previous[signum] = handler
+                signal.signal(signum, self._hold)
+
+    def _hold(self, signum: int, frame: FrameType | None) -> None:
+        if self._released:  # arrived while release() was putting the handlers back
+            self._previous[signum](signum, frame)
+        else:
+            self._held.append(signum)
+
+    def release(self) -> None:
+        """Put the handlers back, then run the first held signal's handler (it may raise)."""
+        self._released = True
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        if self._held:
+            signum = self._held[0]
+            self._held.clear()
+            self._previous[signum](signum, None)
+
+
 def run_logged(
     argv: Sequence[str],
     log: StageLog,
@@ -73,6 +117,7 @@ def run_logged(
     if env:
         full_env.update(env)
     log.line(f"$ {shlex.join(argv)}")
+    held = HeldSignals()
     try:
         proc = subprocess.Popen(
             list(argv),
@@ -85,9 +130,15 @@ def run_logged(
             text=True,
             errors="replace",
         )
-    except OSError as exc:
-        raise StageError(f"{what or argv[0]}: cannot start {argv[0]!r}: {exc.strerror}") from None
+    except BaseException as exc:
+        held.release()
+        if isinstance(exc, OSError):
+            raise StageError(
+                f"{what or argv[0]}: cannot start {argv[0]!r}: {exc.strerror}"
+            ) from None
+        raise
     try:
+        held.release()
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import DeployContext, DeployResult
+from legion_ci.runner.process import HeldSignals
 from legion_ci.targets import pids, smoke, state
 from legion_ci.targets.arguments import with_defaults
 
@@ -146,9 +147,15 @@ class ProcessTarget:
             raise StageError(f"{name}: {ctx.model_name} {ctx.model_version}: {exc}{kept}") from None
         if keep_serving:
             note_without_migration(ctx.log, "server")
-        proc = self._start(serve_argv(artifact, args, port), log_path, folder)
+        held = HeldSignals()  # a Ctrl-C now must not leave an unrecorded server behind
+        try:
+            proc = self._start(serve_argv(artifact, args, port), log_path, folder)
+        except BaseException:
+            held.release()
+            raise
         began = time.monotonic()
         try:
+            held.release()
             self._wait_ready(proc, url, log_path, args, example, shared=keep_serving)
         except StageError as exc:
             pids.stop(proc.pid, None, grace=2)  # it has no clients of its own to drain
