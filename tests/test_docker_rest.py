@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -154,9 +153,7 @@ def test_new_model_with_same_dependencies_rebuilds_only_the_model_layer(engine, 
     )
     retrained = train_wine(tmp_path / "retrain", alpha=0.4)
     ctx = package_ctx(retrained.artifact, tmp_path / "b", run_id=retrained.run_id, arguments=ARGS)
-    started = time.monotonic()
     second = DockerRestPackager().pack(ctx).outputs
-    elapsed = time.monotonic() - started
     assert second["image_id"] != first["image_id"]
     log = (tmp_path / "b" / "package.log").read_text()
     steps = re.split(r"^Step \d+/\d+ : ", log, flags=re.M)[1:]
@@ -167,8 +164,7 @@ def test_new_model_with_same_dependencies_rebuilds_only_the_model_layer(engine, 
     assert rebuilt and rebuilt[0] == "COPY model /model", rebuilt
     assert all(not s.startswith(("RUN", "COPY wheels", "COPY --from")) for s in rebuilt)
     assert second["cached_steps"] == second["build_steps"] - len(rebuilt) - 2  # two FROMs
-    assert second["build_s"] < 30  # about a second here; generous for a loaded machine
-    assert elapsed < 120  # the whole pack, smoke test included
+    # How long the cached rebuild takes is benchmarks/bench_package.py's to measure, not a test's.
 
 
 def test_wrong_password_fails_in_one_line_and_pushes_nothing(engine, reg, tmp_path):

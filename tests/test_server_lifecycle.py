@@ -7,6 +7,7 @@ import io
 import json
 import re
 import signal
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from procs import wait_for
 
 from legion_ci.cli.feedback import feedback as feedback_cli
 from tests.server_support import Server, make_tiny_model
@@ -253,10 +255,17 @@ def test_two_workers_share_the_port_and_add_up_metrics(tmp_path: Path) -> None:
         for i in range(40):
             status, _, body = srv.request("POST", "/api/model/invoke", {"data": [[i, 1, None]]})
             assert status == 200 and body["prediction"] == [[i + 1, i - 1]]
-        time.sleep(1.2)  # snapshots of the other worker are at most a second old
-        text = srv.request("GET", "/metrics")[2]
-        total = re.search(r'legion_model_requests_total\{route="invoke",status="200"\} (\d+)', text)
-        assert total and int(total.group(1)) == 40
+
+        # The other worker's figures arrive with its next snapshot (about every second).
+        def invoked() -> int:
+            text = srv.request("GET", "/metrics")[2]
+            found = re.search(
+                r'legion_model_requests_total\{route="invoke",status="200"\} (\d+)', text
+            )
+            return int(found.group(1)) if found else 0
+
+        wait_for(lambda: invoked() >= 40, 30, "all 40 requests counted in /metrics")
+        assert invoked() == 40
     finally:
         code = srv.stop()
         assert code == 0, srv.log
@@ -309,7 +318,13 @@ def test_a_dead_workers_metrics_stop_counting(tmp_path: Path) -> None:
             time.sleep(0.2)
         children = Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children").read_text().split()
         assert len(children) == 2
-        time.sleep(1.2)  # both have written a snapshot
+
+        # Both have written a snapshot (each does every second), so the killed one leaves one.
+        def snapshot_written(pid: str) -> bool:
+            folders = Path(tempfile.gettempdir()).glob("legion-serve-metrics-*")
+            return any((folder / f"worker-{pid}.json").exists() for folder in folders)
+
+        wait_for(lambda: all(map(snapshot_written, children)), 30, "both workers' snapshots")
         os.kill(int(children[0]), signal.SIGKILL)
         deadline = time.monotonic() + 30
         while "starting a new one" not in srv.log:
