@@ -33,3 +33,6 @@ fi
 ln -sfn "$prefix" "$cache/npm-groovy-lint"
 JAVA_HOME="$java_home" groovy --version >/dev/null
 "$prefix/bin/npm-groovy-lint" --version >/dev/null
+# --version starts CodeNarc's server (on 127.0.0.1:7484), --noserver or not: stop it, so no
+# Java process outlives the set-up. The lint test itself runs with --noserver.
+"$prefix/bin/npm-groovy-lint" --killserver >/dev/null
