@@ -63,6 +63,11 @@ def test_a_held_signal_is_raised_at_release_and_a_failed_start_restores_handlers
     with pytest.raises(KeyboardInterrupt):
         held.release()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # A start that fails leaves the block with nothing to stop: the held signal acts at once.
+    with pytest.raises(KeyboardInterrupt), HeldSignals():
+        signal.raise_signal(signal.SIGINT)
+        raise OSError("cannot start")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with pytest.raises(StageError, match="cannot start '/nonexistent/trainer'"):
         run_logged(["/nonexistent/trainer"], StageLog(tmp_path / "stage.log"))
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

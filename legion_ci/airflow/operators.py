@@ -139,19 +139,16 @@ class LegionCIOperator(BaseOperator):
             )
             env = child_environment(os.environ, self.env, self._credentials())
             self.log.info("running %s", shlex.join(argv))
+            # Airflow's SIGTERM handler calls on_kill(): held until the child is known to it.
+            with HeldSignals() as held:
+                self._process = LegionProcess(
+                    argv,
+                    env=env,
+                    cwd=self.workspace,
+                    on_line=lambda line: self.log.info("%s", line),
+                )
         except LegionCIError as exc:
             raise AirflowException(str(exc)) from None
-        # Airflow's SIGTERM handler calls on_kill(): held until the child is known to it.
-        held = HeldSignals()
-        try:
-            self._process = LegionProcess(
-                argv, env=env, cwd=self.workspace, on_line=lambda line: self.log.info("%s", line)
-            )
-        except BaseException as exc:
-            held.release()
-            if isinstance(exc, LegionCIError):
-                raise AirflowException(str(exc)) from None
-            raise
         try:
             held.release()
             code, out = self._process.wait()

@@ -63,6 +63,15 @@ class HeldSignals:
     caller can stop the child, then `release()` (first thing inside the caller's try) runs a
     held signal's handler there. Only Python-level handlers are held: an ignored or default
     disposition stays as it was, so a child still inherits an ignored SIGINT.
+
+        with HeldSignals() as held:  # an exception leaving the block releases at once
+            proc = subprocess.Popen(...)
+        try:
+            held.release()
+            ...
+        except BaseException:
+            terminate_group(proc)
+            raise
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -85,8 +94,17 @@ class HeldSignals:
         else:
             self._held.append(signum)
 
+    def __enter__(self) -> HeldSignals:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:  # no child to stop: the held signal may act at once
+            self.release()
+
     def release(self) -> None:
         """Put the handlers back, then run the first held signal's handler (it may raise)."""
+        if self._released:
+            return
         self._released = True
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
@@ -117,26 +135,22 @@ def run_logged(
     if env:
         full_env.update(env)
     log.line(f"$ {shlex.join(argv)}")
-    held = HeldSignals()
-    try:
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=full_env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            text=True,
-            errors="replace",
-        )
-    except BaseException as exc:
-        held.release()
-        if isinstance(exc, OSError):
-            raise StageError(
-                f"{what or argv[0]}: cannot start {argv[0]!r}: {exc.strerror}"
-            ) from None
-        raise
+    with HeldSignals() as held:
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                text=True,
+                errors="replace",
+            )
+        except OSError as exc:
+            what = what or argv[0]
+            raise StageError(f"{what}: cannot start {argv[0]!r}: {exc.strerror}") from None
     try:
         held.release()
         assert proc.stdout is not None

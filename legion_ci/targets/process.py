@@ -147,12 +147,8 @@ class ProcessTarget:
             raise StageError(f"{name}: {ctx.model_name} {ctx.model_version}: {exc}{kept}") from None
         if keep_serving:
             note_without_migration(ctx.log, "server")
-        held = HeldSignals()  # a Ctrl-C now must not leave an unrecorded server behind
-        try:
+        with HeldSignals() as held:  # a Ctrl-C now must not leave an unrecorded server behind
             proc = self._start(serve_argv(artifact, args, port), log_path, folder)
-        except BaseException:
-            held.release()
-            raise
         began = time.monotonic()
         try:
             held.release()
