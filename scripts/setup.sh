@@ -12,9 +12,8 @@ if ! "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; 
 fi
 if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
   # Debian splits venv out of the interpreter package.
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq python3-venv
+  . scripts/lib/apt.sh
+  install_tool venv
 fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
@@ -22,6 +21,17 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 extras=""
 if [ "${1:-}" = "test" ]; then extras="[test]"; fi
+# A second run with the same inputs returns at once: the stamp holds the hash of what decides
+# the install (the pins, the package's declared requirements, the extras).
+stamp=".venv/.legion-ci-installed"
+inputs="$(cat constraints.txt setup.py pyproject.toml legion_ci/packaging/serve-requirements.txt \
+  | sha256sum | cut -c1-16)${extras}"
+have="$(cat "$stamp" 2>/dev/null || true)"
+# A test install holds the runtime one too.
+if { [ "$have" = "$inputs" ] || [ "$have" = "${inputs}[test]" ]; } \
+  && .venv/bin/python -c 'import legion_ci' 2>/dev/null; then
+  exit 0
+fi
 # Exact versions from constraints.txt (scripts/refresh-constraints.sh makes it), so that a new
 # release upstream cannot change what a clean clone installs.
 echo "setup: installing legion-ci${extras} into .venv (pinned by constraints.txt; a few minutes the first time)" >&2
@@ -35,3 +45,4 @@ fi
 grep -E "^(Collecting|Successfully installed)" "$log" | sed -e 's/^/  pip: /' >&2 || true
 rm -f "$log"
 .venv/bin/python -c 'import legion_ci, mlflow' || { echo "legion-ci installation failed" >&2; exit 3; }
+echo "$inputs" >"$stamp"

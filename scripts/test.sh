@@ -1,22 +1,38 @@
 #!/usr/bin/env bash
-# The README's test command: set up, lint, run every test. Each scripts/setup.d/*.sh installs
-# the real parts one group of tests needs (Docker, a registry, Groovy, act, Airflow, ...);
-# the tests themselves start and stop the services, all on 127.0.0.1.
-# The 11-minute server soak (tests/test_soak.py) runs before the suite, alone, so its load
-# phase does not starve the suite's timing-sensitive tests; LEGION_SKIP_SOAK=1 leaves it out
-# (handy when running a few tests: scripts/test.sh tests/test_runner.py).
+# The README's test command: set up, lint, run every test. Needs root (or sudo): the set-up
+# installs Debian packages and the tests start dockerd and mount tmpfs.
+#   scripts/test.sh                     the full run (.ci/run): set-up, ruff, the 11-minute
+#                                       server soak alone, the -m isolated tests, the suite
+#   scripts/test.sh tests/test_x.py -k y   a few tests: the same set-up (a second run costs
+#                                       seconds), then pytest with these arguments only
+# Each scripts/setup.d/*.sh installs the real parts one group of tests needs (Docker, a
+# registry, Groovy, act, Airflow, ...); the tests themselves start and stop the services, all
+# on 127.0.0.1. The soak runs before the suite, alone, so its load phase does not starve the
+# suite's timing-sensitive tests; LEGION_SKIP_SOAK=1 leaves it out of a full run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MLFLOW_DISABLE_TELEMETRY=true
+full=1
+for arg in "$@"; do
+  # Options alone (-q, -x) still make a full run; a test path or -k/-m picks a few tests.
+  case "$arg" in -q | -x | -v | -ra | --quiet | --verbose) ;; *) full=0 ;; esac
+done
+
 scripts/setup.sh test
+. scripts/lib/apt.sh
+ensure_apt_lists
 for part in scripts/setup.d/*.sh; do
   [ -e "$part" ] || continue
-  echo "setup: $part" >&2
+  [ "$full" -eq 1 ] && echo "setup: $part" >&2
   bash "$part"
 done
+
+if [ "$full" -eq 0 ]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-
 set +e
 soak=0
 if [ "${LEGION_SKIP_SOAK:-0}" != 1 ]; then

@@ -5,18 +5,10 @@
 # `docker import` it into the dockerd they start.
 set -euo pipefail
 CACHE="${LEGION_CI_CI_CACHE:-$HOME/.cache/legion-ci-ci}"
-SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+. "$(dirname "$0")/../lib/apt.sh"
+SUDO="$LEGION_SUDO"
 
-need=()
-for tool in dockerd:docker.io containerd:containerd runc:runc iptables:iptables \
-    docker-registry:docker-registry htpasswd:apache2-utils debootstrap:debootstrap; do
-  command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || need+=("${tool#*:}")
-done
-if [ "${#need[@]}" -gt 0 ]; then
-  echo "20-docker: installing ${need[*]}" >&2
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+need_tools dockerd containerd runc iptables docker-registry htpasswd debootstrap
 
 # The machine's configured Debian mirror (deb822 .sources first, then one-line lists).
 mirror="$(awk '/^URIs:/ && $2 ~ /debian\/?$/ && $2 !~ /security/ {print $2; exit}' \

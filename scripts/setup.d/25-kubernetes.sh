@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Kubernetes target tests (no API server can be installed here):
-# - kubernetes-validate (the real Kubernetes JSON schemas, shipped in the package) in .venv;
+# - kubernetes-validate (the real Kubernetes JSON schemas, shipped in the package) comes with
+#   .venv's test extra;
 # - the kmock emulator in its own virtual environment under the CI cache, because kmock
 #   registers a pytest plugin that needs pytest-asyncio, which the main .venv does without.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 CACHE="${LEGION_CI_CI_CACHE:-$HOME/.cache/legion-ci-ci}"
-KMOCK_VENV="$CACHE/kmock-venv"
+# Keyed by kmock's pin, so a new pin builds a new venv.
+pin="$(grep -i '^kmock==' constraints.txt)"
+KMOCK_VENV="$CACHE/kmock-venv-${pin#*==}"
 
-if ! .venv/bin/python -c 'import kubernetes_validate' 2>/dev/null; then
-  .venv/bin/python -m pip install -q 'kubernetes-validate>=1.33'
-fi
 if ! "$KMOCK_VENV/bin/python" -c 'import kmock' 2>/dev/null; then
   mkdir -p "$CACHE"
   rm -rf "$KMOCK_VENV"
@@ -19,7 +19,10 @@ if ! "$KMOCK_VENV/bin/python" -c 'import kmock' 2>/dev/null; then
   base="$(sed -n 's/^home = //p' .venv/pyvenv.cfg)/python3"
   [ -x "$base" ] || base=python3
   "$base" -m venv "$KMOCK_VENV"
-  "$KMOCK_VENV/bin/python" -m pip install -q 'kmock>=0.8'
+  "$KMOCK_VENV/bin/python" -m pip install -q -c constraints.txt kmock
 fi
 "$KMOCK_VENV/bin/python" -c 'import kmock' >/dev/null
 .venv/bin/python -c 'import kubernetes_validate' >/dev/null
+# A stable path for the tests (tests/k8s_support.py), whatever the pin.
+[ -L "$CACHE/kmock-venv" ] || rm -rf "$CACHE/kmock-venv"
+ln -sfn "$KMOCK_VENV" "$CACHE/kmock-venv"

@@ -6,25 +6,17 @@
 # Idempotent: each part is checked before it is installed.
 set -euo pipefail
 cache="${LEGION_CI_CI_CACHE:-$HOME/.cache/legion-ci-ci}"
-SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+. "$(dirname "$0")/../lib/apt.sh"
 
 java_home=/usr/lib/jvm/java-17-openjdk-amd64
-if ! command -v groovy >/dev/null 2>&1 || [ ! -x "$java_home/bin/java" ]; then
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    groovy openjdk-17-jre-headless >/dev/null
-fi
+need_tools java17 groovy
 
 # npm-groovy-lint ships CodeNarc and its jars inside the npm package; --noserver runs them
 # with the machine's java, so nothing is downloaded at lint time.
 lint_version="16.2.0"   # the last line that runs on Node 20
 prefix="$cache/npm-groovy-lint-$lint_version"
 if [ ! -x "$prefix/bin/npm-groovy-lint" ]; then
-  if ! command -v npm >/dev/null 2>&1; then
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-      nodejs npm >/dev/null
-  fi
+  need_tools node npm
   mkdir -p "$prefix"
   npm install --silent --no-fund --no-audit --prefix "$prefix" -g \
     "npm-groovy-lint@$lint_version" >/dev/null

