@@ -1,9 +1,10 @@
 """`legion-ci deployments list|status|logs|delete`: what the deploy stage left running.
 
-Reads the state store (<workspace>/deployments/); a process deployment counts as running only
-while its recorded pid is alive with its recorded start time, so a stale pid is reported as
-`stale`, never as running; a docker deployment only while the engine says its container runs,
-so a removed container is reported as `vanished`.
+Reads the state store (<workspace>/deployments/) and asks the target that saved each
+deployment, found through the registry by its recorded name, for its status, logs and delete
+(the optional ReportsStatus, ShowsLogs and Deletes of legion_ci.integrations.base): a process
+deployment counts as running only while its recorded pid is alive with its recorded start
+time, a docker one only while the engine says its container runs.
 """
 
 from __future__ import annotations
@@ -33,20 +34,48 @@ def _workspace(file: str, workspace: str | None) -> Path:
     return workspace_of(file, workspace)
 
 
-def _status(record: Any) -> tuple[str, str]:
-    """(status, detail) of one deployment, checked live where that costs nothing."""
-    from legion_ci.targets import pids
+def _target(record: Any, file: str) -> Any:
+    """The deploy target that saved `record`, found through the registry by its recorded name
+    (built-ins, entry points, $LEGION_CI_INTEGRATIONS and the pipeline's own registrations),
+    or None when no such target is registered here."""
+    from legion_ci.errors import LegionError
+    from legion_ci.integrations.registry import load_registry
 
-    if record.target == "process":
-        pid = record.details.get("pid")
-        if pids.is_running(pid, record.details.get("start_time")):
-            return "running", f"pid {pid}"
-        return "stale", f"pid {pid} is not running"
-    if record.target == "docker":
-        from legion_ci.targets.docker import container_status
+    registry = load_registry(_pipeline_registrations(file))
+    try:
+        return registry.for_stage_named("deploy", record.target).load()
+    except LegionError:
+        return None
 
-        return container_status(record)
-    return "recorded", "the state as of the last deploy (not checked against the cluster)"
+
+def _pipeline_registrations(file: str) -> list[Path]:
+    """The registration files a pipeline lists under `integrations:`, relative to it; none
+    when the file is missing or unreadable (the state alone still names the target)."""
+    from legion_ci.errors import LegionError
+    from legion_ci.spec.yaml_loader import load_located
+
+    path = Path(file)
+    if not path.is_file():
+        return []
+    try:
+        data = load_located(path).data
+    except (LegionError, OSError):
+        return []
+    listed = data.get("integrations") if isinstance(data, dict) else None
+    if not isinstance(listed, list):
+        return []
+    return [path.parent / item for item in listed if isinstance(item, str)]
+
+
+def _status(record: Any, target: Any) -> tuple[str, str]:
+    """(status, detail) of one deployment, from its target when it can tell."""
+    from legion_ci.integrations.base import ReportsStatus
+
+    if isinstance(target, ReportsStatus):
+        return target.status(record)
+    if target is None:
+        return "recorded", f"target {record.target!r} is not registered here; not checked"
+    return "recorded", "the state as of the last deploy (not checked)"
 
 
 def _health(url: str, detail: str) -> tuple[bool, str]:
@@ -62,8 +91,8 @@ def _health(url: str, detail: str) -> tuple[bool, str]:
     return True, f"{detail}; healthy"
 
 
-def _as_dict(record: Any) -> dict[str, Any]:
-    status, detail = _status(record)
+def _as_dict(record: Any, target: Any) -> dict[str, Any]:
+    status, detail = _status(record, target)
     return {**record.to_dict(), "status": status, "status_detail": detail}
 
 
@@ -82,13 +111,13 @@ def list_command(file: str, workspace: str | None, output: str) -> None:
 
     records = list_states(_workspace(file, workspace))
     if output == "json":
-        click.echo(json.dumps([_as_dict(r) for r in records], indent=2))
+        click.echo(json.dumps([_as_dict(r, _target(r, file)) for r in records], indent=2))
         return
     if not records:
         click.echo("no deployments")
         return
     for r in records:
-        status, _ = _status(r)
+        status, _ = _status(r, _target(r, file))
         click.echo(
             f"{r.name:<20} {r.target:<11} {status:<9} {r.model_name} {r.model_version:<8} {r.url}"
         )
@@ -104,7 +133,7 @@ def status_command(name: str, file: str, workspace: str | None, output: str) -> 
     from legion_ci.targets.state import require
 
     record = require(_workspace(file, workspace), name)
-    data = _as_dict(record)
+    data = _as_dict(record, _target(record, file))
     if data["status"] == "running":
         data["healthy"], data["status_detail"] = _health(record.url, data["status_detail"])
     if output == "json":
@@ -132,30 +161,14 @@ def status_command(name: str, file: str, workspace: str | None, output: str) -> 
 def logs_command(name: str, lines: int, file: str, workspace: str | None) -> None:
     """Print the last lines of a deployment's server log (a docker container's log)."""
     from legion_ci.errors import InputError
+    from legion_ci.integrations.base import ShowsLogs
     from legion_ci.targets.state import require
 
     record = require(_workspace(file, workspace), name)
-    if record.target == "docker":
-        from legion_ci.targets.docker import container_logs
-
-        click.echo(container_logs(record, lines), nl=False)
-        return
-    log = record.details.get("log")
-    if not log:
-        raise InputError(
-            f"{name}: a {record.target} deployment keeps no local log"
-            + (
-                f"; try: kubectl logs -n {record.details.get('namespace')} deploy/{name}"
-                if record.target == "kubernetes"
-                else ""
-            )
-        )
-    try:
-        text = Path(log).read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read {log}: {exc.strerror}") from None
-    for line in text.splitlines()[-lines:]:
-        click.echo(line)
+    target = _target(record, file)
+    if not isinstance(target, ShowsLogs):
+        raise InputError(f"{name}: the {record.target!r} target shows no logs")
+    click.echo(target.logs(record, lines), nl=False)
 
 
 @deployments.command("delete")
@@ -168,24 +181,18 @@ def logs_command(name: str, lines: int, file: str, workspace: str | None) -> Non
 def delete_command(name: str, drain_timeout: float, file: str, workspace: str | None) -> None:
     """Stop a deployment and forget it."""
     from legion_ci.errors import InputError
+    from legion_ci.integrations.base import Deletes
     from legion_ci.targets import state
 
     folder = _workspace(file, workspace)
     with state.locked(folder, name):
         record = state.require(folder, name)
-        if record.target == "process":
-            from legion_ci.targets.process import stop_deployment
-
-            how = stop_deployment(folder, record, grace=drain_timeout)
-        elif record.target == "kubernetes":
-            from legion_ci.targets.kubernetes import delete_deployment
-
-            how = delete_deployment(record)
-        elif record.target == "docker":
-            from legion_ci.targets.docker import delete_deployment as delete_container
-
-            how = delete_container(record, drain_timeout)
-        else:
-            raise InputError(f"{name}: cannot delete a {record.target!r} deployment")
+        target = _target(record, file)
+        if not isinstance(target, Deletes):
+            raise InputError(
+                f"{name}: cannot delete a {record.target!r} deployment"
+                + ("" if target else f" (no {record.target!r} target is registered here)")
+            )
+        how = target.delete(record, workspace=folder, drain_timeout=drain_timeout)
         state.remove(folder, name)
     click.echo(f"{name}: {how}; deployment removed")

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from legion_ci.runner.process import StageLog
+
+if TYPE_CHECKING:
+    from legion_ci.targets.state import DeploymentState
 
 
 @dataclass
@@ -142,4 +145,31 @@ class Deployer(Protocol):
 
     def deploy(self, ctx: DeployContext) -> DeployResult:
         """Deploy, wait until ready, smoke-test; raise StageError leaving the old one serving."""
+        ...
+
+
+# -- what `legion-ci deployments` asks of a target, each optional ---------------------------------
+# A target that saved a DeploymentState under its registered name (`target`) is found again
+# through the registry by that name, so a third-party target takes part in `legion-ci
+# deployments status|logs|delete` by defining these, with no change to the CLI.
+@runtime_checkable
+class ReportsStatus(Protocol):
+    def status(self, record: DeploymentState) -> tuple[str, str]:
+        """(status, detail), checked live where that is cheap: "running" (exit 0), "recorded"
+        (not checked, exit 0), anything else ("stale", "vanished", "exited") exits 1."""
+        ...
+
+
+@runtime_checkable
+class ShowsLogs(Protocol):
+    def logs(self, record: DeploymentState, lines: int) -> str:
+        """The deployment's last `lines` log lines; raise InputError when it keeps none."""
+        ...
+
+
+@runtime_checkable
+class Deletes(Protocol):
+    def delete(self, record: DeploymentState, *, workspace: Path, drain_timeout: float) -> str:
+        """Stop the deployment (drain first); returns what happened, in a few words. The CLI
+        then forgets the state."""
         ...

@@ -23,6 +23,7 @@ import contextlib
 import socket
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from legion_ci.errors import StageError
@@ -106,6 +107,18 @@ def _engine_of(details: dict[str, Any]) -> Any:
 
 class DockerTarget:
     """Deploys the packaged model image as a container on the local Docker engine."""
+
+    # `legion-ci deployments`: a docker deployment runs only while the engine says so.
+    def status(self, record: state.DeploymentState) -> tuple[str, str]:
+        return container_status(record)
+
+    def logs(self, record: state.DeploymentState, lines: int) -> str:
+        return container_logs(record, lines)
+
+    def delete(
+        self, record: state.DeploymentState, *, workspace: Path, drain_timeout: float
+    ) -> str:
+        return delete_deployment(record, drain_timeout)
 
     def render(self, ctx: DeployContext) -> str:
         """What `--dry-run` prints: the equivalent `docker run` (the port is chosen at deploy

@@ -22,9 +22,10 @@ import copy
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from legion_ci.errors import StageError
+from legion_ci.errors import InputError, StageError
 from legion_ci.integrations.base import Connection, DeployContext, DeployResult
 from legion_ci.integrations.clients import kubernetes_configuration as _configuration
 from legion_ci.targets import manifests, state
@@ -139,6 +140,23 @@ class KubernetesTarget:
     """Deploys the packaged image as a Deployment + Service (see the module docstring)."""
 
     poll_interval = 1.0
+
+    # `legion-ci deployments`: the state says what was applied; the cluster itself needs the
+    # connection's credentials, so these read the record and say what to run instead.
+    def status(self, record: state.DeploymentState) -> tuple[str, str]:
+        return "recorded", "the state as of the last deploy (not checked against the cluster)"
+
+    def logs(self, record: state.DeploymentState, lines: int) -> str:
+        namespace = record.details.get("namespace", "default")
+        raise InputError(
+            f"{record.name}: a kubernetes deployment keeps no local log; try: "
+            f"kubectl logs -n {namespace} deploy/{record.name} --tail {lines}"
+        )
+
+    def delete(
+        self, record: state.DeploymentState, *, workspace: Path, drain_timeout: float
+    ) -> str:
+        return delete_deployment(record)
 
     def render(self, ctx: DeployContext) -> str:
         """The YAML `--dry-run` prints (no cluster needed)."""

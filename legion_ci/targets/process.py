@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from legion_ci.errors import StageError
+from legion_ci.errors import InputError, StageError
 from legion_ci.integrations.base import DeployContext, DeployResult
 from legion_ci.runner.process import HeldSignals
 from legion_ci.targets import pids, smoke, state
@@ -212,6 +212,30 @@ class ProcessTarget:
                 "replaced": old.model_version if old_running else None,  # type: ignore[union-attr]
             }
         )
+
+    # -- `legion-ci deployments` -----------------------------------------------------------------
+    def status(self, record: state.DeploymentState) -> tuple[str, str]:
+        """Running only while the recorded pid is alive with its recorded start time, so a
+        reused pid reads as stale, never as running."""
+        pid = record.details.get("pid")
+        if pids.is_running(pid, record.details.get("start_time")):
+            return "running", f"pid {pid}"
+        return "stale", f"pid {pid} is not running"
+
+    def logs(self, record: state.DeploymentState, lines: int) -> str:
+        log = record.details.get("log")
+        if not log:
+            raise InputError(f"{record.name}: no server log recorded")
+        try:
+            text = Path(log).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise InputError(f"{record.name}: cannot read {log}: {exc.strerror}") from None
+        return "".join(line + "\n" for line in text.splitlines()[-lines:])
+
+    def delete(
+        self, record: state.DeploymentState, *, workspace: Path, drain_timeout: float
+    ) -> str:
+        return stop_deployment(workspace, record, grace=drain_timeout)
 
     @staticmethod
     def _start(argv: list[str], log_path: Path, cwd: Path) -> subprocess.Popen:
