@@ -153,3 +153,69 @@ def test_two_docker_connections_naming_different_engines_are_refused() -> None:
                 Connection("b", "docker", options={"host": "unix:///b.sock"}),
             ]
         )
+
+
+# --- one S3 client factory (integrations/clients.py) for every caller ----------------------
+
+
+def s3_connection(**options: str) -> Connection:
+    return Connection("store", "s3", "s3://models", {"endpoint": "http://127.0.0.1:9", **options})
+
+
+def test_the_s3_factory_honours_region_session_token_and_goes_unsigned_without_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from botocore import UNSIGNED
+
+    from legion_ci.integrations.clients import s3_client
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "machine-key")  # must not be picked up
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "machine-secret")
+    anonymous = s3_client(s3_connection(region="eu-west-3"))
+    assert anonymous.meta.region_name == "eu-west-3"
+    assert anonymous.meta.config.signature_version is UNSIGNED
+    signed = s3_client(s3_connection(keyID="k", keySecret="s", sessionToken="t"))
+    credentials = signed._request_signer._credentials
+    assert (credentials.access_key, credentials.token) == ("k", "t")
+    assert signed.meta.config.signature_version is not UNSIGNED
+    with pytest.raises(StageError, match="set both keyID and keySecret, or neither"):
+        s3_client(s3_connection(keyID="k"))
+    # No connection (the training pod): boto3's own chain, the Job's AWS_* variables.
+    pod = s3_client(endpoint="http://127.0.0.1:9")
+    assert pod._request_signer._credentials.access_key == "machine-key"
+
+
+def test_the_training_jobs_result_is_fetched_with_the_same_s3_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the Job's fetch built its own client, ignoring region and sessionToken."""
+    import boto3
+
+    from legion_ci.targets.training_job import TrainingJob, fetch_result
+
+    seen: dict[str, object] = {}
+
+    def client(self: object, service: str, **kwargs: object) -> object:
+        seen.update(kwargs)
+        raise StageError("stop here: the client's arguments are what this test reads")
+
+    monkeypatch.setattr(boto3.session.Session, "client", client)
+    storage = s3_connection(keyID="k", keySecret="s", sessionToken="t", region="eu-west-3")
+    job = TrainingJob(
+        name="wine-train",
+        namespace="ml",
+        image="toolchain:1",
+        pipeline="pipeline.yaml",
+        upload="s3://models/runs/wine-train",
+        storage=storage,
+        credentials_secret="training-s3",
+        model_name="wine",
+        model_version="1.0",
+        run_id="run-1",
+        resources={},
+    )
+    with pytest.raises(StageError, match="stop here"):
+        fetch_result(job, tmp_path)
+    assert seen["region_name"] == "eu-west-3"
+    assert seen["aws_session_token"] == "t"
+    assert seen["endpoint_url"] == "http://127.0.0.1:9"

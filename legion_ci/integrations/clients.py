@@ -215,3 +215,48 @@ def kubernetes_configuration(connection: Connection | None) -> Any:
     except ConfigException as exc:
         raise StageError(f"kubeconfig {path}: {str(exc).splitlines()[0]}") from None
     return configuration
+
+
+# Bounded, so a stalled store fails the stage instead of hanging CI; one retry for a blip.
+S3_CONNECT_TIMEOUT_S = 5
+S3_READ_TIMEOUT_S = 60
+S3_TOTAL_ATTEMPTS = 2
+
+
+def s3_client(connection: Connection | None = None, *, endpoint: str | None = None) -> Any:
+    """The one S3 client factory (data bindings, the training Job's result, the pod's upload).
+
+    With an `s3` connection: its `endpoint`, `region`, `keyID` / `keySecret` and
+    `sessionToken`; without keys the requests go unsigned (a public bucket) rather than
+    picking up whatever AWS credentials the machine happens to have. Without a connection
+    (inside a training pod, whose Secret sets AWS_*): boto3's own credential chain, `endpoint`
+    as given, region from $AWS_DEFAULT_REGION. One-line StageError when only one key is set."""
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    options = dict(connection.options) if connection else {}
+    endpoint = str(options.get("endpoint") or endpoint or "") or None
+    key_id, secret = options.get("keyID"), options.get("keySecret")
+    if connection is not None and bool(key_id) != bool(secret):
+        raise StageError(
+            f"connection {connection.name!r}: set both keyID and keySecret, or neither"
+        )
+    unsigned = connection is not None and not key_id
+    config = Config(
+        connect_timeout=S3_CONNECT_TIMEOUT_S,
+        read_timeout=S3_READ_TIMEOUT_S,
+        retries={"mode": "standard", "total_max_attempts": S3_TOTAL_ATTEMPTS},
+        signature_version=UNSIGNED if unsigned else None,
+        s3={"addressing_style": "path"} if endpoint else None,
+    )
+    region = options.get("region") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=str(region),
+        aws_access_key_id=str(key_id) if key_id else None,
+        aws_secret_access_key=str(secret) if secret else None,
+        aws_session_token=str(options["sessionToken"]) if options.get("sessionToken") else None,
+        config=config,
+    )
