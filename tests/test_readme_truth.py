@@ -177,3 +177,53 @@ def test_the_model_servers_settings_are_serve_options() -> None:
     ]
     assert len(spans) >= 8, "the Model server section's settings were not found"
     assert check_options([("serve",)], " ".join(spans), "Model server section") == []
+
+
+def test_the_layout_names_exactly_the_verbs_that_go_through_legion_ci_api() -> None:
+    """The Layout row of `legion_ci/cli/` says which verbs call `legion_ci.api`: exactly those
+    whose module (or a legion_ci.cli module it imports) uses it."""
+    from legion_ci.cli.main import COMMANDS
+
+    cli_dir = REPO / "legion_ci" / "cli"
+
+    def uses_api(module: str, seen: frozenset[str] = frozenset()) -> bool:
+        text = (cli_dir / f"{module.rsplit('.', 1)[1]}.py").read_text(encoding="utf-8")
+        if "legion_ci.api" in text:
+            return True
+        helpers = set(re.findall(r"from (legion_ci\.cli\.\w+) import", text)) - seen - {module}
+        return any(uses_api(helper, seen | {module}) for helper in helpers)
+
+    through_api = {verb for verb, (module, _attr, _help) in COMMANDS.items() if uses_api(module)}
+    row = next(line for line in section("Layout").splitlines() if "`legion_ci/cli/`" in line)
+    documented = set(re.findall(r"`([a-z-]+)`", row.split("go through")[0]))
+    assert "go through `legion_ci.api`" in row, row
+    assert documented == through_api, row
+
+
+def test_the_readme_offers_no_extra_that_adds_nothing() -> None:
+    """An extra whose requirements install_requires already holds installs nothing more, so
+    the README must not offer it as a slimmer install (it once did with `legion-ci[serve]`)."""
+    from importlib import metadata
+
+    def name(requirement: str) -> str:
+        return re.split(r"[ <>=!~;\[(]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    requires = metadata.requires("legion-ci") or []
+    base = {name(r) for r in requires if "extra ==" not in r}
+    extras: dict[str, set[str]] = {}
+    for requirement in requires:
+        found = re.search(r"extra == ['\"]([\w-]+)['\"]", requirement)
+        if found:
+            extras.setdefault(found.group(1), set()).add(name(requirement))
+    empty = sorted(extra for extra, names in extras.items() if names <= base)
+    assert "serve" in empty  # what this test is about: the serve extra adds nothing
+    offered = [extra for extra in empty if f"legion-ci[{extra}]" in README]
+    assert offered == [], f"README offers extras that add nothing to install_requires: {offered}"
+
+
+def test_the_training_job_is_not_called_unwired_while_the_train_stage_runs_it() -> None:
+    runner = (REPO / "legion_ci" / "runner" / "stages" / "train_cluster.py").read_text()
+    assert "run_training_job" in runner  # the train stage's `cluster:` runs the Job
+    for path in ("legion_ci/targets/README.md", "legion_ci/targets/training_job.py"):
+        text = " ".join((REPO / path).read_text(encoding="utf-8").split())
+        assert "not wired" not in text, f"{path} still says the training Job is not wired"
