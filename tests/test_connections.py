@@ -219,3 +219,28 @@ def test_the_training_jobs_result_is_fetched_with_the_same_s3_rules(
     assert seen["region_name"] == "eu-west-3"
     assert seen["aws_session_token"] == "t"
     assert seen["endpoint_url"] == "http://127.0.0.1:9"
+
+
+def test_a_docker_connections_host_reaches_a_real_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real dockerd of the tests' own answers through the connection's host, while
+    $DOCKER_HOST points where nothing listens: the host, not the environment, was used."""
+    import tempfile
+
+    from docker_support import dockerd
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    root = Path(tempfile.mkdtemp(prefix="lcc-", dir="/tmp"))  # a socket path under 108 bytes
+    try:
+        with dockerd(root) as daemon:
+            clients = Clients.for_connections(
+                [Connection("engine", "docker", "127.0.0.1:5000", {"host": daemon.host})]
+            )
+            try:
+                assert clients.docker().ping() is True
+                assert clients.docker_host == daemon.host
+            finally:
+                clients.close()
+    finally:
+        subprocess.run(["rm", "-rf", str(root)], check=False)
