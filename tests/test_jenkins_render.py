@@ -37,8 +37,15 @@ def test_render_defaults_to_the_origin_remote_and_current_branch(checkout: Path)
 def test_render_without_an_origin_remote_is_one_clear_line(checkout: Path) -> None:
     outcome = run_cli("jenkins", "render", "pipelines/wine.yaml", cwd=checkout).assert_failed(2)
     assert outcome.err.strip().splitlines() == [
-        "legion-ci: error: --git-url not given and . is not a git checkout with an 'origin' remote:"
-        " pass --git-url (the repository the job checks out)"
+        "legion-ci: error: --git-url not given and the git checkout at . has no 'origin'"
+        " remote: pass --git-url (the repository the job checks out)"
+    ]
+    outside = checkout.parent / "plain"
+    shutil.copytree(checkout / "pipelines", outside / "pipelines")
+    outcome = run_cli("jenkins", "render", "pipelines/wine.yaml", cwd=outside).assert_failed(2)
+    assert outcome.err.strip().splitlines() == [
+        "legion-ci: error: --git-url not given and . is not a git checkout: pass --git-url"
+        " (the repository the job checks out)"
     ]
 
 

@@ -28,9 +28,13 @@ def origin_url(root: Path) -> str:
     """The `origin` remote's URL, or a one-line InputError saying to pass --git-url."""
     url = _git(root, "remote", "get-url", "origin")
     if url is None:
+        where = (
+            f"the git checkout at {root} has no 'origin' remote"
+            if _git(root, "rev-parse", "--git-dir")
+            else f"{root} is not a git checkout"
+        )
         raise InputError(
-            f"--git-url not given and {root} is not a git checkout with an 'origin' remote:"
-            " pass --git-url (the repository the job checks out)"
+            f"--git-url not given and {where}: pass --git-url (the repository the job checks out)"
         )
     return url
 
