@@ -6,8 +6,8 @@ types, the functions that run, plan and validate it ("module:function", imported
 used, so `legion-ci validate` stays fast) and the outputs it declares. Adding a stage is one
 entry here plus its module under `legion_ci.runner.stages`.
 
-Pure data: this module imports nothing of legion-ci, so spec/, runner/ and integrations/ can
-all read it without importing each other.
+Nearly pure data: it imports only `legion_ci.data.schema` (the data binding schema, itself
+plain data), so spec/, runner/ and integrations/ can all read it without importing each other.
 """
 
 from __future__ import annotations
@@ -166,7 +166,8 @@ class StageType:
     plan: str  # "module:function(pipeline, spec) -> dict" (added to the dry-run entry)
     # JSON Schema of the outputs an integration must hand back (checked after it returns)
     outputs: dict[str, Any]
-    # outputs published to CI (GitHub outputs, Jenkins / Airflow maps): output key -> CI name
+    # outputs published as GitHub Actions step outputs (cli/execution.py): output key -> CI
+    # name. The Jenkins steps and the Airflow operators read the run's JSON instead.
     ci_outputs: dict[str, str] = field(default_factory=dict)
     # "module:function(pipeline, located, strict_project) -> [Problem]", extra checks
     validate: str | None = None

@@ -262,3 +262,27 @@ def test_arguments_the_runner_left_unfilled_get_the_registered_defaults(tmp_path
     assert deployment["spec"]["replicas"] == 3
     assert deployment["spec"]["progressDeadlineSeconds"] == 300
     kubernetes_validate.validate(deployment, "1.33", strict=True)
+
+
+def test_the_wine_k8s_example_dry_run_prints_manifests_kubernetes_accepts(tmp_path: Path) -> None:
+    """pipelines/wine-k8s.yaml (kubeconfig + context, the docker-rest image by digest): it
+    validates, and the manifests its `run --dry-run` prints pass the 1.33 schemas."""
+    from conftest import copy_wine_project, run_cli
+
+    pipeline = copy_wine_project(tmp_path).parent / "wine-k8s.yaml"
+    env = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+    run_cli("validate", str(pipeline), env=env).assert_success()
+    outcome = run_cli("run", str(pipeline), "--dry-run", "--output", "json", env=env)
+    plan = json.loads(outcome.assert_success().out)
+    deploy = next(stage for stage in plan["stages"] if stage["stage"] == "deploy")
+    assert deploy["connection"] == "cluster"
+    objects = list(yaml.safe_load_all(deploy["rendered"]))
+    assert [o["kind"] for o in objects] == ["Service", "Deployment"]
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.33", strict=True)
+    container = objects[1]["spec"]["template"]["spec"]["containers"][0]
+    assert "@sha256:" in container["image"]
+    assert objects[1]["metadata"]["namespace"] == "ml"
+    # The plain dry-run prints the same manifests for a person to read.
+    text = run_cli("run", str(pipeline), "--dry-run", env=env).assert_success().out
+    assert "kind: Deployment" in text and container["image"] in text

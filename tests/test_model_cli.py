@@ -88,10 +88,10 @@ def test_predict_csv_in_and_out(artifact, tmp_path):
 @pytest.mark.parametrize(
     ("name", "text", "message"),
     [
-        ("bad.json", '{"columns": ["a", "b"], "data": [[1, 2]', "bad.json:1:"),
-        ("keys.json", '{"rows": []}', 'needs "columns" and "data" (got keys: rows)'),
-        ("width.json", '{"columns": ["a", "b"], "data": [[1]]}', "row 1 has 1 values for 2"),
-        ("rec.json", '[{"a": 1, "b": 2}, {"a": 1}]', "record 2 lacks b"),
+        ("bad.json", '{"columns": ["a", "b"], "data": [[1, 2]', "bad.json: the request body is"),
+        ("keys.json", '{"rows": []}', 'the body has no "data" (a list of rows)'),
+        ("width.json", '{"columns": ["a", "b"], "data": [[1]]}', "row 0 has 1 values, expected 2"),
+        ("rec.json", '[{"a": 1, "b": 2}, {"a": 1}]', "record 1: missing columns: b"),
         ("cols.json", '{"columns": ["a", "c"], "data": [[1, 2]]}', "missing columns: b"),
         ("cell.csv", "a,b\n1,x\n", "cell.csv:2: column 'b': expected a number, got 'x'"),
         ("nan.csv", "a,b\n1,2\n1,nan\n", "nan.csv:3: column 'b': non-finite numbers are not"),
@@ -107,6 +107,39 @@ def test_predict_bad_input_is_a_one_line_input_error(artifact, tmp_path, name, t
     assert message in outcome.err
     assert str(path) in outcome.err
     assert len(outcome.err.strip().splitlines()) == 1
+
+
+# Bodies both readers must refuse: a number sent as a string, an unknown record key or column,
+# an unexpected key. (route on the server, body) -> the same 400 message on both.
+SHARED_BAD_INPUTS = [
+    ("/api/model/invoke", {"columns": ["a", "b"], "data": [[1, "2"]]}),
+    ("/api/model/invoke", {"columns": ["a", "b", "c"], "data": [[1, 2, 3]]}),
+    ("/api/model/invoke", {"columns": ["a", "b"], "data": [[1, 2]], "rows": 1}),
+    ("/invocations", {"dataframe_records": [{"a": 1, "b": 2, "c": 3}]}),
+    ("/invocations", {"dataframe_records": [{"a": "1", "b": 2}]}),
+]
+
+
+def test_predict_and_the_server_refuse_the_same_inputs_the_same_way(artifact, tmp_path):
+    from server_support import Server
+
+    server = Server(artifact)
+    try:
+        server.wait_ready()
+        for number, (route, body) in enumerate(SHARED_BAD_INPUTS):
+            status, _headers, answer = server.request("POST", route, body)
+            assert status == 400, (route, body, answer)
+            path = tmp_path / f"bad-{number}.json"
+            path.write_text(json.dumps(body))
+            outcome = run_cli("model", "predict", str(artifact), "-i", str(path)).assert_failed(2)
+            assert outcome.err.strip() == f"legion-ci: error: {path}: {answer['message']}"
+    finally:
+        server.stop()
+    # A list of records (predict's shorthand for dataframe_records) is read by the same parser.
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps([{"a": 1, "b": 2, "c": 3}]))
+    outcome = run_cli("model", "predict", str(artifact), "-i", str(path)).assert_failed(2)
+    assert "record 0: unknown columns: c" in outcome.err
 
 
 def test_predict_missing_input_file(artifact, tmp_path):

@@ -16,8 +16,16 @@ def job_options(func):  # type: ignore[no-untyped-def]
             click.argument(
                 "files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
             ),
-            click.option("--git-url", required=True, help="The repository the jobs check out."),
-            click.option("--branch", default="main", show_default=True, help="Branch to build."),
+            click.option(
+                "--git-url",
+                default="",
+                help="The repository the jobs check out; default: the origin remote of --root.",
+            ),
+            click.option(
+                "--branch",
+                default="",
+                help="Branch to build; default: the current branch of --root, else main.",
+            ),
             click.option(
                 "--git-credentials", default="", help="Jenkins credentials id for the checkout."
             ),

@@ -127,8 +127,7 @@ def predict_command(artifact: Path, input_file: Path | None, output_format: str)
     else:
         source = str(input_file)
         text = _read_text(input_file)
-        types = {f.name: f.type for f in loaded.input_fields}
-        columns, rows = parse_rows(text, source, _kind(input_file, text), types)
+        columns, rows = parse_rows(text, source, _kind(input_file, text), loaded.input_fields)
     try:
         out_rows, out_columns = loaded.predict(rows, columns)
     except (ValueError, KeyError, TypeError) as exc:
@@ -181,63 +180,36 @@ def _kind(path: Path, text: str) -> str:
 
 
 def parse_rows(
-    text: str, source: str, kind: str, types: dict[str, str] | None = None
+    text: str, source: str, kind: str, fields: list[Any] | None = None
 ) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows from JSON (split or records, MLflow's wrappers accepted) or CSV, text
-    cells converted to the `types` the model declares."""
+    """Columns and rows from JSON or CSV. JSON goes through the server's own request parsers
+    (Legion's split form, MLflow's wrappers, records), so a file `predict` accepts is a body
+    /api/model/invoke or /invocations accepts, and the same mistakes are refused alike."""
+    fields = fields or []
     if kind == "csv":
-        return _parse_csv(text, source, types or {})
-    columns, rows = _parse_json(text, source)
-    return columns, _typed(rows, columns, types or {}, source)
+        return _parse_csv(text, source, {f.name: f.type for f in fields})
+    from legion_ci.server.protocols import (
+        MLFLOW_KEYS,
+        InputSchema,
+        RequestError,
+        decode_json,
+        parse_legion,
+        parse_mlflow,
+    )
 
-
-def _parse_json(text: str, source: str) -> tuple[list[str], list[list[Any]]]:
+    schema = InputSchema(fields)
+    body = text.encode("utf-8")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
-    if isinstance(data, dict) and len(data) == 1:
-        # MLflow's scoring-server payloads, so the same file works against both servers.
-        key = next(iter(data))
-        if key in ("dataframe_split", "dataframe_records"):
-            data = data[key]
-    if isinstance(data, dict):
-        if "columns" not in data or "data" not in data:
-            raise InputError(
-                f'{source}: a JSON object needs "columns" and "data" '
-                f"(got keys: {', '.join(map(str, data)) or 'none'})"
-            )
-        columns, rows = data["columns"], data["data"]
-        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-            raise InputError(f'{source}: "columns" must be a list of column names')
-        if not isinstance(rows, list):
-            raise InputError(f'{source}: "data" must be a list of rows')
-        for number, row in enumerate(rows, 1):
-            if not isinstance(row, list) or len(row) != len(columns):
-                width = len(row) if isinstance(row, list) else "not a list:"
-                raise InputError(
-                    f'{source}: "data" row {number} has {width} values for {len(columns)} columns'
-                )
-        return columns, rows
-    if isinstance(data, list):
-        if not data:
-            raise InputError(f"{source}: no rows")
-        columns: list[str] = []
-        for number, record in enumerate(data, 1):
-            if not isinstance(record, dict):
-                raise InputError(
-                    f"{source}: record {number} is not an object; a JSON list must hold "
-                    'records like {"column": value}'
-                )
-            columns += [str(k) for k in record if str(k) not in columns]
-        rows = []
-        for number, record in enumerate(data, 1):
-            missing = [c for c in columns if c not in record]
-            if missing:
-                raise InputError(f"{source}: record {number} lacks {', '.join(missing)}")
-            rows.append([record[c] for c in columns])
-        return columns, rows
-    raise InputError(f'{source}: expected {{"columns": ..., "data": ...}} or a list of records')
+        doc = decode_json(body)
+        if isinstance(doc, list):
+            rows = schema.records(doc, "records")
+        elif isinstance(doc, dict) and any(key in doc for key in MLFLOW_KEYS):
+            rows = parse_mlflow(schema, body, b"application/json")
+        else:
+            rows = parse_legion(schema, body)
+    except RequestError as exc:
+        raise InputError(f"{source}: {exc.message}") from None
+    return schema.columns, rows
 
 
 def _parse_csv(text: str, source: str, types: dict[str, str]) -> tuple[list[str], list[list[Any]]]:
@@ -251,26 +223,3 @@ def _parse_csv(text: str, source: str, types: dict[str, str]) -> tuple[list[str]
     except RowError as exc:
         where = f"{source}:{exc.line}" if exc.line else source
         raise InputError(f"{where}: {exc.detail}") from None
-
-
-def _typed(
-    rows: list[list[Any]], columns: list[str], types: dict[str, str], source: str
-) -> list[list[Any]]:
-    """Text cells (CSV, or strings in JSON) become the numbers/booleans info() declares, the
-    way the server converts a CSV body, so every entrypoint (not only ours) receives what it
-    was trained on."""
-    from legion_ci.gppi.rows import cell_value
-
-    out = []
-    for number, row in enumerate(rows, 1):
-        converted = []
-        for column, value in zip(columns, row, strict=True):
-            if not isinstance(value, str) or column not in types:
-                converted.append(value)
-                continue
-            try:
-                converted.append(cell_value(value, types[column]))
-            except ValueError as exc:
-                raise InputError(f"{source}: row {number}, column {column!r}: {exc}") from None
-        out.append(converted)
-    return out

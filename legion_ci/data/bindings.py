@@ -33,13 +33,11 @@ from typing import Any
 from legion_ci.data.schema import BINDING_SCHEMA as BINDING_SCHEMA  # re-exported
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import Connection
+from legion_ci.integrations.clients import s3_client
 from legion_ci.runner.process import StageLog
 
 # Generous for slow links yet bounded, so a stalled server fails the stage instead of hanging CI.
 HTTP_TIMEOUT_SECONDS = 60.0
-S3_CONNECT_TIMEOUT_SECONDS = 5
-S3_READ_TIMEOUT_SECONDS = 60
-S3_TOTAL_ATTEMPTS = 2  # one retry: enough for a blip, few enough that dead storage fails fast
 
 _CHUNK = 1 << 20
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -322,9 +320,6 @@ def _fetch_http(connection: Connection, remote: str, payload: Path, log: StageLo
 
 def _fetch_s3(connection: Connection, remote: str, payload: Path, log: StageLog) -> None:
     # Imported here: boto3 takes a noticeable time to import and most commands never need it.
-    import boto3
-    from botocore import UNSIGNED
-    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
     from botocore.exceptions import ConnectionError as S3ConnectionError
 
@@ -339,30 +334,7 @@ def _fetch_s3(connection: Connection, remote: str, payload: Path, log: StageLog)
     )
     shown = f"s3://{bucket}/{key}"
 
-    options = connection.options or {}
-    key_id, secret = options.get("keyID"), options.get("keySecret")
-    if bool(key_id) != bool(secret):
-        raise StageError(
-            f"connection {connection.name!r}: set both keyID and keySecret, or neither"
-        )
-    config = Config(
-        connect_timeout=S3_CONNECT_TIMEOUT_SECONDS,
-        read_timeout=S3_READ_TIMEOUT_SECONDS,
-        retries={"mode": "standard", "total_max_attempts": S3_TOTAL_ATTEMPTS},
-        # Without keys the request goes unsigned (a public bucket), rather than picking up
-        # whatever AWS credentials the CI machine happens to have.
-        signature_version=None if key_id else UNSIGNED,
-        s3={"addressing_style": "path"} if options.get("endpoint") else None,
-    )
-    client = boto3.session.Session().client(
-        "s3",
-        endpoint_url=options.get("endpoint") or None,
-        region_name=options.get("region") or "us-east-1",
-        aws_access_key_id=key_id or None,
-        aws_secret_access_key=secret or None,
-        aws_session_token=options.get("sessionToken") or None,
-        config=config,
-    )
+    client = s3_client(connection)
 
     def fail(exc: Exception, what: str) -> StageError:
         if isinstance(exc, ClientError):

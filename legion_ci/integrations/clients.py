@@ -8,10 +8,11 @@ when a client is first asked for, so importing this module (and `legion-ci --hel
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from legion_ci.errors import StageError
+from legion_ci.errors import InputError, StageError
 
 if TYPE_CHECKING:
     import docker
@@ -28,8 +29,27 @@ def docker_host() -> str:
     return os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
 
 
-def no_engine_message(host: str) -> str:
-    return f"no Docker engine at {host}: start one or set DOCKER_HOST"
+def no_engine_message(host: str, source: str | None = None) -> str:
+    where = f"check the {source}'s host" if source else "start one or set DOCKER_HOST"
+    return f"no Docker engine at {host}: {where}"
+
+
+def docker_host_of(connections: Iterable[Connection]) -> tuple[str, str] | None:
+    """(host, "docker connection 'name'") of the pipeline's `docker` connections that set
+    `host`, or None. A run builds, pushes and deploys on one engine, so two connections naming
+    different engines are refused rather than one of them silently ignored."""
+    named = [
+        (str(c.options["host"]), c.name)
+        for c in connections
+        if c.type == "docker" and c.options.get("host")
+    ]
+    hosts = sorted({host for host, _ in named})
+    if len(hosts) > 1:
+        listing = ", ".join(f"{name!r}: {host}" for host, name in named)
+        raise InputError(f"docker connections name different engines ({listing}); use one host")
+    if not named:
+        return None
+    return named[0][0], f"docker connection {named[0][1]!r}"
 
 
 @dataclass(frozen=True)
@@ -76,9 +96,19 @@ def registry_auth(connection: Connection) -> RegistryAuth:
 class Clients:
     """Clients made once per stage; `docker()` raises a one-line StageError without an engine."""
 
-    def __init__(self, docker_host_url: str | None = None):
+    def __init__(self, docker_host_url: str | None = None, *, source: str | None = None):
         self.docker_host = docker_host_url or docker_host()
+        # What chose the engine ("docker connection 'x'"), so an error says where to look.
+        self.source = source if docker_host_url else None
         self._docker: docker.DockerClient | None = None
+
+    @classmethod
+    def for_connections(cls, connections: Iterable[Connection]) -> Clients:
+        """Clients on the engine a `docker` connection's `host` names, else $DOCKER_HOST."""
+        chosen = docker_host_of(connections)
+        if chosen is None:
+            return cls()
+        return cls(chosen[0], source=chosen[1])
 
     def docker(self) -> docker.DockerClient:
         if self._docker is None:
@@ -91,7 +121,7 @@ class Clients:
                 version = probe.api.api_version
                 probe.close()
             except (DockerException, OSError) as exc:
-                raise StageError(no_engine_message(self.docker_host)) from exc
+                raise StageError(no_engine_message(self.docker_host, self.source)) from exc
             self._docker = self._connect(timeout=DOCKER_API_TIMEOUT_S, version=version)
         return self._docker
 
@@ -185,3 +215,48 @@ def kubernetes_configuration(connection: Connection | None) -> Any:
     except ConfigException as exc:
         raise StageError(f"kubeconfig {path}: {str(exc).splitlines()[0]}") from None
     return configuration
+
+
+# Bounded, so a stalled store fails the stage instead of hanging CI; one retry for a blip.
+S3_CONNECT_TIMEOUT_S = 5
+S3_READ_TIMEOUT_S = 60
+S3_TOTAL_ATTEMPTS = 2
+
+
+def s3_client(connection: Connection | None = None, *, endpoint: str | None = None) -> Any:
+    """The one S3 client factory (data bindings, the training Job's result, the pod's upload).
+
+    With an `s3` connection: its `endpoint`, `region`, `keyID` / `keySecret` and
+    `sessionToken`; without keys the requests go unsigned (a public bucket) rather than
+    picking up whatever AWS credentials the machine happens to have. Without a connection
+    (inside a training pod, whose Secret sets AWS_*): boto3's own credential chain, `endpoint`
+    as given, region from $AWS_DEFAULT_REGION. One-line StageError when only one key is set."""
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    options = dict(connection.options) if connection else {}
+    endpoint = str(options.get("endpoint") or endpoint or "") or None
+    key_id, secret = options.get("keyID"), options.get("keySecret")
+    if connection is not None and bool(key_id) != bool(secret):
+        raise StageError(
+            f"connection {connection.name!r}: set both keyID and keySecret, or neither"
+        )
+    unsigned = connection is not None and not key_id
+    config = Config(
+        connect_timeout=S3_CONNECT_TIMEOUT_S,
+        read_timeout=S3_READ_TIMEOUT_S,
+        retries={"mode": "standard", "total_max_attempts": S3_TOTAL_ATTEMPTS},
+        signature_version=UNSIGNED if unsigned else None,
+        s3={"addressing_style": "path"} if endpoint else None,
+    )
+    region = options.get("region") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=str(region),
+        aws_access_key_id=str(key_id) if key_id else None,
+        aws_secret_access_key=str(secret) if secret else None,
+        aws_session_token=str(options["sessionToken"]) if options.get("sessionToken") else None,
+        config=config,
+    )

@@ -387,7 +387,12 @@ class _Training:
             f"mlflow: run {run_id} in experiment {experiment_id} at {self.where}, "
             f"entry point {ctx.entrypoint!r}, envManager {self.env_manager}"
         )
-        self._execute(run_id, experiment_id)
+        try:
+            self._execute(run_id, experiment_id)
+        finally:  # a failed training may have logged a secret too
+            from legion_ci.integrations.mlflow_secrets import scrub_run
+
+            scrub_run(self.client, ctx.tracking_uri, run_id, ctx.log)
 
         try:
             run = self.client.get_run(run_id)

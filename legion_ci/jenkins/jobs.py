@@ -8,7 +8,7 @@ import io
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,8 @@ _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 class JobOptions:
     """How every rendered job checks out, loads the library and is triggered."""
 
-    git_url: str
-    branch: str = "main"
+    git_url: str = ""  # empty: the checkout's origin remote
+    branch: str = ""  # empty: the checkout's current branch
     git_credentials: str = ""
     library: str = f"legion-ci@{__version__}"
     label: str = ""
@@ -127,8 +127,14 @@ def render_jobs(files: list[Path], options: JobOptions) -> list[Job]:
     """One job per pipeline file, its XML rendered by jenkins-job-builder; offline."""
     if options.trigger not in TRIGGERS:
         raise InputError(f"unknown trigger {options.trigger!r}; known: {', '.join(TRIGGERS)}")
-    if not options.git_url:
-        raise InputError("--git-url is required: the repository the job checks out")
+    if not options.git_url or not options.branch:
+        from legion_ci.jenkins.checkout import current_branch, origin_url
+
+        options = replace(
+            options,
+            git_url=options.git_url or origin_url(options.root),
+            branch=options.branch or current_branch(options.root),
+        )
     definitions = []
     seen: dict[str, Path] = {}
     sources = []

@@ -16,6 +16,7 @@ import os
 import platform
 import shutil
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -92,25 +93,66 @@ def download(
     req_file.write_text("\n".join(requirements) + "\n", encoding="utf-8")
     where = f"the wheelhouse {source}" if source else "the package index"
     log.line(f"wheelhouse: downloading {len(requirements)} requirements from {where}")
-    code = run_logged(
-        pip_download_argv(req_file, partial, python_version, source),
-        log,
-        what="pip download",
-        check=False,
-    )
+    # pip's own output (about 100 lines, one command with 35 --platform flags) goes to the
+    # stage log file only: a second StageLog on the same file, with the same redactor and no
+    # echo. The console gets the one-line summary below.
+    pip_log = StageLog(log.path, log.redact)
+    offset = log.path.stat().st_size
+    started = time.monotonic()
+    try:
+        code = run_logged(
+            pip_download_argv(req_file, partial, python_version, source),
+            pip_log,
+            what="pip download",
+            check=False,
+        )
+    finally:
+        pip_log.close()
+    with open(log.path, encoding="utf-8", errors="replace") as handle:
+        handle.seek(offset)
+        pip_lines = handle.read().splitlines()
     if code != 0:
         shutil.rmtree(partial, ignore_errors=True)
-        errors = [ln for ln in log.tail(40) if ln.startswith("ERROR:")]
+        errors = [ln for ln in pip_lines if ln.startswith("ERROR:")]
         reason = errors[-1].removeprefix("ERROR: ") if errors else f"pip exited with {code}"
         raise StageError(
             f"cannot get the image's requirements from {where}: {reason} "
             f"(wheels for CPython {python_version} on linux)"
         )
+    log.line(summary(requirements, partial, pip_lines, time.monotonic() - started, source))
+    log.line(f"wheelhouse: pip's full output is in {log.path}")
     req_file.unlink()
     (partial / _DONE).write_text("\n".join(requirements) + "\n", encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     return folder
+
+
+def summary(
+    requirements: list[str],
+    folder: Path,
+    pip_lines: list[str],
+    seconds: float,
+    source: Path | None = None,
+) -> str:
+    """One console line for a download: requirements, wheels, their size, the time, and how
+    many pip downloaded or took from its cache."""
+    wheels = sorted(folder.glob("*.whl"))
+    size_mb = sum(wheel.stat().st_size for wheel in wheels) / 1e6
+    if source is not None:
+        return (
+            f"wheelhouse: {len(requirements)} requirements -> {len(wheels)} wheels from {source},"
+            f" {size_mb:.1f} MB in {seconds:.1f} s"
+        )
+    # As pip reports them: its HTTP cache can also serve a file it calls "Downloading".
+    said = [line.strip() for line in pip_lines]
+    downloaded = sum(1 for line in said if line.startswith("Downloading "))
+    cached = sum(1 for line in said if line.startswith("Using cached "))
+    return (
+        f"wheelhouse: {len(requirements)} requirements -> {len(wheels)} wheels,"
+        f" {size_mb:.1f} MB in {seconds:.1f} s (pip: {downloaded} downloaded,"
+        f" {cached} from its cache)"
+    )
 
 
 def link_wheels(wheelhouse: Path, dest: Path) -> list[str]:

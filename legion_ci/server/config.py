@@ -1,6 +1,7 @@
 """Server settings: every knob declared once, with its default, its help, and its
-`LEGION_SERVE_<NAME>` environment variable. The CLI options, `serve --help` and the image and
-manifest renderers (`serve_env_vars()`) are all derived from this one declaration."""
+`LEGION_SERVE_<NAME>` environment variable. The CLI options and `serve --help` are derived from
+this one declaration; the image and manifest renderers write their own LEGION_SERVE_* values
+(`serve_env_vars()` lists them all, but nothing calls it yet)."""
 
 from __future__ import annotations
 

@@ -61,5 +61,5 @@ class Pipeline:
         if self._clients is None:
             from legion_ci.integrations.clients import Clients
 
-            self._clients = Clients()
+            self._clients = Clients.for_connections(self.connections.values())
         return self._clients

@@ -53,8 +53,16 @@ CONNECTION = {
             "description": "Extra HTTP headers.",
         },
         "namespace": {"type": "string", "description": "Kubernetes namespace."},
-        "kubeconfig": {"type": "string", "description": "Path to a kubeconfig file."},
+        "kubeconfig": {
+            "type": "string",
+            "description": "Path to a kubeconfig file, relative to the pipeline file.",
+        },
         "context": {"type": "string", "description": "Kubernetes context in the kubeconfig."},
+        "caFile": {
+            "type": "string",
+            "description": "CA bundle that verifies the API server of a uri + token"
+            " connection, relative to the pipeline file.",
+        },
         "host": {
             "type": "string",
             "description": "Docker engine to use (unix:// or tcp://); default $DOCKER_HOST.",

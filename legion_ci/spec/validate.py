@@ -97,6 +97,9 @@ def _explain(located: Located, error: Any, best_match: Any) -> list[Problem]:
     return [located.problem(path, error.message)]
 
 
+_PATH_OPTIONS = ("kubeconfig", "caFile")
+
+
 def _connections(
     data: dict[str, Any], located: Located, base_dir: Path
 ) -> tuple[dict[str, Connection], list[Problem]]:
@@ -106,6 +109,9 @@ def _connections(
         uri = str(raw.get("uri", ""))
         if raw["type"] == "local" and uri:
             uri = str((base_dir / uri).resolve())
+        for key in _PATH_OPTIONS:  # files a connection names, like every path in the pipeline
+            if options.get(key):
+                options[key] = str((base_dir / Path(options[key]).expanduser()).resolve())
         connections[name] = Connection(name=name, type=raw["type"], uri=uri, options=options)
     problems: list[Problem] = []
     stages = data.get("stages") or {}

@@ -8,8 +8,9 @@ waits for it to succeed or fail (or times out and deletes it), then downloads th
 checks its sha256 against result.json, so the pipeline's shape does not change when the work
 moves. Credentials reach the pod only through a Secret (`secretKeyRef`), never in the Job.
 
-Not wired into the train stage yet: the runner calls `run_training_job` once the pipeline can
-say `train: {cluster: <kubernetes connection>, image: ..., storage: <s3 connection>}`.
+Wired into the train stage: a pipeline whose train stage says `cluster: {connection:
+<kubernetes connection>, image: ..., storage: <s3 connection>, credentialsSecret: ...}` runs
+it through `runner/stages/train_cluster.py`, which calls `run_training_job`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from legion_ci.errors import StageError
 from legion_ci.integrations.base import Connection
 from legion_ci.targets.kubernetes import Cluster
 from legion_ci.targets.manifests import LABEL_PREFIX, label_value
-from legion_ci.targets.training_pod import ENDPOINT_ENV, s3_client, split_s3
+from legion_ci.targets.training_pod import ENDPOINT_ENV, split_s3
 
 
 @dataclass
@@ -226,12 +227,10 @@ def fetch_result(job: TrainingJob, dest: Path) -> dict[str, Any]:
     from legion_ci.gppi.archive import sha256_file
 
     bucket, prefix = split_s3(job.upload)
-    endpoint = job.storage.options.get("endpoint")
     try:
-        options = job.storage.options
-        client = s3_client(
-            str(endpoint) if endpoint else None, options.get("keyID"), options.get("keySecret")
-        )
+        from legion_ci.integrations.clients import s3_client
+
+        client = s3_client(job.storage)
         raw = client.get_object(Bucket=bucket, Key=f"{prefix}/result.json")["Body"].read()
         result = json.loads(raw)
         dest.mkdir(parents=True, exist_ok=True)

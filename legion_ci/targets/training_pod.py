@@ -28,30 +28,15 @@ def split_s3(url: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def s3_client(endpoint: str | None, key_id: str | None = None, secret: str | None = None):  # type: ignore[no-untyped-def]
-    """An S3 client; without keys, boto3's usual chain (the pod's AWS_* variables)."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint or None,
-        region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-        aws_access_key_id=key_id or None,
-        aws_secret_access_key=secret or None,
-        config=Config(
-            retries={"mode": "standard", "total_max_attempts": 3},
-            s3={"addressing_style": "path"} if endpoint else None,
-        ),
-    )
-
-
 def upload(record_stage: dict, upload_url: str) -> dict:
     from legion_ci.gppi.archive import sha256_file
 
     artifact = Path(record_stage["outputs"]["artifact"])
     bucket, prefix = split_s3(upload_url)
-    client = s3_client(os.environ.get(ENDPOINT_ENV))
+    from legion_ci.integrations.clients import s3_client
+
+    # No connection in the pod: the AWS_* variables from the Job's Secret, boto3's own chain.
+    client = s3_client(endpoint=os.environ.get(ENDPOINT_ENV))
     key = f"{prefix}/{artifact.name}"
     client.upload_file(str(artifact), bucket, key)
     result = {
