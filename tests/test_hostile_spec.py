@@ -235,6 +235,32 @@ def test_control_characters_in_path_fields_are_refused(sh_project: Path) -> None
     assert any(": workspace: control character \\n" in line for line in lines), lines
 
 
+def test_integration_arguments_are_not_free_form(sh_project: Path) -> None:
+    """A newline in docker-rest's baseImage would be a Dockerfile line of its own; `$` in
+    Python lets a pattern-checked deployment name `web\\n` through; an infinite timeout
+    never ends. Hyper-parameters alone stay the training code's to judge."""
+    shutil.copytree(FIXTURES / "sh-deployer", sh_project / "deployers")
+    text = (
+        SH_PIPELINE.replace(
+            "hyperParameters: {alpha: 1}", 'hyperParameters: {alpha: .inf, b: "x\\ny"}'
+        )
+        + "  package:\n    integration: docker-rest\n"
+        + '    arguments: {baseImage: "python:3.11\\nRUN touch /pwned", smokeTestTimeout: .inf}\n'
+        + "  deploy:\n    target: process\n"
+        + '    arguments: {name: "web\\n"}\n'
+    )
+    outcome = run_cli("validate", str(write(sh_project / "p.yaml", text))).assert_failed(2)
+    lines = located_lines(outcome)
+    expected = {
+        "stages.package.arguments.baseImage: control character \\n",
+        "stages.package.arguments.smokeTestTimeout: an infinite number",
+        "stages.deploy.arguments.name: control character \\n",
+    }
+    for part in expected:
+        assert any(part in line for line in lines), (part, lines)
+    assert not any("hyperParameters" in line for line in lines), lines
+
+
 # -- 6. registrations: python targets and patterns ---------------------------------------------
 
 

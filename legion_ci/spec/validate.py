@@ -98,13 +98,11 @@ def _explain(located: Located, error: Any, best_match: Any) -> list[Problem]:
     return [located.problem(path, error.message)]
 
 
-# Subtrees whose values an integration or the training code judges (its own schema): a
-# multi-line string or an infinite hyper-parameter may mean something there. They reach
-# output files only through writers that quote them (heredoc-delimited GitHub outputs, JSON).
-FREE_FORM: tuple[PathT, ...] = (
-    ("stages", "train", "hyperParameters"),
-    *(("stages", stage.name, "arguments") for stage in STAGES),
-)
+# The one subtree the training code alone judges: a multi-line string or an infinite value
+# may mean something to it, and it reaches MLflow as a quoted parameter, never an output line.
+# Integration arguments are not free: a newline in docker-rest's baseImage would be a line of
+# the Dockerfile, and Python's `$` lets a pattern-checked `name: "web\n"` through.
+FREE_FORM: tuple[PathT, ...] = (("stages", "train", "hyperParameters"),)
 
 
 def _value_problems(located: Located) -> list[Problem]:
