@@ -5,6 +5,8 @@ end in success or located errors with exit 2, in bounded time."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
 from pathlib import Path
@@ -254,3 +256,169 @@ def test_fuzz_validate_never_crashes(tmp_path: Path, capsys) -> None:
             f" the fast schema check vouched for {len(vouched)}, jsonschema agreed on each"
         )
     assert total >= 4 * 100
+
+
+# -- hostile files and paths (issue 21) ------------------------------------------------------
+# Every `${file:}` target kind and every field that names a file or becomes a path, each drawn
+# by a generator: validate must end in exit 0 or a located exit 2, in bounded time and memory,
+# and must write nothing (the workspace included: validation runs nothing).
+
+SECRET_CAP = 64 * 1024
+FILE_KINDS = st.sampled_from(
+    ["regular", "missing", "directory", "fifo", "/dev/zero", "/dev/urandom", "/dev/null",
+     "/proc/self/mem", "oversized", "non-utf-8", "symlink to /dev/zero", "empty"]
+)  # fmt: skip
+# Where a `${file:}` reference may sit: a credential, a header, a hyper-parameter, a URI.
+SECRET_PLACES = st.sampled_from(["password", "token", "header", "hyperParameter", "uri"])
+SEGMENTS = st.sampled_from(
+    ["..", ".", "", "x", "wine", "~", "..." , "a b", "é", "\n", "\r", "\t", "\x00", "\x1b",
+     "\u2028", "*", "${env:HOME}", "-", "--help", "x" * 300, "/dev/zero", "/proc/self"]
+)  # fmt: skip
+PATH_VALUES = st.builds(
+    lambda absolute, parts: ("/" if absolute else "") + "/".join(parts),
+    st.booleans(),
+    st.lists(SEGMENTS, min_size=0, max_size=6),
+)
+PATH_FIELDS = st.sampled_from(
+    ["workDir", "workspace", "baseline", "localPath", "remotePath", "integrations",
+     "model.name", "model.version", "kubeconfig", "cluster.pipeline", "localUri"]
+)  # fmt: skip
+HOSTILE = {"cases tried": 0, "refused (exit 2)": 0, "accepted (exit 0)": 0, "crashed": 0}
+
+
+def _secret_target(root: Path, kind: str, content: bytes) -> str:
+    """Make a `${file:}` target of `kind` under `root`; returns the reference's path."""
+    secrets = root / "secrets"
+    secrets.mkdir(exist_ok=True)
+    target = secrets / "pw"
+    if target.is_symlink() or target.is_file() or target.is_fifo():
+        target.unlink()
+    elif target.is_dir():
+        target.rmdir()
+    if kind in ("/dev/zero", "/dev/urandom", "/dev/null", "/proc/self/mem"):
+        return kind
+    if kind == "missing":
+        return "secrets/pw"
+    if kind == "directory":
+        target.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "symlink to /dev/zero":
+        target.symlink_to("/dev/zero")
+    elif kind == "oversized":
+        target.write_bytes(b"x" * (SECRET_CAP + 1 + len(content)))
+    elif kind == "non-utf-8":
+        target.write_bytes(b"\xff" + content)
+    elif kind == "empty":
+        target.write_bytes(b"")
+    else:
+        target.write_bytes(content[:SECRET_CAP])
+    return "secrets/pw"
+
+
+def _with_secret(text: str, place: str, reference: str) -> str:
+    ref = json.dumps(reference)
+    if place == "hyperParameter":
+        return text.replace("alpha: 0.5", f"alpha: {ref}")
+    conn = {
+        "password": f"{{type: docker, uri: 127.0.0.1:5000, username: ci, password: {ref}}}",
+        "token": f"{{type: mlflow, uri: 'http://127.0.0.1:1', token: {ref}}}",
+        "header": f"{{type: http, uri: 'http://127.0.0.1:1', headers: {{X-Key: {ref}}}}}",
+        "uri": f"{{type: http, uri: {ref}}}",
+    }[place]
+    return text.replace("stages:", f"connections:\n  c: {conn}\nstages:", 1)
+
+
+def _with_path(text: str, field: str, value: str) -> str:
+    v = json.dumps(value)
+    data_line = "    data:\n      - {connection: d, remotePath: wine.csv, localPath: data/x.csv}\n"
+    local = "connections:\n  d: {type: local, uri: .}\n"
+    if field == "model.name":
+        return text.replace("name: wine", f"name: {v}", 1)
+    if field == "model.version":
+        return text.replace('version: "1.0"', f"version: {v}", 1)
+    if field == "workDir":
+        return re.sub(r"workDir: .*", lambda _: f"workDir: {v}", text)
+    if field == "workspace":
+        return text + f"workspace: {v}\n"
+    if field == "baseline":
+        return re.sub(r"baseline: .*", lambda _: f"baseline: {v}", text)
+    if field == "integrations":
+        return text + f"integrations: [{v}]\n"
+    if field in ("localPath", "remotePath"):
+        line = data_line.replace(
+            "localPath: data/x.csv" if field == "localPath" else "remotePath: wine.csv",
+            f"{field}: {v}",
+        )
+        return text.replace("    gates:", line + "    gates:").replace("stages:", local + "stages:")
+    if field == "localUri":
+        return text.replace("    gates:", data_line + "    gates:").replace(
+            "stages:", f"connections:\n  d: {{type: local, uri: {v}}}\nstages:"
+        )
+    if field == "kubeconfig":
+        return text.replace(
+            "stages:", f"connections:\n  k: {{type: kubernetes, kubeconfig: {v}}}\nstages:"
+        )
+    # cluster.pipeline: the path of the pipeline inside the training image
+    return text.replace(
+        "    gates:",
+        "    cluster: {connection: k, image: i, storage: s, credentialsSecret: c,"
+        f" pipeline: {v}}}\n    gates:",
+    ).replace(
+        "stages:",
+        "connections:\n  k: {type: kubernetes}\n  s: {type: s3, uri: 's3://b'}\nstages:",
+    )
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under `root` (not followed), with its size and modification time."""
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            info = os.lstat(path)
+            found[path] = (info.st_size, info.st_mtime_ns)
+    return found
+
+
+def test_fuzz_hostile_files_and_paths(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "project"
+    (root / "pipelines").mkdir(parents=True)
+    path = root / "pipelines" / "p.yaml"
+
+    def check(text: str) -> None:
+        HOSTILE["cases tried"] += 1
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        before = _tree(tmp_path)
+        code, output, elapsed = validate_in_process(path, capsys)
+        if code not in (0, 2):
+            HOSTILE["crashed"] += 1
+        assert_clean(code, output, elapsed)
+        HOSTILE["refused (exit 2)" if code == 2 else "accepted (exit 0)"] += 1
+        assert _tree(tmp_path) == before, "validate wrote or removed files"
+        assert not (tmp_path / "outside").exists()
+
+    @FUZZ
+    @given(FILE_KINDS, SECRET_PLACES, st.binary(max_size=64))
+    def file_targets(kind: str, place: str, content: bytes) -> None:
+        reference = "${file:" + _secret_target(root / "pipelines", kind, content) + "}"
+        check(_with_secret(WINE, place, reference))
+
+    @FUZZ
+    @given(PATH_FIELDS, PATH_VALUES)
+    def path_fields(field: str, value: str) -> None:
+        check(_with_path(WINE, field, value))
+
+    @FUZZ
+    @given(PATH_VALUES)
+    def file_reference_names(value: str) -> None:
+        # The reference's own path: '..', absolute, control characters, NUL, very long.
+        check(_with_secret(WINE, "password", "${file:" + value.replace("}", "") + "}"))
+
+    for fuzz in (file_targets, path_fields, file_reference_names):
+        fuzz()
+    with capsys.disabled():
+        print(f"\nhostile files and paths fuzz: {HOSTILE}")
+    assert HOSTILE["crashed"] == 0
+    assert HOSTILE["cases tried"] >= 3 * 100
+    assert HOSTILE["refused (exit 2)"] > 0 and HOSTILE["accepted (exit 0)"] > 0

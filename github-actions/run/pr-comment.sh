@@ -12,7 +12,13 @@ if [ "${server%/}" != "github.com" ]; then
 fi
 body="$(mktemp)"
 trap 'rm -f "$body"' EXIT
-legion-ci report pr-comment "$PIPELINE_FILE" --run-id "$RUN_ID" >"$body"
+for name in PIPELINE_FILE RUN_ID; do
+  if [[ "${!name}" == *[[:cntrl:]]* ]]; then
+    echo "::warning title=legion-ci::the $name input holds a control character; no pull request comment"
+    exit 0
+  fi
+done
+legion-ci report pr-comment "--run-id=$RUN_ID" -- "$PIPELINE_FILE" >"$body"
 marker="$(head -n 1 "$body")"
 # A comment that cannot be posted (a pull request from a fork gets a read-only token) is a
 # warning: the model's pipeline did not fail.

@@ -7,14 +7,24 @@ if ! command -v legion-ci >/dev/null 2>&1; then
   echo "::error title=legion-ci::legion-ci is not on PATH; run the github-actions/setup action first"
   exit 2
 fi
+# A newline in an input would end up as extra lines in the outputs and annotations.
+for name in PIPELINE_FILE STAGE RUN_ID; do
+  if [[ "${!name}" == *[[:cntrl:]]* ]]; then
+    echo "::error title=legion-ci::the $name input holds a control character (a newline?)"
+    exit 2
+  fi
+done
+# Options first, then `--`: an input such as `--help` or `--dry-run` is an operand, never an
+# option.
 if [ -n "$STAGE" ]; then
-  args=(stage "$STAGE" "$PIPELINE_FILE")
-  if [ -n "$RUN_ID" ]; then args+=(--run-id "$RUN_ID"); fi
+  args=(stage --output json)
+  if [ -n "$RUN_ID" ]; then args+=("--run-id=$RUN_ID"); fi
+  args+=(-- "$STAGE" "$PIPELINE_FILE")
 else
   if [ -n "$RUN_ID" ]; then
     echo "::error title=legion-ci::the run-id input continues a run with one stage; set the stage input too"
     exit 2
   fi
-  args=(run "$PIPELINE_FILE")
+  args=(run --output json -- "$PIPELINE_FILE")
 fi
-exec legion-ci "${args[@]}" --output json
+exec legion-ci "${args[@]}"

@@ -4,6 +4,14 @@
 # environment always holds the checkout as it is now. Inputs arrive only as environment
 # variables: PYTHON, VENV, REQUIREMENT, LOCAL.
 set -euo pipefail
+# These come from the key step's outputs; a control character there means a forged line, and
+# this script deletes $VENV: refuse rather than guess.
+for name in PYTHON VENV REQUIREMENT LOCAL; do
+  if [[ "${!name}" == *[[:cntrl:]]* ]]; then
+    echo "::error title=legion-ci setup::$name holds a control character (a newline?)"
+    exit 2
+  fi
+done
 pip=("$VENV/bin/python" -m pip install --disable-pip-version-check --quiet)
 # Jobs on one machine (self-hosted runners sharing a tool cache) take turns on the folder.
 mkdir -p "$(dirname "$VENV")"

@@ -13,10 +13,21 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
 DECLARATIONS = ("setup.py", "setup.cfg", "pyproject.toml", "requirements.txt")
+# Each output is one `name=value` line: a newline in a value would add lines (a second
+# `venv=`, naming a folder the install step then deletes). C0, DEL, C1 and the Unicode line
+# separators are refused wherever they come from.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _refuse_control(name: str, value: str) -> None:
+    if CONTROL.search(value):
+        print(f"::error title=legion-ci setup::{name} holds a control character (a newline?)")
+        sys.exit(2)
 
 
 def _declarations_hash(folder: Path) -> str:
@@ -31,6 +42,8 @@ def _declarations_hash(folder: Path) -> str:
 def main() -> None:
     spec = os.environ.get("LEGION_CI_SPEC", "").strip()
     version = os.environ.get("LEGION_CI_VERSION", "").strip()
+    _refuse_control("legion-ci-spec", spec)
+    _refuse_control("legion-ci-version", version)
     if not spec and not version:
         print("::error title=legion-ci setup::set legion-ci-version or legion-ci-spec")
         sys.exit(2)
@@ -49,6 +62,8 @@ def main() -> None:
         "local": "true" if local else "false",
         "key": f"legion-ci-venv-{os_name}-{arch}-py{python}-{fingerprint}",
     }
+    for name, value in outputs.items():
+        _refuse_control(f"the {name} output", value)  # e.g. from RUNNER_TOOL_CACHE
     with open(os.environ["GITHUB_OUTPUT"], "a", encoding="utf-8") as handle:
         for name, value in outputs.items():
             handle.write(f"{name}={value}\n")

@@ -26,6 +26,8 @@ ENV_PATHS = "LEGION_CI_INTEGRATIONS"
 
 # Registration kind -> the pipeline stage it serves, from the one stage table.
 KINDS = {stage.kind: stage.name for stage in STAGES}
+# The method each kind's Protocol (legion_ci.integrations.base) requires.
+METHODS = {"Trainer": "train", "Packager": "pack", "Deployer": "deploy"}
 
 REGISTRATION_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -56,6 +58,7 @@ class Registration:
     source: str = ""
     base_dir: Path = field(default_factory=Path.cwd)
     factory: Any = None  # an entry point's loaded object, when it is one
+    located: Any = None  # the registration file as loaded (Located), to place its problems
 
     @property
     def stage(self) -> str:
@@ -73,37 +76,52 @@ class Registration:
             from legion_ci.integrations.external import ADAPTERS
 
             return ADAPTERS[self.kind](self)
-        obj = self.instantiate()
-        from legion_ci.integrations import base
+        return self.instantiate()
 
-        protocol = getattr(base, BY_KIND[self.kind].protocol)
-        if not isinstance(obj, protocol):
-            needs = {"Trainer": "train(ctx)", "Packager": "pack(ctx)", "Deployer": "deploy(ctx)"}
-            raise InputError(
-                f"{self.source}: integration {self.name!r} is a {self.kind} but"
-                f" {type(obj).__name__} has no {needs[BY_KIND[self.kind].protocol]}"
-            )
-        return obj
+    def _refused(self, message: str) -> InputError:
+        """`message` about the `python:` target, at its line in the registration file."""
+        if self.located is not None:
+            return SpecError([self.located.problem(("python",), message)])
+        return InputError(f"{self.source}: integration {self.name!r}: {message}")
 
     def instantiate(self) -> Any:
-        """The in-process integration object (imports its module only now)."""
+        """The in-process integration object (imports its module only now): an object with
+        its kind's method (`train`, `pack`, `deploy`). Anything else a `python:` line can name
+        (`subprocess:Popen`, `os:system`) is refused before it is called."""
         target = self.factory
         if target is None:
             assert self.python is not None
             module_name, _, attr = self.python.partition(":")
             try:
                 target = importlib.import_module(module_name)
-            except ImportError as exc:
-                raise InputError(
-                    f"{self.source}: integration {self.name!r}: cannot import {module_name}: {exc}"
+            except Exception as exc:  # an import runs the module: it may raise anything
+                raise self._refused(
+                    f"cannot import {module_name}: {type(exc).__name__}: {exc}"
                 ) from None
             for part in attr.split("."):
                 target = getattr(target, part, None)
                 if target is None:
-                    raise InputError(
-                        f"{self.source}: integration {self.name!r}: {self.python} not found"
-                    )
-        return target() if isinstance(target, type) else target
+                    raise self._refused(f"{self.python} not found")
+            method = METHODS[BY_KIND[self.kind].protocol]
+            if not callable(getattr(target, method, None)):
+                what = "class" if isinstance(target, type) else type(target).__name__
+                raise self._refused(
+                    f"{self.python} is not a {self.kind} class: the {what} has no {method}(ctx)"
+                )
+        try:
+            obj = target() if isinstance(target, type) else target
+        except Exception as exc:
+            raise self._refused(
+                f"{self.python or self.source} cannot be created without arguments:"
+                f" {type(exc).__name__}: {exc}"
+            ) from None
+        method = METHODS[BY_KIND[self.kind].protocol]
+        if not callable(getattr(obj, method, None)):
+            raise InputError(
+                f"{self.source}: integration {self.name!r} is a {self.kind} but"
+                f" {type(obj).__name__} has no {method}(ctx)"
+            )
+        return obj
 
     def argv(self) -> list[str]:
         """The out-of-process command, with paths relative to its registration file resolved."""
@@ -162,8 +180,13 @@ def _checked_marker(located: Any) -> Path | None:
 
     if not located.sha256:
         return None
-    schema = hashlib.sha256(json.dumps(REGISTRATION_SCHEMA, sort_keys=True).encode()).hexdigest()
+    # CHECKS: what the full check does beyond the schema; a new check invalidates old markers.
+    checks = json.dumps([REGISTRATION_SCHEMA, CHECKS], sort_keys=True)
+    schema = hashlib.sha256(checks.encode()).hexdigest()
     return cache_root() / "registrations" / f"{located.sha256[:32]}-{schema[:16]}.ok"
+
+
+CHECKS = ["schema", "arguments is a schema", "safe patterns"]
 
 
 def _validate_registration(located: Any) -> None:
@@ -201,6 +224,13 @@ def _validate_registration_fully(located: Any) -> None:
             raise SpecError(
                 [located.problem(("arguments",), f"not a valid JSON Schema: {exc.message}")]
             ) from None
+        from legion_ci.spec.regex_safety import pattern_problems
+
+        # Pipeline values are matched against these patterns: one that backtracks for ever
+        # would hang every validate.
+        unsafe = pattern_problems(located.data["arguments"], ("arguments",))
+        if unsafe:
+            raise SpecError([located.problem(path, message) for path, message in unsafe])
 
 
 def load_registration_file(path: Path) -> Registration:
@@ -220,6 +250,7 @@ def load_registration_file(path: Path) -> Registration:
         arguments=data.get("arguments") or {"type": "object"},
         source=str(path),
         base_dir=Path(path).resolve().parent,
+        located=located,
     )
 
 

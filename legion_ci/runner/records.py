@@ -22,6 +22,7 @@ from typing import Any
 
 from legion_ci.atomic import write_atomic
 from legion_ci.errors import InputError
+from legion_ci.runner.paths import inside
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, SKIPPED, PARTIAL, INTERRUPTED = (
     "pending",
@@ -79,7 +80,7 @@ class RunRecord:
 
     @property
     def folder(self) -> Path:
-        return Path(self.workspace) / "runs" / self.id
+        return inside(Path(self.workspace) / "runs", self.id)
 
     @property
     def record_path(self) -> Path:
@@ -158,7 +159,7 @@ def load_record(workspace: Path, run_id: str = "latest") -> RunRecord:
         if not pointer.is_file():
             raise InputError(f"{workspace}: no runs yet (run `legion-ci run` or a train stage)")
         run_id = pointer.read_text(encoding="utf-8").strip()
-    path = workspace / "runs" / run_id / "record.json"
+    path = inside(workspace / "runs", run_id) / "record.json"
     if not path.is_file():
         known = ", ".join(r.id for r in list_records(workspace)[-5:]) or "(none)"
         raise InputError(f"{workspace}: no run {run_id!r}; recent runs: {known}")

@@ -15,6 +15,8 @@ __all__ = ["BASELINE", "CONNECTION", "GATE", "SECRET_FIELDS", "build_schema"]
 
 SCHEMA_ID = "https://legion-ci.dev/schemas/pipeline-v1.json"
 SECRET_REF = r"^\$\{(env|file):[^}]+\}$"
+MODEL_NAME = "^[a-z0-9][a-z0-9._-]*$"
+MODEL_VERSION = "^[A-Za-z0-9_][A-Za-z0-9._-]*$"
 # Fields of a connection that carry credentials: only secret references are accepted there.
 SECRET_FIELDS = ("password", "token", "keyID", "keySecret", "sessionToken")
 
@@ -125,12 +127,20 @@ def build_schema(registry: Registry) -> dict[str, Any]:
                 "additionalProperties": False,
                 "required": ["name", "version"],
                 "properties": {
+                    # Both become file names (<name>-<version>.zip) and image references
+                    # (<name>:<version>-...): no '/', no '..', at most a Docker tag's length.
                     "name": {
                         "type": "string",
-                        "pattern": "^[a-z0-9][a-z0-9._-]*$",
+                        "pattern": MODEL_NAME,
+                        "maxLength": 128,
                         "description": "Model name (lower case, digits, . _ -).",
                     },
-                    "version": {"type": "string", "description": "Model version, e.g. '1.0'."},
+                    "version": {
+                        "type": "string",
+                        "pattern": MODEL_VERSION,
+                        "maxLength": 128,
+                        "description": "Model version, e.g. '1.0' (letters, digits, . _ -).",
+                    },
                 },
             },
             "connections": {

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from legion_ci.errors import Problem
-from legion_ci.spec.yaml_loader import Located, PathT
+from legion_ci.spec.yaml_loader import Located, PathT, UnreadableFile, one_line, read_capped
 
 REFERENCE = re.compile(r"\$\{(env|file):([^}]*)\}")
+# A password, token or key is a few hundred bytes; a certificate bundle a few dozen KiB.
+MAX_SECRET_BYTES = 64 * 1024
 
 
 def resolve_references(
@@ -51,20 +53,20 @@ def resolve_references(
                     return ""
                 value = env[name]
             else:
-                file_path = (base_dir / name).resolve()
+                file_path = base_dir / name
+                shown = one_line(name)
                 try:
-                    value = file_path.read_text(encoding="utf-8").rstrip("\r\n")
-                except OSError as exc:
+                    raw = read_capped(file_path, MAX_SECRET_BYTES)
+                    value = raw.decode("utf-8").rstrip("\r\n")
+                except UnreadableFile as exc:
                     if path[:2] in optional:
                         return ""
-                    problems.append(
-                        located.problem(path, f"secret file {name} cannot be read: {exc.strerror}")
-                    )
+                    problems.append(located.problem(path, f"secret file {shown}: {exc}"))
                     return ""
                 except UnicodeDecodeError as exc:
                     problems.append(
                         located.problem(
-                            path, f"secret file {name} is not UTF-8 text (byte {exc.start})"
+                            path, f"secret file {shown} is not UTF-8 text (byte {exc.start})"
                         )
                     )
                     return ""

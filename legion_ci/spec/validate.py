@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import urllib.parse
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from legion_ci.spec.pipeline import Pipeline
 from legion_ci.spec.schema import SECRET_FIELDS, build_schema
 from legion_ci.spec.secrets import resolve_references
 from legion_ci.spec.stage_checks import integration_problems, split_field_path
-from legion_ci.spec.yaml_loader import Located, PathT, format_path, load_located
+from legion_ci.spec.yaml_loader import CONTROL, Located, PathT, format_path, load_located, one_line
 from legion_ci.stage_types import BY_NAME, STAGES, ConnectionField, resolve
 
 INTEGRATION_KEYS = {stage.integration_key: stage for stage in STAGES}
@@ -98,6 +99,45 @@ def _explain(located: Located, error: Any, best_match: Any) -> list[Problem]:
 
 
 _PATH_OPTIONS = ("kubeconfig", "caFile")
+
+
+# The one subtree the training code alone judges: a multi-line string or an infinite value
+# may mean something to it, and it reaches MLflow as a quoted parameter, never an output line.
+# Integration arguments are not free: a newline in docker-rest's baseImage would be a line of
+# the Dockerfile, and Python's `$` lets a pattern-checked `name: "web\n"` through.
+FREE_FORM: tuple[PathT, ...] = (("stages", "train", "hyperParameters"),)
+
+
+def _value_problems(located: Located) -> list[Problem]:
+    """What the schema cannot say: no control character in a key or in a value that becomes
+    a path, a name, a URL or a line of an output file (a newline in `workspace` would add
+    lines to $GITHUB_OUTPUT), and no infinite bound (`max: .inf`, `timeout: .inf`)."""
+    problems: list[Problem] = []
+
+    def walk(value: Any, path: PathT) -> None:
+        free = any(path[: len(root)] == root for root in FREE_FORM)
+        if isinstance(value, dict):
+            for key, child in value.items():
+                if CONTROL.search(key):
+                    problems.append(
+                        located.problem(
+                            (*path, key), "a key must not hold control characters", key=True
+                        )
+                    )
+                walk(child, (*path, key))
+        elif isinstance(value, list):
+            for i, child in enumerate(value):
+                walk(child, (*path, i))
+        elif isinstance(value, str) and not free and CONTROL.search(value):
+            found = one_line(CONTROL.search(value).group())  # type: ignore[union-attr]
+            problems.append(
+                located.problem(path, f"control character {found} is not allowed in this value")
+            )
+        elif isinstance(value, float) and not free and math.isinf(value):
+            problems.append(located.problem(path, "an infinite number is not allowed here"))
+
+    walk(located.data, ())
+    return problems
 
 
 def _connections(
@@ -184,6 +224,8 @@ def _stage_problems(
                         ("stages", stage_type.name, *split_field_path(field_path)), message
                     )
                 )
+        except SpecError as exc:  # located in its own file (a registration's `python:`)
+            problems.extend(exc.problems)
         except LegionError as exc:
             problems.append(located.problem(("stages", stage_type.name), str(exc)))
     return problems
@@ -238,6 +280,27 @@ def load_pipeline(
     (a missing MLproject, an unknown entry point) are left for the train stage to fail on.
     With `stage`, only the connections that stage uses must resolve their secrets.
     """
+    try:
+        return _load_pipeline(path, environ, strict_project=strict_project, stage=stage)
+    except SpecError as exc:
+        # Whatever a message quotes (a toolchain's finding, a registration's file name), each
+        # problem stays one line.
+        cleaned = [
+            Problem(one_line(p.file), p.line, p.col, one_line(p.path), one_line(p.message))
+            for p in exc.problems
+        ]
+        if cleaned == exc.problems:
+            raise
+        raise SpecError(cleaned) from None
+
+
+def _load_pipeline(
+    path: Path | str,
+    environ: dict[str, str] | None,
+    *,
+    strict_project: bool,
+    stage: str | None,
+) -> Pipeline:
     shown = str(path)
     path = Path(path)
     located = load_located(path, shown)
@@ -265,6 +328,7 @@ def load_pipeline(
     except InputError as exc:
         raise SpecError([Problem(shown, 1, 1, "integrations", str(exc))]) from None
 
+    problems.extend(_value_problems(located))
     problems.extend(_schema_problems(located, build_schema(registry)))
     if problems:
         problems.extend(_project_problems_despite(problems, located, base_dir, registry, environ))

@@ -14,6 +14,7 @@ from typing import Any
 
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import PackageContext, PackageTarget
+from legion_ci.runner.paths import inside
 from legion_ci.runner.process import StageLog
 from legion_ci.runner.records import RunRecord, StageRecord
 from legion_ci.spec.pipeline import Pipeline
@@ -27,7 +28,7 @@ def trained_artifact(record: RunRecord) -> Path:
     artifact = Path(train["artifact"])
     if not artifact.is_file():
         # The train stage may have run on another agent, with the workspace elsewhere.
-        artifact = record.folder / "artifacts" / artifact.name
+        artifact = inside(record.folder / "artifacts", artifact.name)
     if not artifact.is_file():
         raise StageError(f"the trained model binary of run {record.id} is gone: {artifact}")
     if sha256_file(artifact) != train.get("artifact_sha256"):

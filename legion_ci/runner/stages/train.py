@@ -21,6 +21,7 @@ from legion_ci.integrations.base import TrainContext
 from legion_ci.integrations.registry import Registry
 from legion_ci.runner.embedded_store import ensure_store, sqlite_path
 from legion_ci.runner.gates import evaluate_gates, load_baseline, raise_on_failures
+from legion_ci.runner.paths import inside
 from legion_ci.runner.process import StageLog, terminate_group
 from legion_ci.runner.records import RunRecord, StageRecord
 from legion_ci.spec.pipeline import Pipeline
@@ -29,6 +30,11 @@ from legion_ci.spec.yaml_loader import Located
 
 # Set inside the training Job's pod, where the same pipeline runs the train stage locally.
 IN_TRAINING_POD = "LEGION_CI_TRAINING_POD"
+
+
+def artifact_path(folder: Path, pipeline: Pipeline) -> Path:
+    """<folder>/artifacts/<model>-<version>.zip, refused if the name would leave the folder."""
+    return inside(folder / "artifacts", f"{pipeline.model_name}-{pipeline.model_version}.zip")
 
 
 def tracking_settings(pipeline: Pipeline, stage: dict[str, Any]) -> tuple[str, dict[str, str]]:
@@ -178,9 +184,7 @@ def run_train(
             for gate in stage_record.gates:
                 log.line(f"gate {'ok' if gate['ok'] else 'FAILED'}: {gate['message']}")
             raise_on_failures(stage_record.gates)
-        artifact = (
-            record.folder / "artifacts" / f"{pipeline.model_name}-{pipeline.model_version}.zip"
-        )
+        artifact = artifact_path(record.folder, pipeline)
         digest = write_zip(output_dir, artifact)
         stage_record.outputs.update(
             {
@@ -192,7 +196,7 @@ def run_train(
             }
         )
         # A stable path for the latest good binary of this model, beside the run folders.
-        latest = pipeline.workspace / "artifacts" / artifact.name
+        latest = artifact_path(pipeline.workspace, pipeline)
         with atomic_output(latest, binary=True) as handle, open(artifact, "rb") as source:
             shutil.copyfileobj(source, handle)
         stage_record.outputs["artifact_latest"] = str(latest)

@@ -19,6 +19,7 @@ from legion_ci.spec.pipeline import Pipeline
 def train_on_cluster(
     pipeline: Pipeline, record: RunRecord, stage_record: StageRecord, log: StageLog
 ) -> None:
+    from legion_ci.runner.stages.train import artifact_path
     from legion_ci.targets.kubernetes import Cluster
     from legion_ci.targets.training_job import TrainingJob, run_training_job
 
@@ -49,9 +50,7 @@ def train_on_cluster(
             Cluster(connection), job, scratch, log, timeout=float(spec["timeout"])
         )
         fetched = Path(result["artifact"])
-        artifact = (
-            record.folder / "artifacts" / f"{pipeline.model_name}-{pipeline.model_version}.zip"
-        )
+        artifact = artifact_path(record.folder, pipeline)
         artifact.parent.mkdir(parents=True, exist_ok=True)
         os.replace(fetched, artifact)
         digest = sha256_file(artifact)
