@@ -71,8 +71,8 @@ class _Fields:
             raise self.error(path, "must not be empty")
         if len(text) > MAX_TEXT:
             raise self.error(path, f"longer than {MAX_TEXT} characters")
-        if any(ord(c) < 32 or ord(c) == 127 for c in text):
-            raise self.error(path, "holds control characters")
+        if not text.isprintable():  # also U+2028 and the like, which break a line too
+            raise self.error(path, "holds control characters or line breaks")
         return text
 
     def relative_path(self, section: str, key: str, default: str | None = None) -> str | None:
@@ -223,9 +223,9 @@ def read_manifest(root: Path, binary: Path | str | None = None) -> Manifest:
         located = load_located(path, shown)
     except SpecError as exc:
         more = len(exc.problems) - 1
-        raise ModelError(
-            f"{exc.problems[0]}{f' (and {more} more problems)' if more else ''}"
-        ) from None
+        # One line: PyYAML's reader appends the position on a second one.
+        first = (str(exc.problems[0]).splitlines() or [shown])[0]
+        raise ModelError(f"{first}{f' (and {more} more problems)' if more else ''}") from None
     manifest = Manifest.from_dict(located.data, shown, located)
     _inside(root, manifest, _Fields(located.data, shown, located))
     return manifest
