@@ -76,6 +76,15 @@ class Redactor:
                 if len(form) >= 4:
                     self._secrets.add(form)
             self._ordered = sorted(self._secrets, key=len, reverse=True)
+        lines = secret.splitlines()
+        if len(lines) > 1:
+            # Logs are streamed and redacted a line at a time (a child's output, the echo of
+            # a command): no single write holds the whole secret, so each of its lines is a
+            # secret too. Lines under 4 characters stay, as for any secret.
+            for line in lines:
+                for part in {line, line.strip()}:
+                    if len(part.strip()) >= 4:
+                        self.add(part)
 
     def add_basic_auth(self, username: str, password: str) -> None:
         """The base64 `user:password` pair an HTTP Authorization header carries."""

@@ -30,3 +30,90 @@ def test_embedded_store_is_owner_only_even_when_made_wider(tmp_path: Path) -> No
     assert stat.S_IMODE(workspace.stat().st_mode) == 0o700
     for journal in workspace.glob("mlflow.db-*"):
         assert stat.S_IMODE(journal.stat().st_mode) & 0o077 == 0, journal
+
+
+# -- a multi-line secret, streamed a line at a time -------------------------------------------
+
+KEY = (
+    "-----BEGIN TEST KEY-----\n"
+    "MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n"
+    "KUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ\n"
+    "-----END TEST KEY-----\n"
+)
+KEY_LINES = [line for line in KEY.splitlines() if len(line) >= 4]
+
+
+def leaked_lines(text: str) -> list[str]:
+    return [line for line in KEY_LINES if line in text]
+
+
+def test_multi_line_secret_streamed_by_a_child_is_redacted_line_by_line(tmp_path: Path) -> None:
+    import io
+
+    from legion_ci.redact import Redactor
+    from legion_ci.runner.process import StageLog, run_logged
+
+    (tmp_path / "key.pem").write_text(KEY)
+    echo = io.StringIO()
+    log = StageLog(tmp_path / "stage.log", Redactor([KEY]), echo)
+    run_logged(["cat", str(tmp_path / "key.pem")], log)
+    log.write(KEY)  # one write holding it all, as a message would
+    log.close()
+    written = (tmp_path / "stage.log").read_text()
+    assert leaked_lines(written) == [] and leaked_lines(echo.getvalue()) == [], written
+    assert written.count("***") == len(KEY_LINES) + 1  # each streamed line, then the whole
+
+
+def test_multi_line_file_secret_stays_out_of_log_console_and_junit(
+    sh_project: Path, tmp_path: Path
+) -> None:
+    from conftest import SH_PIPELINE, write
+
+    (sh_project / "key.pem").write_text(KEY)
+    pipeline = write(
+        sh_project / "pipeline.yaml",
+        SH_PIPELINE.replace("{alpha: 1}", "{alpha: 1, key: '${file:key.pem}'}"),
+    )
+    outcome = run_cli(
+        "run",
+        str(pipeline),
+        cwd=tmp_path,
+        env={"FAKE_TRAINER_ECHO": KEY, "FAKE_TRAINER_FAIL": "3"},
+    ).assert_failed(1)
+    workspace = sh_project / ".legion"
+    junit = (workspace / "reports" / "junit.xml").read_text()
+    assert "sh-trainer: log line 30" in junit  # the log tail is there, so is what it held
+    stage_log = next(workspace.glob("runs/*/logs/train.log")).read_text()
+    assert "***" in stage_log
+    for name, text in {
+        "stdout": outcome.out,
+        "stderr": outcome.err,
+        "stage log": stage_log,
+        "junit.xml": junit,
+        "record": next(workspace.glob("runs/*/record.json")).read_text(),
+        "summary.json": (workspace / "reports" / "summary.json").read_text(),
+    }.items():
+        assert leaked_lines(text) == [], f"{name} holds lines of the secret"
+
+
+# -- a secret nested twice in shell quoting ---------------------------------------------------
+
+
+def test_file_secret_inside_an_echoed_bash_command_is_redacted(tmp_path: Path) -> None:
+    import io
+    import shlex
+
+    from legion_ci.redact import Redactor
+    from legion_ci.runner.process import StageLog, run_logged
+
+    secret = "pa'ss\"UNIQUE-7f3a $x w0rd"
+    echo = io.StringIO()
+    log = StageLog(tmp_path / "stage.log", Redactor([secret]), echo)
+    # What the MLflow trainer runs: an MLproject command with MLflow's quoted parameters.
+    command = f"python -c 'import sys' --password {shlex.quote(secret)} > /dev/null"
+    run_logged(["bash", "-c", command], log)
+    log.close()
+    written = (tmp_path / "stage.log").read_text()
+    assert written.startswith("$ bash -c "), written
+    assert "UNIQUE-7f3a" not in written and "UNIQUE-7f3a" not in echo.getvalue(), written
+    assert "--password ***" in written, written
