@@ -117,3 +117,90 @@ def test_file_secret_inside_an_echoed_bash_command_is_redacted(tmp_path: Path) -
     assert written.startswith("$ bash -c "), written
     assert "UNIQUE-7f3a" not in written and "UNIQUE-7f3a" not in echo.getvalue(), written
     assert "--password ***" in written, written
+
+
+# -- a short secret that is also the model's name ---------------------------------------------
+
+
+def test_secret_equal_to_the_model_name_keeps_identifiers_usable(
+    sh_project: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from conftest import SH_PIPELINE, write
+
+    pipeline = write(
+        sh_project / "pipeline.yaml",
+        SH_PIPELINE
+        + "  deploy:\n    target: process\n"
+        + "connections:\n  unused:\n    type: mlflow\n    uri: http://127.0.0.1:1\n"
+        + "    password: ${env:LEGION_TEST_PW}\n",
+    )
+    gh_output = tmp_path / "gh-output"
+    env = {
+        "LEGION_TEST_PW": "linear",  # the model is named linear too
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_OUTPUT": str(gh_output),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "gh-summary"),
+    }
+    workspace = sh_project / ".legion"
+    try:
+        first = run_cli("run", str(pipeline), "-o", "json", env=env).assert_success()
+        warnings = [line for line in first.err.splitlines() if "warning:" in line]
+        assert any("only 6 characters long" in line for line in warnings), first.err
+        assert any("also occurs in the model name" in line for line in warnings), first.err
+        run_id = json.loads(first.out)["run_id"]
+        record = json.loads((workspace / "runs" / run_id / "record.json").read_text())
+        assert record["model"] == {"name": "linear", "version": "1.0"}
+        artifact = record["stages"]["train"]["outputs"]["artifact"]
+        assert artifact.endswith("/linear-1.0.zip") and Path(artifact).is_file()
+        outputs = gh_output.read_text()
+        assert f"{workspace}/runs/{run_id}/artifacts/linear-1.0.zip" in outputs, outputs
+        # Written for people: still masked.
+        assert "linear" not in (workspace / "reports" / "junit.xml").read_text()
+        assert "linear" not in (tmp_path / "gh-summary").read_text()
+
+        listed = run_cli("runs", "list", str(pipeline), env=env).assert_success()
+        assert run_id in listed.out, listed.out
+        again = run_cli("stage", "deploy", str(pipeline), "--run-id", run_id, env=env)
+        again.assert_success()
+        state = json.loads((workspace / "deployments" / "linear.json").read_text())
+        assert (state["name"], state["model_name"], state["run_id"]) == ("linear", "linear", run_id)
+        assert Path(state["details"]["log"]).is_file()
+        logs = run_cli("deployments", "logs", "linear", "--file", str(pipeline), env=env)
+        assert logs.assert_success().out.strip(), "the deployment's log is empty"
+    finally:
+        run_cli("deployments", "delete", "linear", "--file", str(pipeline), env=env)
+
+
+def test_free_text_in_a_record_is_still_redacted(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    from legion_ci import redact
+    from legion_ci.runner.records import RunRecord, StageRecord
+
+    monkeypatch.setattr(redact, "ACTIVE", redact.Redactor(["linear", "linear-key-9"]))
+    monkeypatch.setattr(redact, "IDENTIFIERS", {})
+    record = RunRecord(
+        id="20261206-000000-abcdef",
+        pipeline=str(tmp_path / "linear.yaml"),
+        pipeline_sha256="0" * 64,
+        model={"name": "linear", "version": "1.0"},
+        workspace=str(tmp_path / "ws"),
+    )
+    stage = StageRecord(name="train", integration="sh")
+    stage.error = "login refused: password linear"
+    stage.tags = {"note": "model linear"}
+    stage.outputs = {"artifact": f"{record.folder}/artifacts/linear-1.0.zip", "key": "linear"}
+    stage.outputs["image"] = "registry/linear:linear-key-9"  # a secret reaching past the name
+    record.stages["train"] = stage
+    record.save()
+    saved = json.loads(record.record_path.read_text())
+    assert saved["model"]["name"] == "linear"
+    train = saved["stages"]["train"]
+    assert train["outputs"]["artifact"].endswith("/linear-1.0.zip")
+    assert train["error"] == "login refused: password ***"
+    assert train["tags"] == {"note": "model ***"}
+    assert train["outputs"]["key"] == "***"
+    assert train["outputs"]["image"] == "registry/linear:***"
+    assert (Path(record.workspace) / "latest").read_text().strip() == record.id
