@@ -5,6 +5,7 @@ a folder binary with a link to the outside. Run alone with `-m hostile`."""
 
 from __future__ import annotations
 
+import os
 import stat
 import struct
 import zipfile
@@ -61,6 +62,9 @@ def refused(artifact: Path, marker: Path, message: str, tmp_path: Path) -> None:
         assert message in outcome.err, outcome.err
     assert not marker.exists(), "the hostile model's code ran"
     assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/legion-evil.txt").exists()
+    unpacked = Path(os.environ["LEGION_CI_CACHE"]) / "gppi"
+    left = list(unpacked.iterdir()) if unpacked.is_dir() else []
+    assert not left, f"the refused binary stays unpacked: {left}"
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from typing import Any
 
 from legion_ci.errors import ModelError
 from legion_ci.gppi.archive import open_artifact
-from legion_ci.gppi.manifest import Manifest, read_manifest
+from legion_ci.gppi.manifest import Manifest, check_binary
 
 
 @dataclass(frozen=True)
@@ -198,15 +198,9 @@ class GppiModel:
 def load_model(path: Path | str) -> GppiModel:
     """Open (unzipping to a cache if needed), import and init() a trained model binary."""
     root = open_artifact(Path(path)).resolve()
-    manifest = read_manifest(root)
-    if manifest.binaries_type != "python":
-        raise ModelError(f"{root}: binaries.type {manifest.binaries_type!r} is not 'python'")
+    manifest = check_binary(root, None if root == Path(path).resolve() else path)
     work_dir = (root / manifest.work_dir).resolve()
     module_file = work_dir / f"{manifest.entrypoint}.py"
-    if not module_file.is_file():
-        raise ModelError(
-            f"{root}: entrypoint {manifest.work_dir}/{manifest.entrypoint}.py is missing"
-        )
     # Legion's entrypoints find their files through MODEL_LOCATION.
     os.environ["MODEL_LOCATION"] = str(work_dir)
     if str(work_dir) not in sys.path:

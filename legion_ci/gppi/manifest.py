@@ -1,18 +1,110 @@
-"""The GPPI manifest: `legion.project.yaml` at the root of a trained model binary."""
+"""The GPPI manifest: `legion.project.yaml` at the root of a trained model binary.
+
+A binary may come from anywhere, so its manifest is hostile input: it is read with the
+pipeline loader's limits (size, aliases, depth, encoding), every field is checked for its type,
+and every path it names must stay inside the binary. Each refusal is one ModelError line that
+names the binary, the manifest, the line and the field.
+"""
 
 from __future__ import annotations
 
+import datetime
+import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from legion_ci.errors import ModelError
+from legion_ci.errors import ModelError, SpecError
 
 MANIFEST_NAME = "legion.project.yaml"
 # Legion's docs named the manifest legion.model.yaml while its code wrote legion.project.yaml:
 # read both, write the one the code used.
 MANIFEST_NAMES = (MANIFEST_NAME, "legion.model.yaml")
 LEGION_VERSION = "1.0"
+# Names and versions end up in HTTP headers, file names and log lines.
+MAX_TEXT = 256
+
+
+class _Fields:
+    """Typed access to the manifest's fields; each problem names its line and field."""
+
+    def __init__(self, data: Any, source: str, positions: Any = None):
+        self.source = source
+        self.positions = positions  # a spec Located, for line numbers
+        if not isinstance(data, dict):
+            raise self.error((), f"must be a mapping, not {_kind(data)}")
+        self.data = data
+
+    def where(self, path: tuple[str, ...]) -> str:
+        if self.positions is None:
+            return self.source
+        line, col = self.positions.position(path)
+        return f"{self.source}:{line}:{col}"
+
+    def error(self, path: tuple[str, ...], message: str) -> ModelError:
+        name = ".".join(path)
+        return ModelError(f"{self.where(path)}: {name + ': ' if name else ''}{message}")
+
+    def section(self, key: str, *, required: bool = False) -> dict[str, Any]:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise self.error((key,), "missing in the GPPI manifest")
+            return {}
+        if not isinstance(value, dict):
+            raise self.error((key,), f"must be a mapping, not {_kind(value)}")
+        return value
+
+    def text(
+        self, section: str, key: str, default: str | None = None, *, required: bool = False
+    ) -> str:
+        value = self.section(section).get(key)
+        path = (section, key)
+        if value is None:
+            if required:
+                raise self.error(path, "missing in the GPPI manifest")
+            return default if default is not None else ""
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.error(path, f"must be a string, not {_kind(value)}")
+        text = str(value)
+        if required and not text.strip():
+            raise self.error(path, "must not be empty")
+        if len(text) > MAX_TEXT:
+            raise self.error(path, f"longer than {MAX_TEXT} characters")
+        if not text.isprintable():  # also U+2028 and the like, which break a line too
+            raise self.error(path, "holds control characters or line breaks")
+        return text
+
+    def relative_path(self, section: str, key: str, default: str | None = None) -> str | None:
+        """A path inside the binary: relative, no '..' (symbolic links: `inside()`)."""
+        value = self.text(section, key) or default
+        if value is None:
+            return None
+        parts = PurePosixPath(value).parts
+        if PurePosixPath(value).is_absolute() or ".." in parts or value.startswith("~"):
+            raise self.error((section, key), f"must stay inside the binary: {value!r}")
+        return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", type(None): "empty"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe copy of a free-form manifest section (YAML dates, binary, non-finite)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    return str(value)
 
 
 @dataclass
@@ -50,34 +142,32 @@ class Manifest:
         }
 
     @classmethod
-    def from_dict(cls, data: Any, source: str) -> Manifest:
-        def need(mapping: Any, key: str, where: str) -> Any:
-            if not isinstance(mapping, dict) or key not in mapping:
-                raise ModelError(f"{source}: {where}{key}: missing in the GPPI manifest")
-            return mapping[key]
-
-        model = need(data, "model", "")
-        binaries = data.get("binaries") or {} if isinstance(data, dict) else {}
-        toolchain = data.get("toolchain") or {} if isinstance(data, dict) else {}
-        work_dir = str(model.get("workDir", "legion_model"))
-        entrypoint = str(model.get("entrypoint", "entrypoint"))
-        if Path(work_dir).is_absolute() or ".." in Path(work_dir).parts:
-            raise ModelError(f"{source}: model.workDir: must stay inside the binary: {work_dir!r}")
+    def from_dict(cls, data: Any, source: str, positions: Any = None) -> Manifest:
+        """Check and convert a loaded manifest; `positions` (a spec Located) adds lines."""
+        f = _Fields(data, source, positions)
+        f.section("model", required=True)
+        for name in ("binaries", "toolchain"):
+            f.section(name)
+        output = f.section("output")
+        entrypoint = f.text("model", "entrypoint", "entrypoint")
         if not entrypoint.isidentifier():
-            raise ModelError(f"{source}: model.entrypoint: not a module name: {entrypoint!r}")
+            raise f.error(("model", "entrypoint"), f"not a module name: {entrypoint!r}")
+        legion_version = data.get("legionVersion", LEGION_VERSION)
+        if isinstance(legion_version, (dict, list)):
+            raise f.error(("legionVersion",), f"must be a string, not {_kind(legion_version)}")
         return cls(
-            model_name=str(need(model, "name", "model.")),
-            model_version=str(need(model, "version", "model.")),
-            toolchain_name=str(toolchain.get("name", "unknown")),
-            toolchain_version=str(toolchain.get("version", "")),
-            work_dir=work_dir,
+            model_name=f.text("model", "name", required=True),
+            model_version=f.text("model", "version", required=True),
+            toolchain_name=f.text("toolchain", "name", "unknown"),
+            toolchain_version=f.text("toolchain", "version", ""),
+            work_dir=f.relative_path("model", "workDir", "legion_model") or "legion_model",
             entrypoint=entrypoint,
-            binaries_type=str(binaries.get("type", "python")),
-            dependencies=str(binaries.get("dependencies", "pip")),
-            conda_path=binaries.get("conda_path"),
-            requirements_path=binaries.get("requirements_path"),
-            output=dict(data.get("output") or {}),
-            legion_version=str(data.get("legionVersion", LEGION_VERSION)),
+            binaries_type=f.text("binaries", "type", "python"),
+            dependencies=f.text("binaries", "dependencies", "pip"),
+            conda_path=f.relative_path("binaries", "conda_path"),
+            requirements_path=f.relative_path("binaries", "requirements_path"),
+            output=_plain(output),
+            legion_version=str(legion_version),
         )
 
     def write(self, root: Path) -> Path:
@@ -88,24 +178,69 @@ class Manifest:
         return path
 
 
-def find_manifest(root: Path) -> Path:
+def find_manifest(root: Path, shown: str | None = None) -> Path:
     for name in MANIFEST_NAMES:
         candidate = Path(root) / name
         if candidate.is_file():
             return candidate
     raise ModelError(
-        f"{root}: not a GPPI trained model binary: no {' or '.join(MANIFEST_NAMES)} at its root"
+        f"{shown or root}: not a GPPI trained model binary: "
+        f"no {' or '.join(MANIFEST_NAMES)} at its root"
     )
 
 
-def read_manifest(root: Path) -> Manifest:
-    import yaml
+def _inside(root: Path, manifest: Manifest, f: _Fields) -> None:
+    """Every path the manifest names resolves (symbolic links followed) inside `root`."""
+    real_root = root.resolve()
+    for path, value in (
+        (("model", "workDir"), manifest.work_dir),
+        (("binaries", "conda_path"), manifest.conda_path),
+        (("binaries", "requirements_path"), manifest.requirements_path),
+    ):
+        if value is None:
+            continue
+        try:
+            inside = (root / value).resolve().is_relative_to(real_root)
+        except (OSError, ValueError, RuntimeError):  # a link loop, a name too long
+            inside = False
+        if not inside:
+            raise f.error(path, f"must stay inside the binary: {value!r} leads outside it")
 
-    path = find_manifest(root)
+
+def read_manifest(root: Path, binary: Path | str | None = None) -> Manifest:
+    """Read and check the manifest of the binary unpacked at `root`.
+
+    `binary` is what the user named (a zip), so that messages name it rather than the cache
+    folder it was unpacked into. Every problem is a one-line ModelError.
+    """
+    from legion_ci.spec.yaml_loader import load_located
+
+    root = Path(root)
+    path = find_manifest(root, str(binary) if binary else None)
+    shown = f"{binary}: {path.name}" if binary else str(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ModelError(f"{path}{line}: not valid YAML") from None
-    return Manifest.from_dict(data, str(path))
+        # The pipeline loader's limits: 1 MiB, UTF-8, 100,000 values (alias bombs), depth 64.
+        located = load_located(path, shown)
+    except SpecError as exc:
+        more = len(exc.problems) - 1
+        # One line: PyYAML's reader appends the position on a second one.
+        first = (str(exc.problems[0]).splitlines() or [shown])[0]
+        raise ModelError(f"{first}{f' (and {more} more problems)' if more else ''}") from None
+    manifest = Manifest.from_dict(located.data, shown, located)
+    _inside(root, manifest, _Fields(located.data, shown, located))
+    return manifest
+
+
+def check_binary(root: Path, binary: Path | str | None = None) -> Manifest:
+    """What every loader refuses before running any of a binary's code: a bad manifest, a
+    binary type other than python, a missing entrypoint module."""
+    manifest = read_manifest(root, binary)
+    shown = binary or root
+    if manifest.binaries_type != "python":
+        raise ModelError(f"{shown}: binaries.type {manifest.binaries_type!r} is not 'python'")
+    module = Path(root) / manifest.work_dir / f"{manifest.entrypoint}.py"
+    if not module.is_file():
+        raise ModelError(
+            f"{shown}: entrypoint {manifest.work_dir}/{manifest.entrypoint}.py is missing"
+        )
+    return manifest

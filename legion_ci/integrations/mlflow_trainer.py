@@ -365,6 +365,24 @@ class MlflowTrainer:
             return _Training(ctx, arguments, env).run()
 
 
+def _private_store(ctx: TrainContext) -> None:
+    """A sqlite tracking store holds every parameter and tag the training logged, `${file:}`
+    secrets included: owner-only (0600), also one made 0644 by MLflow or an older legion-ci,
+    and so is the folder holding it when that is legion-ci's workspace (the run's scratch
+    space lives in it). SQLite gives its journal files the database's mode."""
+    from legion_ci.runner.embedded_store import sqlite_path
+
+    db = sqlite_path(ctx.tracking_uri)
+    if db is None or not db.is_file():
+        return
+    for path in (db, *(db.with_name(db.name + s) for s in ("-journal", "-wal", "-shm"))):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path, 0o600)
+    folder = db.parent.resolve()
+    if Path(ctx.scratch_dir).resolve().is_relative_to(folder):
+        os.chmod(folder, 0o700)
+
+
 class _Training:
     """One train() call: the state shared by its steps."""
 
@@ -380,8 +398,10 @@ class _Training:
         ctx = self.ctx
         from mlflow.tracking import MlflowClient
 
+        _private_store(ctx)
         self.client = MlflowClient(tracking_uri=ctx.tracking_uri)
         experiment_id = self._experiment_id()
+        _private_store(ctx)  # MLflow made the store just now if there was none
         run_id = self._create_run(experiment_id)
         ctx.log.line(
             f"mlflow: run {run_id} in experiment {experiment_id} at {self.where}, "

@@ -18,10 +18,15 @@ def summary(record: RunRecord) -> dict[str, Any]:
 
 def redacted(record: RunRecord) -> RunRecord:
     """A copy of the record with every secret redacted, for rendering: redacting the data
-    before it is rendered means JSON, XML or Markdown escaping cannot disguise a secret."""
-    from legion_ci.redact import redact_data
+    before it is rendered means JSON, XML or Markdown escaping cannot disguise a secret.
+    Identifiers a secret shares are kept for what the tool reads back (GITHUB_OUTPUT); what
+    people read (reports, the console, the step summary) is redacted again as text."""
+    from legion_ci.redact import ACTIVE
+    from legion_ci.runner.records import RECORD_IDENTIFIER_FIELDS
 
-    return RunRecord.from_dict(redact_data(record.to_dict()))
+    return RunRecord.from_dict(
+        ACTIVE.fields(record.to_dict(), RECORD_IDENTIFIER_FIELDS, record.kept_identifiers())
+    )
 
 
 def write_reports(record: RunRecord) -> Path:
@@ -29,15 +34,17 @@ def write_reports(record: RunRecord) -> Path:
     from legion_ci.reports.junit import render_junit
     from legion_ci.reports.markdown import render_markdown
 
+    # Where to write comes from the record as it is (a secret may share the workspace's path);
+    # what is written, from the redacted copy.
+    folder, workspace = record.folder / "reports", Path(record.workspace)
     record = redacted(record)
-    folder = record.folder / "reports"
     reports = {
         "summary.json": json.dumps(summary(record), indent=2),
         "junit.xml": render_junit(record),
         "summary.md": render_markdown(record),
     }
     # The run's own copy, and the latest run's at a stable path for CI globs.
-    for target in (folder, Path(record.workspace) / "reports"):
+    for target in (folder, workspace / "reports"):
         for name, text in reports.items():
             write_atomic(target / name, text)
     return folder

@@ -134,7 +134,9 @@ def run_logged(
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
-    log.line(f"$ {shlex.join(argv)}")
+    # Each argument redacted before it is quoted: quoting a `bash -c` command that already
+    # holds a shell-quoted secret nests the quotes twice, a form no redactor would recognise.
+    log.line(f"$ {shlex.join(log.redact(str(arg)) for arg in argv)}")
     with HeldSignals() as held:
         try:
             proc = subprocess.Popen(

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from legion_ci.atomic import write_atomic
+from legion_ci.atomic import atomic_output
 from legion_ci.errors import InputError
 from legion_ci.runner.paths import inside
 
@@ -63,6 +63,38 @@ class StageRecord:
     error: str | None = None
 
 
+# Outputs later stages, the CLI and CI steps read back (paths, image references, ids).
+IDENTIFIER_OUTPUTS = (
+    "artifact",
+    "artifact_latest",
+    "artifact_sha256",
+    "image",
+    "image_id",
+    "digest",
+    "pushed",
+    "url",
+    "mlflow_run_id",
+    "experiment_id",
+    "model_uri",
+    "context",
+)
+# Record fields holding identifiers (paths as in Redactor.fields); the rest is free text.
+RECORD_IDENTIFIER_FIELDS = (
+    *((name,) for name in ("id", "pipeline", "pipeline_sha256", "model", "workspace")),
+    *((name,) for name in ("status", "started", "finished", "git_commit", "owner")),
+    ("stages", "<key>"),
+    *(("stages", "*", name) for name in ("name", "integration", "status", "log")),
+    *(("stages", "*", "outputs", name) for name in IDENTIFIER_OUTPUTS),
+)
+
+
+def write_redacted(path: Path, text: str) -> None:
+    """Write text already redacted as data (see Redactor.fields) atomically, as it is:
+    redacting it again as text would mask the identifiers it keeps."""
+    with atomic_output(path) as handle:
+        handle.write(text)
+
+
 @dataclass
 class RunRecord:
     id: str
@@ -97,13 +129,33 @@ class RunRecord:
         fields = {k: v for k, v in data.items() if k != "stages"}
         return cls(**fields, stages=stages)
 
-    def save(self, *, latest: bool = True) -> None:
-        from legion_ci.redact import redact_data
+    def identifiers(self) -> dict[str, str]:
+        """What legion-ci reads back from a record to find runs, models and binaries."""
+        return {
+            "model name": str(self.model.get("name", "")),
+            "model version": str(self.model.get("version", "")),
+            "run id": self.id,
+            "workspace path": self.workspace,
+            "pipeline path": self.pipeline,
+        }
 
-        # Redacted as data, before JSON escaping can change how a secret looks.
-        write_atomic(self.record_path, json.dumps(redact_data(self.to_dict()), indent=2))
+    def kept_identifiers(self) -> list[str]:
+        """The identifiers, and the binary's file name made of two of them."""
+        name, version = self.model.get("name"), self.model.get("version")
+        return [*self.identifiers().values(), f"{name}-{version}"]
+
+    def save(self, *, latest: bool = True) -> None:
+        from legion_ci.redact import ACTIVE, protect_identifiers
+
+        identifiers = self.identifiers()
+        protect_identifiers(identifiers)
+        # Redacted as data, before JSON escaping can change how a secret looks; identifiers
+        # kept, so a secret that is also the model's name cannot hide the run from `runs
+        # list`, `stage package --run-id` or the binary's path.
+        data = ACTIVE.fields(self.to_dict(), RECORD_IDENTIFIER_FIELDS, self.kept_identifiers())
+        write_redacted(self.record_path, json.dumps(data, indent=2))
         if latest:
-            write_atomic(Path(self.workspace) / "latest", self.id + "\n")
+            write_redacted(Path(self.workspace) / "latest", self.id + "\n")
 
     def settle(self) -> bool:
         """A run that says `running` but whose legion-ci process is gone was interrupted:

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from legion_ci.atomic import write_atomic
 from legion_ci.errors import InputError
+from legion_ci.runner.records import write_redacted
 
 if TYPE_CHECKING:
     from legion_ci.integrations.base import DeployContext
@@ -100,7 +100,24 @@ def logs_dir(workspace: Path, name: str) -> Path:
 
 
 def save(workspace: Path, state: DeploymentState) -> None:
-    write_atomic(state_path(workspace, state.name), json.dumps(state.to_dict(), indent=2) + "\n")
+    """Write the state atomically; every field is an identifier `deployments` reads back
+    (a log path, a pid, an image), so only the identifiers a secret shares are kept."""
+    from legion_ci.redact import ACTIVE, protect_identifiers
+
+    identifiers = {
+        "deployment name": state.name,
+        "model name": state.model_name,
+        "model version": state.model_version,
+        "run id": state.run_id,
+        "workspace path": str(Path(workspace).resolve()),
+    }
+    protect_identifiers(identifiers)
+    data = ACTIVE.fields(
+        state.to_dict(),
+        [(name,) for name in state.to_dict()],
+        [*identifiers.values(), str(workspace), f"{state.model_name}-{state.model_version}"],
+    )
+    write_redacted(state_path(workspace, state.name), json.dumps(data, indent=2) + "\n")
 
 
 def load(workspace: Path, name: str) -> DeploymentState | None:
