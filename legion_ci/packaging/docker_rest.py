@@ -17,6 +17,7 @@ from typing import Any
 
 from legion_ci.errors import StageError
 from legion_ci.gppi.manifest import Manifest, read_manifest
+from legion_ci.integrations import docker_engine
 from legion_ci.integrations.base import PackageContext, PackageResult
 from legion_ci.integrations.clients import Clients, RegistryAuth, registry_auth
 from legion_ci.packaging import engine, requirements, wheelhouse
@@ -99,10 +100,10 @@ class DockerRestPackager:
         clients = ctx.clients if isinstance(ctx.clients, Clients) else Clients()
         try:
             return self._pack(ctx, clients)
-        except engine.connection_errors() as exc:
+        except docker_engine.connection_errors() as exc:
             # The engine died or refused between the steps that say so themselves.
             raise StageError(
-                f"Docker engine at {clients.docker_host}: {engine.lost_engine_text(exc)}"
+                f"Docker engine at {clients.docker_host}: {docker_engine.lost_engine_text(exc)}"
             ) from None
         finally:
             if clients is not ctx.clients:
@@ -195,7 +196,7 @@ class DockerRestPackager:
             smoke = engine.smoke_test(
                 client,
                 built.image_id,
-                engine.model_example(client, built.image_id),
+                docker_engine.model_example(client, built.image_id),
                 log,
                 timeout=float(args["smokeTestTimeout"]),
                 name=f"legion-smoke-{ctx.run_id}",

@@ -25,7 +25,7 @@ from typing import Any
 
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import DeployContext, DeployResult
-from legion_ci.packaging.engine import api_error_text, one_line
+from legion_ci.integrations.docker_engine import api_error_text, one_line
 from legion_ci.targets import replacement, smoke, state
 from legion_ci.targets.arguments import with_defaults
 from legion_ci.targets.replacement import READY_MARK, free_port, url_of
@@ -57,6 +57,8 @@ def image_reference(ctx: DeployContext, args: dict[str, Any]) -> str:
     """What to run: `arguments.image`, else the package stage's digest (pushed), else its tag."""
     if args.get("image"):
         return str(args["image"])
+    if ctx.image:
+        return ctx.image
     outputs = ctx.package_outputs or {}
     if not outputs:
         raise StageError(
@@ -292,10 +294,12 @@ class DockerTarget:
 
     @staticmethod
     def _example(ctx: DeployContext, client: Any, image_id: str) -> dict[str, Any]:
-        if ctx.artifact is not None:
+        if ctx.example is not None:
+            return dict(ctx.example)
+        if ctx.artifact is not None:  # called without the runner, which reads it once
             return smoke.example_request(ctx.artifact)
         # No binary in this run (the image came from elsewhere): ask the image itself.
-        from legion_ci.packaging.engine import model_example
+        from legion_ci.integrations.docker_engine import model_example
 
         try:
             found = model_example(client, image_id)

@@ -123,7 +123,7 @@ class ProcessTarget:
             else ""
         )
         try:
-            example = smoke.example_request(artifact) if args["smokeTest"] else None
+            example = _example(ctx, artifact) if args["smokeTest"] else None
         except StageError as exc:
             artifact.unlink(missing_ok=True)
             raise StageError(f"{name}: {ctx.model_name} {ctx.model_version}: {exc}{kept}") from None
@@ -268,6 +268,14 @@ class _NewServer:
 
     def tail(self) -> str:
         return f"last lines of its log ({self.log_path}):\n{log_tail(self.log_path)}"
+
+
+def _example(ctx: DeployContext, artifact: Path) -> dict[str, Any]:
+    if ctx.example is not None:
+        return dict(ctx.example)
+    # Called without the runner (which hands it over from the train stage's self-check):
+    # read it from the binary, which also proves the binary loads before a server starts.
+    return smoke.example_request(artifact)
 
 
 def _listening_on(workspace: Path, port: int) -> list[str]:
