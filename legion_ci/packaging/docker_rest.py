@@ -18,6 +18,7 @@ from typing import Any
 from legion_ci.errors import StageError
 from legion_ci.gppi.manifest import Manifest, read_manifest
 from legion_ci.integrations import docker_engine
+from legion_ci.integrations.arguments import fill_defaults
 from legion_ci.integrations.base import PackageContext, PackageResult
 from legion_ci.integrations.clients import Clients, RegistryAuth, registry_auth
 from legion_ci.packaging import engine, requirements, wheelhouse
@@ -32,13 +33,16 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _IMAGE_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}$")
 
 
-def argument_defaults() -> dict[str, Any]:
-    """The defaults declared in toolchains/docker-rest.yaml (the one place they live)."""
+def _arguments_schema() -> dict[str, Any]:
+    """The arguments declared in toolchains/docker-rest.yaml (the one place they live)."""
     import yaml
 
     text = resources.files("legion_ci.toolchains").joinpath("docker-rest.yaml").read_text("utf-8")
-    properties = (yaml.safe_load(text).get("arguments") or {}).get("properties") or {}
-    return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
+    return yaml.safe_load(text).get("arguments") or {}
+
+
+def argument_defaults() -> dict[str, Any]:
+    return fill_defaults(_arguments_schema(), {})
 
 
 def image_name(template: str, ctx: PackageContext) -> str:
@@ -110,7 +114,8 @@ class DockerRestPackager:
                 clients.close()
 
     def _pack(self, ctx: PackageContext, clients: Clients) -> PackageResult:
-        args = {**argument_defaults(), **(ctx.arguments or {})}
+        # Filled at load for a pipeline (a no-op then); a caller's own context gets them here.
+        args = fill_defaults(_arguments_schema(), ctx.arguments)
         log = ctx.log
         manifest = read_manifest(ctx.artifact_dir)
         name = image_name(str(args["imageName"]), ctx)
