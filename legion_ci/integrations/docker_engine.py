@@ -1,8 +1,9 @@
 """Docker engine helpers both phases use: the packager (legion_ci.packaging) and the docker
 deploy target (legion_ci.targets.docker) meet here instead of importing each other.
 
-One-line engine errors, the errors of an engine that went away, a free port for a container on
-the host network, and the model's example read from inside an image. The Docker SDK is imported
+One-line engine errors, the errors of an engine that went away, the error in a chunk of its
+JSON stream, a free port for a container on the host network, and the model's example read
+from inside an image. The Docker SDK is imported
 inside the functions, so importing this module costs nothing.
 """
 
@@ -41,6 +42,16 @@ def connection_errors() -> tuple[type[Exception], ...]:
 
 def lost_engine_text(exc: Exception) -> str:
     return f"the Docker engine stopped answering ({type(exc).__name__}: {api_error_text(exc)})"
+
+
+def stream_error(chunk: dict[str, Any]) -> str | None:
+    """The error a chunk of the engine's JSON stream (build, push) reports, if any."""
+    detail = chunk.get("errorDetail")
+    if isinstance(detail, dict) and detail.get("message"):
+        return str(detail["message"]).strip()
+    if chunk.get("error"):
+        return str(chunk["error"]).strip()
+    return None
 
 
 def free_port() -> int:

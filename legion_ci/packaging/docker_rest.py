@@ -21,7 +21,7 @@ from legion_ci.integrations import docker_engine
 from legion_ci.integrations.arguments import fill_defaults
 from legion_ci.integrations.base import PackageContext, PackageResult
 from legion_ci.integrations.clients import Clients, RegistryAuth, registry_auth
-from legion_ci.packaging import engine, requirements, wheelhouse
+from legion_ci.packaging import build, image_smoke, push, requirements, wheelhouse
 from legion_ci.packaging.context import write_context
 from legion_ci.packaging.dockerfile import ImageSpec
 
@@ -138,7 +138,7 @@ class DockerRestPackager:
         if client is not None:
             for auth in auths:
                 clients.registry_login(auth, log)
-            engine.ensure_base_image(
+            build.ensure_base_image(
                 client, base_image, log, pull_auth.auth_config() if pull_auth else None
             )
 
@@ -180,7 +180,7 @@ class DockerRestPackager:
             return PackageResult(outputs=outputs)
 
         started = time.monotonic()
-        built = engine.build(client, str(folder), name, log)
+        built = build.build(client, str(folder), name, log)
         build_s = round(time.monotonic() - started, 2)
         image = client.images.get(built.image_id)
         base_size = client.images.get(base_image).attrs.get("Size") or 0
@@ -198,7 +198,7 @@ class DockerRestPackager:
             f"in {build_s:.1f} s, {built.cached_steps} of {built.steps} steps from the cache)"
         )
         if args.get("smokeTest", True):
-            smoke = engine.smoke_test(
+            smoke = image_smoke.smoke_test(
                 client,
                 built.image_id,
                 docker_engine.model_example(client, built.image_id),
@@ -223,6 +223,6 @@ class DockerRestPackager:
         reference = f"{auth.registry}/{name}"
         repository, tag = reference.rsplit(":", 1)
         client.api.tag(image_id, repository, tag)
-        digest = engine.push(client, reference, auth, log)
-        proven = engine.verify_digest(client, repository, digest, auth, image_id, log)
+        digest = push.push(client, reference, auth, log)
+        proven = push.verify_digest(client, repository, digest, auth, image_id, log)
         return reference, proven

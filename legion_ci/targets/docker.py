@@ -13,11 +13,13 @@ the port, finishes its in-flight requests and exits) and removed (replacement.py
 the process target). Both are in the host's network namespace and both servers set
 SO_REUSEPORT, which the kernel allows only for the same user id: the image fixes it at 10001.
 The URL never changes.
+
+The container operations it shares with `legion-ci deployments` are in containers.py; what
+that command asks of a docker deployment (status, logs, delete) is in docker_deployments.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -25,16 +27,20 @@ from typing import Any
 
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import DeployContext, DeployResult
-from legion_ci.integrations.docker_engine import api_error_text, one_line
+from legion_ci.integrations.docker_engine import api_error_text
 from legion_ci.targets import replacement, smoke, state
 from legion_ci.targets.arguments import with_defaults
+from legion_ci.targets.containers import log_tail, remove, remove_named, stop_container
+from legion_ci.targets.docker_deployments import (
+    container_logs,
+    container_status,
+    delete_deployment,
+)
 from legion_ci.targets.replacement import READY_MARK, free_port, url_of
 
 TARGET = "docker"
 HOST = "127.0.0.1"  # the container shares the host's network: it binds loopback only
 LABEL = "legion-ci.epam.com"  # label prefix, as on the Kubernetes objects
-STOP_GRACE_S = 5  # after the server's own drain timeout, before the engine's SIGKILL
-LOG_TAIL_LINES = 20
 
 
 def container_environment(port: int, args: dict[str, Any]) -> dict[str, str]:
@@ -90,13 +96,6 @@ def _clients(ctx: DeployContext) -> Any:
     from legion_ci.integrations.clients import Clients
 
     return Clients()
-
-
-def _engine_of(details: dict[str, Any]) -> Any:
-    """A Docker client for the engine a deployment was made on (one-line StageError if none)."""
-    from legion_ci.integrations.clients import Clients
-
-    return Clients(details.get("docker_host")).docker()
 
 
 class DockerTarget:
@@ -250,7 +249,7 @@ class DockerTarget:
                 lambda: stop_container(old_container, float(args["drainTimeout"])),
             )
         elif leftover is not None:  # exited or restarting: it serves nothing, it only lingers
-            _remove(leftover)
+            remove(leftover)
             ctx.log.line(f"deploy: removed the old {leftover.status} container {leftover.name}")
         return DeployResult(
             outputs={
@@ -339,7 +338,7 @@ class DockerTarget:
             )
         except APIError as exc:
             # A container that was created but could not start must not stay behind.
-            _remove_named(client, container_name)
+            remove_named(client, container_name)
             raise StageError(f"{name}: cannot start {reference}: {api_error_text(exc)}") from None
 
 
@@ -374,8 +373,8 @@ class _NewContainer:
         return text.count(READY_MARK) >= self.workers
 
     def stop(self) -> None:
-        self.last_lines = _log_tail(self.container)  # removing the container removes its log
-        _remove(self.container)
+        self.last_lines = log_tail(self.container)  # removing the container removes its log
+        remove(self.container)
 
     def tail(self) -> str:
         return f"last lines of its log (container {self.name}, removed):\n{self.last_lines}"
@@ -391,108 +390,3 @@ def _container(client: Any, record: state.DeploymentState) -> Any:
         return client.containers.get(record.details["container_id"])
     except NotFound:
         return None
-
-
-def _log_tail(container: Any, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = container.logs(stdout=True, stderr=True, tail=lines).decode("utf-8", "replace")
-    except Exception as exc:  # the engine's answer is only a detail of the error being raised
-        return f"    (no log: {one_line(str(exc), 200)})"
-    return "\n".join(f"    {line}" for line in text.splitlines()) or "    (empty log)"
-
-
-def _remove(container: Any) -> None:
-    from docker.errors import APIError
-
-    with contextlib.suppress(APIError):  # already gone
-        container.remove(force=True)
-
-
-def _remove_named(client: Any, name: str) -> None:
-    from docker.errors import APIError
-
-    with contextlib.suppress(APIError):
-        client.containers.get(name).remove(force=True)
-
-
-def stop_container(container: Any, drain_timeout: float) -> str:
-    """SIGTERM (the server drains), SIGKILL after the drain timeout and a grace; then remove.
-    Returns what happened."""
-    from docker.errors import APIError, NotFound
-
-    try:
-        container.stop(timeout=int(drain_timeout + STOP_GRACE_S))
-        container.reload()
-        code = (container.attrs.get("State") or {}).get("ExitCode")
-        container.remove(force=True)
-    except NotFound:
-        return "was already gone"
-    except APIError as exc:
-        raise StageError(f"container {container.name}: {api_error_text(exc)}") from None
-    return "stopped and removed" if code == 0 else f"stopped (exit code {code}) and removed"
-
-
-# -- what `legion-ci deployments` asks of a docker deployment -------------------------------------
-def container_status(record: state.DeploymentState) -> tuple[str, str]:
-    """(status, detail): running, vanished (no such container), exited/restarting/...
-    (the container's own state), or unknown (no engine answers)."""
-    from docker.errors import APIError, NotFound
-
-    details = record.details
-    label = details.get("container") or details.get("container_id", "?")[:12]
-    try:
-        client = _engine_of(details)
-    except StageError as exc:
-        return "unknown", str(exc)
-    try:
-        container = client.containers.get(details.get("container_id"))
-    except NotFound:
-        return "vanished", f"container {label} no longer exists on {client.api.base_url}"
-    except APIError as exc:
-        return "unknown", f"container {label}: {api_error_text(exc)}"
-    finally:
-        client.close()
-    attrs = container.attrs.get("State") or {}
-    status = container.status
-    if status == "running":
-        return "running", f"container {label}"
-    detail = f"container {label} is {status}"
-    if status in ("exited", "dead"):
-        detail += f" (exit code {attrs.get('ExitCode')}"
-        detail += ", killed for its memory limit)" if attrs.get("OOMKilled") else ")"
-    return status, detail
-
-
-def container_logs(record: state.DeploymentState, lines: int) -> str:
-    """The container's last `lines` log lines (stdout and stderr, as `docker logs`)."""
-    from docker.errors import APIError, NotFound
-
-    details = record.details
-    client = _engine_of(details)
-    try:
-        container = client.containers.get(details.get("container_id"))
-        return container.logs(stdout=True, stderr=True, tail=lines).decode("utf-8", "replace")
-    except NotFound:
-        raise StageError(
-            f"{record.name}: container {details.get('container')} no longer exists"
-        ) from None
-    except APIError as exc:
-        raise StageError(f"{record.name}: {api_error_text(exc)}") from None
-    finally:
-        client.close()
-
-
-def delete_deployment(record: state.DeploymentState, drain_timeout: float) -> str:
-    """Stop (drain) and remove the deployment's container; returns what happened."""
-    from docker.errors import NotFound
-
-    details = record.details
-    client = _engine_of(details)
-    try:
-        container = client.containers.get(details.get("container_id"))
-    except NotFound:
-        return f"container {details.get('container')} was already gone"
-    try:
-        return f"container {container.name} " + stop_container(container, drain_timeout)
-    finally:
-        client.close()
