@@ -44,7 +44,8 @@ from docker_support import (  # noqa: E402
 )
 
 from legion_ci.gppi.manifest import read_manifest  # noqa: E402
-from legion_ci.packaging import engine, requirements, wheelhouse  # noqa: E402
+from legion_ci.integrations.docker_engine import free_port  # noqa: E402
+from legion_ci.packaging import build, requirements, wheelhouse  # noqa: E402
 from legion_ci.packaging.docker_rest import DockerRestPackager  # noqa: E402
 
 MLFLOW_DOCKERFILE = """\
@@ -86,7 +87,7 @@ def mlflow_context(folder: Path, artifact_dir: Path, log) -> Path:
 
 
 def start_to_ready(client, image: str, path: str, port_env: str) -> float:
-    port = engine.free_port()
+    port = free_port()
     started = time.monotonic()
     container = client.containers.run(
         image,
@@ -114,7 +115,7 @@ def start_to_ready(client, image: str, path: str, port_env: str) -> float:
 
 def native_start_to_ready(artifact: Path) -> float:
     """The same server on the host, outside any container: what the image's start adds to."""
-    port = engine.free_port()
+    port = free_port()
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "legion_ci.cli.main", "serve", str(artifact), "--port", str(port)],
@@ -175,11 +176,11 @@ def main() -> None:
             print("mlflow image: first build, then the retrained model ...", file=sys.stderr)
             mlflow_a = mlflow_context(work / "mlflow-a", ctx.artifact_dir, ctx.log)
             started = time.monotonic()
-            built_a = engine.build(client, str(mlflow_a), "mlflow-wine:a", ctx.log)
+            built_a = build.build(client, str(mlflow_a), "mlflow-wine:a", ctx.log)
             mlflow_first_s = time.monotonic() - started
             mlflow_b = mlflow_context(work / "mlflow-b", ctx_b.artifact_dir, ctx.log)
             started = time.monotonic()
-            engine.build(client, str(mlflow_b), "mlflow-wine:b", ctx.log)
+            build.build(client, str(mlflow_b), "mlflow-wine:b", ctx.log)
             mlflow_rebuild_s = time.monotonic() - started
             mlflow_size = client.images.get(built_a.image_id).attrs["Size"] - base_size
 

@@ -132,6 +132,10 @@ class DeployContext:
     clients: Any = None
     integration: str = ""  # the registered name the pipeline chose
     stage_spec: Mapping[str, Any] = field(default_factory=dict)
+    # What the runner learnt from the earlier stages, so no target has to dig for it; None
+    # when unknown (no train or package stage in this run, or a caller that leaves them out).
+    example: Mapping[str, Any] | None = None  # {"columns": [...], "data": [[...]]}: info()'s
+    image: str | None = None  # the package stage's image, by digest when it pushed it
 
 
 @dataclass

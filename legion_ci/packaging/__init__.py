@@ -4,6 +4,8 @@ requirements  what goes into the image: the server's part of legion-ci plus the 
 wheelhouse    those requirements as wheels on the agent (cached), and legion-ci's own wheel
 dockerfile    the Dockerfile, rendered from templates/Dockerfile.in
 context       the build context folder a person can read and `docker build` by hand
-engine        build (log streamed), smoke test and push (digest proven) through the Docker SDK
+build         the base image and the build (log streamed) through the Docker SDK
+image_smoke   the built image run, made ready and invoked with the binary's example
+push          the push, and the digest pulled back and proven
 docker_rest   DockerRestPackager: the order of the above, and the stage's outputs
 """

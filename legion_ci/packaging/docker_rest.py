@@ -17,9 +17,11 @@ from typing import Any
 
 from legion_ci.errors import StageError
 from legion_ci.gppi.manifest import Manifest, read_manifest
+from legion_ci.integrations import docker_engine
+from legion_ci.integrations.arguments import fill_defaults
 from legion_ci.integrations.base import PackageContext, PackageResult
 from legion_ci.integrations.clients import Clients, RegistryAuth, registry_auth
-from legion_ci.packaging import engine, requirements, wheelhouse
+from legion_ci.packaging import build, image_smoke, push, requirements, wheelhouse
 from legion_ci.packaging.context import write_context
 from legion_ci.packaging.dockerfile import ImageSpec
 
@@ -31,13 +33,16 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _IMAGE_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}$")
 
 
-def argument_defaults() -> dict[str, Any]:
-    """The defaults declared in toolchains/docker-rest.yaml (the one place they live)."""
+def _arguments_schema() -> dict[str, Any]:
+    """The arguments declared in toolchains/docker-rest.yaml (the one place they live)."""
     import yaml
 
     text = resources.files("legion_ci.toolchains").joinpath("docker-rest.yaml").read_text("utf-8")
-    properties = (yaml.safe_load(text).get("arguments") or {}).get("properties") or {}
-    return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
+    return yaml.safe_load(text).get("arguments") or {}
+
+
+def argument_defaults() -> dict[str, Any]:
+    return fill_defaults(_arguments_schema(), {})
 
 
 def image_name(template: str, ctx: PackageContext) -> str:
@@ -99,17 +104,18 @@ class DockerRestPackager:
         clients = ctx.clients if isinstance(ctx.clients, Clients) else Clients()
         try:
             return self._pack(ctx, clients)
-        except engine.connection_errors() as exc:
+        except docker_engine.connection_errors() as exc:
             # The engine died or refused between the steps that say so themselves.
             raise StageError(
-                f"Docker engine at {clients.docker_host}: {engine.lost_engine_text(exc)}"
+                f"Docker engine at {clients.docker_host}: {docker_engine.lost_engine_text(exc)}"
             ) from None
         finally:
             if clients is not ctx.clients:
                 clients.close()
 
     def _pack(self, ctx: PackageContext, clients: Clients) -> PackageResult:
-        args = {**argument_defaults(), **(ctx.arguments or {})}
+        # Filled at load for a pipeline (a no-op then); a caller's own context gets them here.
+        args = fill_defaults(_arguments_schema(), ctx.arguments)
         log = ctx.log
         manifest = read_manifest(ctx.artifact_dir)
         name = image_name(str(args["imageName"]), ctx)
@@ -132,7 +138,7 @@ class DockerRestPackager:
         if client is not None:
             for auth in auths:
                 clients.registry_login(auth, log)
-            engine.ensure_base_image(
+            build.ensure_base_image(
                 client, base_image, log, pull_auth.auth_config() if pull_auth else None
             )
 
@@ -174,7 +180,7 @@ class DockerRestPackager:
             return PackageResult(outputs=outputs)
 
         started = time.monotonic()
-        built = engine.build(client, str(folder), name, log)
+        built = build.build(client, str(folder), name, log)
         build_s = round(time.monotonic() - started, 2)
         image = client.images.get(built.image_id)
         base_size = client.images.get(base_image).attrs.get("Size") or 0
@@ -192,10 +198,10 @@ class DockerRestPackager:
             f"in {build_s:.1f} s, {built.cached_steps} of {built.steps} steps from the cache)"
         )
         if args.get("smokeTest", True):
-            smoke = engine.smoke_test(
+            smoke = image_smoke.smoke_test(
                 client,
                 built.image_id,
-                engine.model_example(client, built.image_id),
+                docker_engine.model_example(client, built.image_id),
                 log,
                 timeout=float(args["smokeTestTimeout"]),
                 name=f"legion-smoke-{ctx.run_id}",
@@ -217,6 +223,6 @@ class DockerRestPackager:
         reference = f"{auth.registry}/{name}"
         repository, tag = reference.rsplit(":", 1)
         client.api.tag(image_id, repository, tag)
-        digest = engine.push(client, reference, auth, log)
-        proven = engine.verify_digest(client, repository, digest, auth, image_id, log)
+        digest = push.push(client, reference, auth, log)
+        proven = push.verify_digest(client, repository, digest, auth, image_id, log)
         return reference, proven

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
 from legion_ci.errors import InputError
-
-
-def fill_defaults(schema: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
-    """`given` plus every top-level `default` of `schema` it leaves out."""
-    filled = copy.deepcopy(dict(given))
-    for key, prop in (schema.get("properties") or {}).items():
-        if key not in filled and isinstance(prop, Mapping) and "default" in prop:
-            filled[key] = copy.deepcopy(prop["default"])
-    return filled
+from legion_ci.integrations.arguments import fill_defaults
 
 
 def resolve_arguments(target: str, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -35,8 +26,9 @@ def resolve_arguments(target: str, given: Mapping[str, Any] | None = None) -> di
 
 
 def with_defaults(target: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    """`given` with the registered target's defaults filled in (the runner validates and fills
-    them too; a target called directly must not depend on it)."""
+    """`given` with the registered target's defaults filled in. The loader filled them for a
+    pipeline already (a no-op then); a target called directly (a test's `render`, a script)
+    gets them here."""
     from legion_ci.integrations.registry import load_registry
 
     return fill_defaults(load_registry().get("DeployTarget", target).arguments, given)

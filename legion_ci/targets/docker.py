@@ -8,41 +8,39 @@ model, version and run. Wait until it is ready, smoke-test it with the example f
 binary's info(), record the container in the state store. The URL is the output.
 
 Replace (a container of that deployment is running): the new container starts on the SAME
-port beside the old one. Both are in the host's network namespace and both servers set
-SO_REUSEPORT (the kernel lets two sockets share a port only for the same user id, which the
-image fixes at 10001), so the kernel spreads new connections over both. Once the new one is
-ready and answers the smoke test, the old one is stopped (SIGTERM: it leaves the port, finishes
-its in-flight requests and exits) and removed. If the new one fails (exits, is not ready in
-time, fails the smoke test), it is removed, the old one keeps serving untouched, and the stage
-fails with the reason and the new container's log tail. The URL never changes.
+port beside the old one, is proven, and only then is the old one stopped (SIGTERM: it leaves
+the port, finishes its in-flight requests and exits) and removed (replacement.py, shared with
+the process target). Both are in the host's network namespace and both servers set
+SO_REUSEPORT, which the kernel allows only for the same user id: the image fixes it at 10001.
+The URL never changes.
+
+The container operations it shares with `legion-ci deployments` are in containers.py; what
+that command asks of a docker deployment (status, logs, delete) is in docker_deployments.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import DeployContext, DeployResult
-from legion_ci.packaging.engine import api_error_text, one_line
-from legion_ci.targets import smoke, state
+from legion_ci.integrations.docker_engine import api_error_text
+from legion_ci.targets import replacement, smoke, state
 from legion_ci.targets.arguments import with_defaults
-from legion_ci.targets.process import (
-    READY_MARK,
-    free_port,
-    note_without_migration,
-    url_of,
+from legion_ci.targets.containers import log_tail, remove, remove_named, stop_container
+from legion_ci.targets.docker_deployments import (
+    container_logs,
+    container_status,
+    delete_deployment,
 )
+from legion_ci.targets.replacement import READY_MARK, free_port, url_of
 
 TARGET = "docker"
 HOST = "127.0.0.1"  # the container shares the host's network: it binds loopback only
 LABEL = "legion-ci.epam.com"  # label prefix, as on the Kubernetes objects
-STOP_GRACE_S = 5  # after the server's own drain timeout, before the engine's SIGKILL
-LOG_TAIL_LINES = 20
 
 
 def container_environment(port: int, args: dict[str, Any]) -> dict[str, str]:
@@ -65,6 +63,8 @@ def image_reference(ctx: DeployContext, args: dict[str, Any]) -> str:
     """What to run: `arguments.image`, else the package stage's digest (pushed), else its tag."""
     if args.get("image"):
         return str(args["image"])
+    if ctx.image:
+        return ctx.image
     outputs = ctx.package_outputs or {}
     if not outputs:
         raise StageError(
@@ -96,13 +96,6 @@ def _clients(ctx: DeployContext) -> Any:
     from legion_ci.integrations.clients import Clients
 
     return Clients()
-
-
-def _engine_of(details: dict[str, Any]) -> Any:
-    """A Docker client for the engine a deployment was made on (one-line StageError if none)."""
-    from legion_ci.integrations.clients import Clients
-
-    return Clients(details.get("docker_host")).docker()
 
 
 class DockerTarget:
@@ -189,7 +182,7 @@ class DockerTarget:
         url = url_of(HOST, port)
         keep_serving = old_container is not None and old.details.get("port") == port  # type: ignore[union-attr]
         if not keep_serving:
-            _check_port_free(port)
+            replacement.check_port_free(HOST, port)
         image = self._image(ctx, client, reference)
 
         kept = (
@@ -208,27 +201,24 @@ class DockerTarget:
         except StageError as exc:
             raise StageError(f"{name}: {ctx.model_name} {ctx.model_version}: {exc}{kept}") from None
 
-        if keep_serving:
-            note_without_migration(ctx.log, "container")
         container_name = f"legion-ci-{name}-{uuid.uuid4().hex[:8]}"
-        began = time.monotonic()
-        container = self._run(ctx, client, reference, container_name, name, port, args)
-        try:
-            self._wait_ready(container, url, args, example, image, shared=keep_serving)
-        except StageError as exc:
-            tail = _log_tail(container)
-            _remove(container)
-            raise StageError(
-                f"{name}: the new container ({ctx.model_name} {ctx.model_version}) failed: {exc}"
-                f"{kept}\n  last lines of its log (container {container_name}, removed):\n{tail}"
-            ) from None
-        except BaseException:  # Ctrl-C or SIGTERM: no unrecorded container may stay behind
-            _remove(container)
-            raise
-        ready_s = time.monotonic() - began
-        ctx.log.line(
-            f"deploy: ready and smoke-tested in {ready_s:.2f} s (container {container_name})"
+        new_container = _NewContainer(
+            lambda: self._run(ctx, client, reference, container_name, name, port, args),
+            container_name,
+            workers=_workers_of(image, args),
+            memory=args.get("memory"),
         )
+        ready_s = replacement.start_and_prove(
+            new_container,
+            failed=f"{name}: the new container ({ctx.model_name} {ctx.model_version})",
+            url=url,
+            args=args,
+            example=example,
+            replacing=keep_serving,
+            kept=kept,
+            log=ctx.log,
+        )
+        container = new_container.container
 
         new = state.DeploymentState.deployed(
             ctx,
@@ -252,11 +242,14 @@ class DockerTarget:
         )
         state.save(workspace, new)
         if old_container is not None:
-            ctx.log.line(f"deploy: draining the old container {old_container.name}")
-            how = stop_container(old_container, float(args["drainTimeout"]))
-            ctx.log.line(f"deploy: old container {how}")
+            replacement.drain_old(
+                ctx.log,
+                "container",
+                old_container.name,
+                lambda: stop_container(old_container, float(args["drainTimeout"])),
+            )
         elif leftover is not None:  # exited or restarting: it serves nothing, it only lingers
-            _remove(leftover)
+            remove(leftover)
             ctx.log.line(f"deploy: removed the old {leftover.status} container {leftover.name}")
         return DeployResult(
             outputs={
@@ -300,10 +293,12 @@ class DockerTarget:
 
     @staticmethod
     def _example(ctx: DeployContext, client: Any, image_id: str) -> dict[str, Any]:
-        if ctx.artifact is not None:
+        if ctx.example is not None:
+            return dict(ctx.example)
+        if ctx.artifact is not None:  # called without the runner, which reads it once
             return smoke.example_request(ctx.artifact)
         # No binary in this run (the image came from elsewhere): ask the image itself.
-        from legion_ci.packaging.engine import model_example
+        from legion_ci.integrations.docker_engine import model_example
 
         try:
             found = model_example(client, image_id)
@@ -343,52 +338,46 @@ class DockerTarget:
             )
         except APIError as exc:
             # A container that was created but could not start must not stay behind.
-            _remove_named(client, container_name)
+            remove_named(client, container_name)
             raise StageError(f"{name}: cannot start {reference}: {api_error_text(exc)}") from None
 
-    @staticmethod
-    def _wait_ready(
-        container: Any,
-        url: str,
-        args: dict[str, Any],
-        example: dict[str, Any] | None,
-        image: Any,
-        *,
-        shared: bool,
+
+class _NewContainer:
+    """The new container, as replacement.start_and_prove drives it."""
+
+    kind = "container"
+
+    def __init__(
+        self, run: Callable[[], Any], name: str, *, workers: int, memory: str | None
     ) -> None:
-        workers = _workers_of(image, args)
-        memory = args.get("memory")
+        self.run, self.name, self.workers, self.memory = run, name, workers, memory
+        self.container: Any = None
+        self.last_lines = "    (no log)"
 
-        def alive() -> str | None:
-            container.reload()
-            attrs = container.attrs.get("State") or {}
-            restarts = container.attrs.get("RestartCount") or 0
-            if attrs.get("Status") in ("exited", "dead") or attrs.get("Restarting") or restarts:
-                if attrs.get("OOMKilled"):
-                    return f"it was killed for using more than its memory limit ({memory})"
-                return f"it exited with code {attrs.get('ExitCode')} while starting"
-            return None
+    def start(self) -> str:
+        self.container = self.run()
+        return f"container {self.name}"
 
-        def loaded() -> bool:
-            # Beside the old container, /healthcheck may be answered by either: the new
-            # container's own log says when each of its workers has loaded the model.
-            text = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
-            return text.count(READY_MARK) >= workers
+    def alive(self) -> str | None:
+        self.container.reload()
+        attrs = self.container.attrs.get("State") or {}
+        restarts = self.container.attrs.get("RestartCount") or 0
+        if attrs.get("Status") in ("exited", "dead") or attrs.get("Restarting") or restarts:
+            if attrs.get("OOMKilled"):
+                return f"it was killed for using more than its memory limit ({self.memory})"
+            return f"it exited with code {attrs.get('ExitCode')} while starting"
+        return None
 
-        smoke.prove_new_server(url, args, example, alive=alive, loaded=loaded, shared=shared)
+    def ready(self) -> bool:
+        text = self.container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        return text.count(READY_MARK) >= self.workers
 
+    def stop(self) -> None:
+        self.last_lines = log_tail(self.container)  # removing the container removes its log
+        remove(self.container)
 
-def _check_port_free(port: int) -> None:
-    """A port someone else listens on fails the deploy: with SO_REUSEPORT the new server could
-    otherwise join another server's port and share its traffic."""
-    with socket.socket(socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError as exc:
-            raise StageError(
-                f"port {port} on {HOST} is in use ({exc.strerror}); choose another port"
-            ) from None
+    def tail(self) -> str:
+        return f"last lines of its log (container {self.name}, removed):\n{self.last_lines}"
 
 
 def _container(client: Any, record: state.DeploymentState) -> Any:
@@ -401,108 +390,3 @@ def _container(client: Any, record: state.DeploymentState) -> Any:
         return client.containers.get(record.details["container_id"])
     except NotFound:
         return None
-
-
-def _log_tail(container: Any, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = container.logs(stdout=True, stderr=True, tail=lines).decode("utf-8", "replace")
-    except Exception as exc:  # the engine's answer is only a detail of the error being raised
-        return f"    (no log: {one_line(str(exc), 200)})"
-    return "\n".join(f"    {line}" for line in text.splitlines()) or "    (empty log)"
-
-
-def _remove(container: Any) -> None:
-    from docker.errors import APIError
-
-    with contextlib.suppress(APIError):  # already gone
-        container.remove(force=True)
-
-
-def _remove_named(client: Any, name: str) -> None:
-    from docker.errors import APIError
-
-    with contextlib.suppress(APIError):
-        client.containers.get(name).remove(force=True)
-
-
-def stop_container(container: Any, drain_timeout: float) -> str:
-    """SIGTERM (the server drains), SIGKILL after the drain timeout and a grace; then remove.
-    Returns what happened."""
-    from docker.errors import APIError, NotFound
-
-    try:
-        container.stop(timeout=int(drain_timeout + STOP_GRACE_S))
-        container.reload()
-        code = (container.attrs.get("State") or {}).get("ExitCode")
-        container.remove(force=True)
-    except NotFound:
-        return "was already gone"
-    except APIError as exc:
-        raise StageError(f"container {container.name}: {api_error_text(exc)}") from None
-    return "stopped and removed" if code == 0 else f"stopped (exit code {code}) and removed"
-
-
-# -- what `legion-ci deployments` asks of a docker deployment -------------------------------------
-def container_status(record: state.DeploymentState) -> tuple[str, str]:
-    """(status, detail): running, vanished (no such container), exited/restarting/...
-    (the container's own state), or unknown (no engine answers)."""
-    from docker.errors import APIError, NotFound
-
-    details = record.details
-    label = details.get("container") or details.get("container_id", "?")[:12]
-    try:
-        client = _engine_of(details)
-    except StageError as exc:
-        return "unknown", str(exc)
-    try:
-        container = client.containers.get(details.get("container_id"))
-    except NotFound:
-        return "vanished", f"container {label} no longer exists on {client.api.base_url}"
-    except APIError as exc:
-        return "unknown", f"container {label}: {api_error_text(exc)}"
-    finally:
-        client.close()
-    attrs = container.attrs.get("State") or {}
-    status = container.status
-    if status == "running":
-        return "running", f"container {label}"
-    detail = f"container {label} is {status}"
-    if status in ("exited", "dead"):
-        detail += f" (exit code {attrs.get('ExitCode')}"
-        detail += ", killed for its memory limit)" if attrs.get("OOMKilled") else ")"
-    return status, detail
-
-
-def container_logs(record: state.DeploymentState, lines: int) -> str:
-    """The container's last `lines` log lines (stdout and stderr, as `docker logs`)."""
-    from docker.errors import APIError, NotFound
-
-    details = record.details
-    client = _engine_of(details)
-    try:
-        container = client.containers.get(details.get("container_id"))
-        return container.logs(stdout=True, stderr=True, tail=lines).decode("utf-8", "replace")
-    except NotFound:
-        raise StageError(
-            f"{record.name}: container {details.get('container')} no longer exists"
-        ) from None
-    except APIError as exc:
-        raise StageError(f"{record.name}: {api_error_text(exc)}") from None
-    finally:
-        client.close()
-
-
-def delete_deployment(record: state.DeploymentState, drain_timeout: float) -> str:
-    """Stop (drain) and remove the deployment's container; returns what happened."""
-    from docker.errors import NotFound
-
-    details = record.details
-    client = _engine_of(details)
-    try:
-        container = client.containers.get(details.get("container_id"))
-    except NotFound:
-        return f"container {details.get('container')} was already gone"
-    try:
-        return f"container {container.name} " + stop_container(container, drain_timeout)
-    finally:
-        client.close()

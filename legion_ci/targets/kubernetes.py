@@ -174,7 +174,11 @@ class KubernetesTarget:
             model_name=ctx.model_name,
             model_version=ctx.model_version,
             run_id=ctx.run_id,
-            image=manifests.image_reference(dict(ctx.package_outputs), ctx.arguments),
+            image=(
+                ctx.image
+                if ctx.image and not ctx.arguments.get("image")
+                else manifests.image_reference(dict(ctx.package_outputs), ctx.arguments)
+            ),
             arguments=ctx.arguments,
         )
 

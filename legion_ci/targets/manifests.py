@@ -42,6 +42,8 @@ def image_reference(package_outputs: dict[str, Any], arguments: dict[str, Any]) 
     digest = package_outputs.get("digest")
     if not digest:
         return str(image)
+    if "@" in digest:  # already a reference (docker-rest reports `repository@sha256:...`)
+        return str(digest)
     if "@" in image:
         image = image.split("@", 1)[0]
     slash = image.rfind("/")

@@ -6,11 +6,9 @@ session, output in a log file under <workspace>/deployments/<name>/), wait until
 start time, port, log and settings in the state store. The URL is the output.
 
 Replace (a deployment of that name is running): the new server is started on the SAME port
-beside the old one (both sockets set SO_REUSEPORT, so the kernel spreads new connections over
-both), made ready and smoke-tested; only then is the old one sent SIGTERM, which makes it stop
-accepting and finish its in-flight requests. If the new one fails (exits, not ready in time,
-smoke test fails), it is killed, the old one keeps serving untouched, and the stage fails with
-the reason and the new server's log tail. The URL never changes.
+beside the old one, proven, and only then is the old one sent SIGTERM, which makes it stop
+accepting and finish its in-flight requests (replacement.py, shared with the docker target).
+The URL never changes.
 """
 
 from __future__ import annotations
@@ -18,25 +16,19 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from legion_ci.errors import InputError, StageError
 from legion_ci.integrations.base import DeployContext, DeployResult
-from legion_ci.runner.process import HeldSignals
-from legion_ci.targets import pids, smoke, state
+from legion_ci.targets import pids, replacement, smoke, state
 from legion_ci.targets.arguments import with_defaults
-
-if TYPE_CHECKING:
-    from legion_ci.runner.process import StageLog
+from legion_ci.targets.replacement import READY_MARK, free_port, url_of
 
 TARGET = "process"
 KEEP_LOGS = 5  # server logs kept per deployment, the running one included
-READY_MARK = "; ready (pid "  # the server's log line once a worker has loaded the model
 
 
 def serve_argv(artifact: Path, args: dict[str, Any], port: int) -> list[str]:
@@ -57,16 +49,6 @@ def serve_argv(artifact: Path, args: dict[str, Any], port: int) -> list[str]:
         "--log-requests" if args["logRequests"] else "--no-log-requests",
         "--reuse-port",
     ]
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def url_of(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def log_tail(path: Path, lines: int = 20) -> str:
@@ -116,7 +98,7 @@ class ProcessTarget:
         url = url_of(host, port)
         keep_serving = old_running and old.details.get("port") == port  # type: ignore[union-attr]
         if not keep_serving:
-            _check_port_free(workspace, host, port)
+            replacement.check_port_free(host, port, lambda: _listening_on(workspace, port))
 
         # The binary is copied beside the state: the run folder may be cleaned, the server not.
         folder = state.logs_dir(workspace, name)
@@ -141,33 +123,22 @@ class ProcessTarget:
             else ""
         )
         try:
-            example = smoke.example_request(artifact) if args["smokeTest"] else None
+            example = _example(ctx, artifact) if args["smokeTest"] else None
         except StageError as exc:
             artifact.unlink(missing_ok=True)
             raise StageError(f"{name}: {ctx.model_name} {ctx.model_version}: {exc}{kept}") from None
-        if keep_serving:
-            note_without_migration(ctx.log, "server")
-        with HeldSignals() as held:  # a Ctrl-C now must not leave an unrecorded server behind
-            proc = self._start(serve_argv(artifact, args, port), log_path, folder)
-        began = time.monotonic()
-        try:
-            held.release()
-            self._wait_ready(proc, url, log_path, args, example, shared=keep_serving)
-        except StageError as exc:
-            pids.stop(proc.pid, None, grace=2)  # it has no clients of its own to drain
-            _reap(proc)
-            artifact.unlink(missing_ok=True)
-            raise StageError(
-                f"{name}: the new server ({ctx.model_name} {ctx.model_version}) failed: {exc}"
-                f"{kept}\n  last lines of its log ({log_path}):\n{log_tail(log_path)}"
-            ) from None
-        except BaseException:  # Ctrl-C or SIGTERM: no unrecorded server may stay behind
-            pids.stop(proc.pid, None, grace=2)
-            _reap(proc)
-            artifact.unlink(missing_ok=True)
-            raise
-        ready_s = time.monotonic() - began
-        ctx.log.line(f"deploy: ready and smoke-tested in {ready_s:.2f} s (pid {proc.pid})")
+        new_server = _NewServer(self, artifact, serve_argv(artifact, args, port), log_path, args)
+        ready_s = replacement.start_and_prove(
+            new_server,
+            failed=f"{name}: the new server ({ctx.model_name} {ctx.model_version})",
+            url=url,
+            args=args,
+            example=example,
+            replacing=keep_serving,
+            kept=kept,
+            log=ctx.log,
+        )
+        proc = new_server.proc
 
         new = state.DeploymentState.deployed(
             ctx,
@@ -189,13 +160,16 @@ class ProcessTarget:
         state.save(workspace, new)
         if old_running:
             assert old is not None
-            ctx.log.line(f"deploy: draining the old server (pid {old.details['pid']})")
-            how = pids.stop(
-                old.details["pid"],
-                old.details.get("start_time"),
-                grace=float(args["drainTimeout"]) + 5,
+            replacement.drain_old(
+                ctx.log,
+                "server",
+                f"(pid {old.details['pid']})",
+                lambda: pids.stop(
+                    old.details["pid"],
+                    old.details.get("start_time"),
+                    grace=float(args["drainTimeout"]) + 5,
+                ),
             )
-            ctx.log.line(f"deploy: old server {how}")
         if old is not None and old.details.get("artifact") not in (None, str(artifact)):
             Path(old.details["artifact"]).unlink(missing_ok=True)
         for stale in sorted(folder.glob("server-*.log"))[:-KEEP_LOGS]:
@@ -252,67 +226,66 @@ class ProcessTarget:
                 start_new_session=True,
             )
 
-    @staticmethod
-    def _wait_ready(
-        proc: subprocess.Popen,
-        url: str,
+
+class _NewServer:
+    """The new `legion-ci serve` process, as replacement.start_and_prove drives it."""
+
+    kind = "server"
+
+    def __init__(
+        self,
+        target: ProcessTarget,
+        artifact: Path,
+        argv: list[str],
         log_path: Path,
         args: dict[str, Any],
-        example: dict[str, Any] | None,
-        *,
-        shared: bool,
     ) -> None:
-        def alive() -> str | None:
-            code = proc.poll()
-            return None if code is None else f"it exited with code {code} while starting"
+        self.target, self.argv, self.log_path = target, argv, log_path
+        self.artifact = artifact  # the binary copied for this server alone: it goes with it
+        self.workers = int(args["workers"])
+        self.proc: subprocess.Popen
 
-        def loaded() -> bool:
-            # With the old server on the same port, /healthcheck may be answered by either:
-            # the new one's own log says when each of its workers has loaded the model.
-            try:
-                text = log_path.read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                return False
-            return text.count(READY_MARK) >= int(args["workers"])
+    def start(self) -> str:
+        # Through the target, so that a test can stand in for the start.
+        self.proc = self.target._start(self.argv, self.log_path, self.log_path.parent)
+        return f"pid {self.proc.pid}"
 
-        smoke.prove_new_server(url, args, example, alive=alive, loaded=loaded, shared=shared)
+    def alive(self) -> str | None:
+        code = self.proc.poll()
+        return None if code is None else f"it exited with code {code} while starting"
 
-
-def _check_port_free(workspace: Path, host: str, port: int) -> None:
-    """A port someone else listens on must fail the deploy: with SO_REUSEPORT the new server
-    could otherwise join another server's port (another deployment's) and share its traffic."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        # SO_REUSEADDR passes over TIME_WAIT connections of an earlier server; without
-        # SO_REUSEPORT the bind still fails while anything listens there.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    def ready(self) -> bool:
         try:
-            sock.bind((host, port))
-        except OSError as exc:
-            owners = [
-                s.name
-                for s in state.list_states(workspace)
-                if s.details.get("port") == port
-                and pids.is_running(s.details.get("pid"), s.details.get("start_time"))
-            ]
-            by = f" by deployment {', '.join(owners)}" if owners else ""
-            raise StageError(
-                f"port {port} on {host} is in use{by} ({exc.strerror}); choose another port"
-            ) from None
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+        return text.count(READY_MARK) >= self.workers
+
+    def stop(self) -> None:
+        pids.stop(self.proc.pid, None, grace=2)
+        _reap(self.proc)
+        self.artifact.unlink(missing_ok=True)
+
+    def tail(self) -> str:
+        return f"last lines of its log ({self.log_path}):\n{log_tail(self.log_path)}"
 
 
-def note_without_migration(log: StageLog, what: str) -> None:
-    """Say in the stage log when the kernel will reset, not hand over, the connections queued
-    on the old `what` (server, container) in the instant it leaves the port."""
-    try:
-        migrates = Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip() == "1"
-    except OSError:
-        migrates = False
-    if not migrates:
-        log.line(
-            f"deploy: note: net.ipv4.tcp_migrate_req is 0 on this host, so a connection queued "
-            f"on the old {what} in the instant it leaves the port is reset; set it to 1 to "
-            f"have the kernel hand such connections to the new {what}"
-        )
+def _example(ctx: DeployContext, artifact: Path) -> dict[str, Any]:
+    if ctx.example is not None:
+        return dict(ctx.example)
+    # Called without the runner (which hands it over from the train stage's self-check):
+    # read it from the binary, which also proves the binary loads before a server starts.
+    return smoke.example_request(artifact)
+
+
+def _listening_on(workspace: Path, port: int) -> list[str]:
+    """The running process deployments recorded on `port`."""
+    return [
+        s.name
+        for s in state.list_states(workspace)
+        if s.details.get("port") == port
+        and pids.is_running(s.details.get("pid"), s.details.get("start_time"))
+    ]
 
 
 def _reap(proc: subprocess.Popen) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from typing import Any
 
 from legion_ci.integrations.base import DeployContext
@@ -27,6 +28,12 @@ def run_deploy(
     artifact = trained_artifact(record) if train and train.status == SUCCEEDED else None
     package = record.stages.get("package")
     package_outputs = dict(package.outputs) if package and package.status == SUCCEEDED else {}
+    example = None
+    if artifact is not None and train is not None:
+        # The train stage's self-check read the binary's info(): no target needs to again.
+        columns, row = train.outputs.get("input_columns"), train.outputs.get("example_row")
+        if isinstance(columns, list) and isinstance(row, list):
+            example = {"columns": list(columns), "data": [list(row)]}
     scratch = record.folder / "work" / "deploy"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
@@ -45,6 +52,8 @@ def run_deploy(
         clients=pipeline.clients(),
         integration=registration.name,
         stage_spec=stage,
+        example=example,
+        image=packaged_image(package_outputs),
     )
     try:
         result = registration.load().deploy(ctx)
@@ -52,6 +61,21 @@ def run_deploy(
         log.line(f"deployed: {json.dumps(result.outputs)}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def packaged_image(outputs: Mapping[str, Any]) -> str | None:
+    """The package stage's image by digest when it pushed it (a `repository@sha256:...`
+    reference, or a bare digest joined to the image's repository), else its tag."""
+    image, digest = outputs.get("image"), outputs.get("digest")
+    if not image:
+        return None
+    if not digest:
+        return str(image)
+    if "@" in str(digest):
+        return str(digest)
+    repository = str(image).split("@", 1)[0]
+    slash, colon = repository.rfind("/"), repository.rfind(":")
+    return f"{repository[:colon] if colon > slash else repository}@{digest}"
 
 
 def plan_deploy(pipeline: Pipeline, stage: dict[str, Any]) -> dict[str, Any]:
