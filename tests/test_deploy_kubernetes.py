@@ -170,6 +170,9 @@ def test_image_reference() -> None:
     assert ref({"image": "reg:5000/m", "digest": digest}, {}) == f"reg:5000/m@{digest}"
     assert ref({"image": "m:1"}, {}) == "m:1"
     assert ref({"image": "m:1", "digest": digest}, {"image": "other:2"}) == "other:2"
+    # docker-rest reports its digest as a whole reference: used as it is, not prefixed again
+    full = f"127.0.0.1:5000/wine@{digest}"
+    assert ref({"image": "127.0.0.1:5000/wine:1.0-abc", "digest": full}, {}) == full
     with pytest.raises(StageError, match="run the package stage first"):
         ref({}, {})
 

@@ -154,6 +154,32 @@ def test_mlflow_is_left_out_only_where_the_model_loads_without_it(tmp_path):
     assert merged == ["click==8.1.0", "NumPy==2.1.0"]
 
 
+def _conda_binary(root: Path, text: str) -> Manifest:
+    (root / "legion_model").mkdir(parents=True)
+    (root / "legion_model" / "conda.yaml").write_text(text)
+    return Manifest("m", "1", "mlflow", "3", conda_path="legion_model/conda.yaml")
+
+
+def test_conda_environment_of_a_binary_is_read_with_limits(tmp_path):
+    good = _conda_binary(tmp_path / "ok", "dependencies: [python=3.11, {pip: [numpy==2.1.0]}]\n")
+    assert requirements.model_requirements(tmp_path / "ok", good) == ["numpy==2.1.0"]
+    # A hostile binary's conda.yaml: an alias bomb, a non-mapping, a deep nesting. Each is one
+    # line naming the file, never a crash of the package stage.
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    for name, text in {
+        "bomb": bomb + "dependencies: [*i]\n",
+        "list": "- just\n- a list\n",
+        "deep": "dependencies: " + "[" * 20000 + "]" * 20000 + "\n",
+    }.items():
+        manifest = _conda_binary(tmp_path / name, text)
+        with pytest.raises(StageError) as caught:
+            requirements.model_requirements(tmp_path / name, manifest)
+        assert "conda" in str(caught.value) and "\n" not in str(caught.value), name
+
+
 def test_image_name_template(tmp_path):
     ctx = package_ctx(tiny_binary(tmp_path, "tiny"), tmp_path / "w", git_commit="ab" * 20)
     assert image_name("{name}:{version}-{short_run_id}", ctx) == "tiny:1.0-abc123"

@@ -74,10 +74,22 @@ def loads_without_mlflow(artifact_dir: Path, manifest: Manifest) -> bool:
 
 
 def _conda_pip_requirements(path: Path) -> list[str]:
-    import yaml
+    """conda.yaml's pip list, read with the pipeline loader's limits (size, aliases, depth,
+    UTF-8): the file comes from a binary, which may be hostile."""
+    from legion_ci.errors import SpecError
+    from legion_ci.spec.yaml_loader import load_located
 
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    for dep in data.get("dependencies") or []:
+    try:
+        data = load_located(path).data
+    except SpecError as exc:
+        first = (str(exc.problems[0]).splitlines() or [str(path)])[0]
+        raise StageError(f"conda environment of the binary: {first}") from None
+    if data is None:
+        return []
+    deps = data.get("dependencies") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(deps, (list, type(None))):
+        raise StageError(f"{path}: not a conda environment (a mapping with a dependencies list)")
+    for dep in deps or []:
         if isinstance(dep, dict) and isinstance(dep.get("pip"), list):
             return [str(item) for item in dep["pip"]]
     return []
