@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, run_cli
+from conftest import REPO, Figures, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,7 +39,23 @@ def validate_in_process(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple
     return int(exit_info.value.code or 0), out + err, time.monotonic() - started
 
 
+# Every case any test here hands to assert_clean, for the run's hardening table.
+TALLY = {"tried": 0, "refused": 0, "crashed": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _hardening_figures():
+    yield
+    figures = Figures()
+    figures.add("validate fuzz cases tried", TALLY["tried"])
+    figures.add("validate fuzz cases refused", TALLY["refused"])
+    figures.add("validate fuzz cases crashed", TALLY["crashed"])
+
+
 def assert_clean(code: int, output: str, elapsed: float) -> None:
+    TALLY["tried"] += 1
+    TALLY["refused"] += code == 2
+    TALLY["crashed"] += code not in (0, 2) or "Traceback" in output
     assert code in (0, 2), f"exit {code}:\n{output[-3000:]}"
     assert "Traceback" not in output and "internal error" not in output, output[-3000:]
     if code == 2:
