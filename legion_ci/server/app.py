@@ -379,6 +379,7 @@ class ModelApp:
     async def _load(self) -> None:
         from legion_ci.errors import LegionError
         from legion_ci.gppi.loader import load_model
+        from legion_ci.gppi.selfcheck import recorded_prediction, typed_outputs
         from legion_ci.server.batching import Batcher
         from legion_ci.server.openapi import build_openapi
 
@@ -386,9 +387,11 @@ class ModelApp:
         try:
             model = await asyncio.to_thread(load_model, self.root)
             schema = InputSchema(model.input_fields)
-            outputs, example = await asyncio.to_thread(model.real_outputs)
-            if example is None:
-                log.warning("the model failed on its own example row; see `model self-check`")
+            # The response example is the prediction the train-time self-check recorded (or
+            # info()'s declared output): the model is called only for clients' requests, so a
+            # model with state never sees a call nobody made.
+            example = recorded_prediction(model)
+            outputs = typed_outputs(model, example)
             info_doc = _dumps(
                 build_openapi(model, example, outputs=outputs, feedback=self.settings.log_requests)
             )
