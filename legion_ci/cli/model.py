@@ -196,6 +196,12 @@ def _parse_json(text: str, source: str) -> tuple[list[str], list[list[Any]]]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        # The parser recurses per level: `[` * 100,000 is the file's fault, not a crash.
+        raise InputError(
+            f"{source}: JSON nested too deeply: arrays and objects may nest at most about"
+            f" {sys.getrecursionlimit()} levels"
+        ) from None
     if isinstance(data, dict) and len(data) == 1:
         # MLflow's scoring-server payloads, so the same file works against both servers.
         key = next(iter(data))

@@ -530,13 +530,15 @@ class ModelApp:
         check_json_content_type(req.content_type)
         body = await self._body(req)
         payload = decode_json(body)
+        try:
+            stored = json.dumps(payload, separators=(",", ":"))
+            answer = _dumps({"registered": True, "request_id": req.id, "message": payload})
+        except RecursionError:  # parsed (orjson nests deeper) but too deep to encode again
+            raise bad(f"the request body is {jsonio.TooDeep()}") from None
         await self.store.add_feedback(
-            req.id,
-            self.manifest.model_name,
-            self.manifest.model_version,
-            json.dumps(payload, separators=(",", ":")),
+            req.id, self.manifest.model_name, self.manifest.model_version, stored
         )
-        return 200, _dumps({"registered": True, "request_id": req.id, "message": payload}), _JSON
+        return 200, answer, _JSON
 
     # -- info, health, metrics -------------------------------------------------------------------
     async def info(self, req: Request) -> Answer:
