@@ -3,6 +3,9 @@ through both HTTP front ends: each gets a 4xx that says what was wrong, never a 
 
 from __future__ import annotations
 
+import select
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,51 @@ def test_model_predict_refuses_deep_nesting_in_one_line(tmp_path: Path) -> None:
     outcome = run_cli("model", "predict", str(model), "--input", str(deep)).assert_failed(2)
     lines = outcome.err.strip().splitlines()
     assert len(lines) == 1 and str(deep) in lines[0] and "nested too deeply" in lines[0], lines
+
+
+SILENT = 64  # connections that send nothing
+
+
+@pytest.mark.parametrize("front", ["native", "uvicorn"])
+def test_silent_connections_get_the_header_timeout(tmp_path: Path, front: str) -> None:
+    """A connection that sends nothing is closed after the header timeout (1 s here), not kept
+    for the keep-alive time (60 s here); a kept-alive connection that has served a request is
+    left open."""
+    srv = Server(
+        make_tiny_model(tmp_path / "model"),
+        "--header-timeout-s",
+        "1",
+        "--keep-alive-s",
+        "60",
+        "--http",
+        front,
+    )
+    silent: list[socket.socket] = []
+    try:
+        srv.wait_ready()
+        kept = srv.conn()
+        kept.request("GET", "/livez")
+        assert kept.getresponse().read() == b'{"status":true}'
+        opened = time.monotonic()
+        silent = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(SILENT)]
+        left = set(silent)
+        deadline = opened + 20  # far below the keep-alive time
+        while left and time.monotonic() < deadline:
+            readable, _, _ = select.select(list(left), [], [], 0.5)
+            for sock in readable:
+                try:
+                    data = sock.recv(1024)
+                except ConnectionResetError:
+                    data = b""
+                assert data == b"", data  # closed without an answer: there was no request
+                left.discard(sock)
+        assert not left, f"{len(left)} of {SILENT} silent connections still open after 20 s"
+        assert time.monotonic() - opened >= 0.9  # the timeout, not at once
+        # The kept-alive connection waited as long and still serves.
+        kept.request("GET", "/livez")
+        assert kept.getresponse().status == 200
+        kept.close()
+    finally:
+        for sock in silent:
+            sock.close()
+        assert srv.stop() == 0, srv.log

@@ -216,7 +216,7 @@ def _accepting_server(uvicorn: Any, config: Any, app: ModelApp, sock: socket.soc
 def _uvicorn_protocol(app: ModelApp) -> type:
     """uvicorn's httptools protocol with a limit on the time a request's line and headers may
     take: uvicorn restarts its keep-alive timer on every byte, so a client trickling header
-    bytes (slowloris) would hold the connection forever."""
+    bytes (slowloris) would hold the connection forever, and one sending nothing too."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     from legion_ci.server.app import _JSON, _new_id
@@ -225,6 +225,17 @@ def _uvicorn_protocol(app: ModelApp) -> type:
 
     class HeaderTimedProtocol(HttpToolsProtocol):
         _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            # uvicorn arms no timer before the first request: a connection that sends nothing
+            # would be held until shutdown. It gets the header timeout, as in native.py.
+            self._head_timer = self.loop.call_later(timeout, self._silent_timeout)
+
+        def _silent_timeout(self) -> None:
+            self._head_timer = None
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.close()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
