@@ -3,6 +3,7 @@ through both HTTP front ends: each gets a 4xx that says what was wrong, never a 
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import time
@@ -115,3 +116,70 @@ def test_silent_connections_get_the_header_timeout(tmp_path: Path, front: str) -
         for sock in silent:
             sock.close()
         assert srv.stop() == 0, srv.log
+
+
+def _answer(sock: socket.socket) -> tuple[int, dict[bytes, bytes], bytes]:
+    """One response off a raw socket, framed by Content-Length."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        part = sock.recv(65536)
+        assert part, f"closed without an answer; got {buf[:200]!r}"
+        buf += part
+    head, body = buf.split(b"\r\n\r\n", 1)
+    lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(b":")
+        headers[key.strip().lower()] = value.strip()
+    while len(body) < int(headers[b"content-length"]):
+        part = sock.recv(65536)
+        assert part, "closed inside the answer's body"
+        body += part
+    return int(lines[0].split()[1]), headers, body
+
+
+def _send_all(sock: socket.socket, head: bytes, body_bytes: int) -> None:
+    """Send the head, then the whole body in 1 MiB pieces before reading, as http.client,
+    requests and curl do: a server that answers early must read (and drop) the rest, or the
+    client's send is reset and the answer lost."""
+    sock.sendall(head)
+    piece = b"x" * (1 << 20)
+    for _ in range(body_bytes // len(piece)):
+        sock.sendall(piece)
+
+
+HOSTILE_FRAMING = {
+    # request line and headers far over the limit (64 KiB)
+    "1MB-header": (
+        b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n",
+        0,
+        431,
+        "over 65536 bytes",
+    ),
+    # absolute-form target: RFC 9112 3.2.2, a server MUST accept it; routed by its path
+    "absolute-form": (b"GET http://evil/healthcheck HTTP/1.1\r\nHost: x\r\n\r\n", 0, 200, ""),
+    # a declared body far over --max-body-bytes, sent anyway
+    "100MB-body": (
+        b"POST /api/model/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % (100 << 20),
+        100 << 20,
+        413,
+        "104857600 bytes, over this server's limit",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_FRAMING))
+def test_both_front_ends_answer_hostile_framing_alike(server: Server, case: str) -> None:
+    head, body_bytes, expected, message = HOSTILE_FRAMING[case]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        _send_all(sock, head, body_bytes)
+        status, headers, body = _answer(sock)
+    assert status == expected, (server.front, body[:300])
+    answer = json.loads(body)
+    if expected == 200:
+        assert answer == {"status": True}
+    else:
+        assert message in answer["message"], answer
+        assert headers[b"connection"] == b"close"
+    assert headers[b"model-name"] == b"tiny" and headers[b"request-id"]

@@ -64,6 +64,18 @@ _METHODS: dict[bytes, str] = {}
 Item = tuple[str, str, list[tuple[bytes, bytes]], bytes, RequestError | None, bool, bool]
 
 
+def _origin_form(url: bytes) -> bytes:
+    """The path of an absolute-form request target (`GET http://host/path`): RFC 9112 3.2.2
+    says a server MUST accept it, and uvicorn (httptools.parse_url) routes it by its path, so
+    both front ends answer alike. The authority is ignored, as the Host header is."""
+    scheme, sep, rest = url.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return url  # `*` or garbage: no route
+    ends = [i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0]
+    path = rest[min(ends) :] if ends else b""
+    return path if path[:1] == b"/" else b"/" + path
+
+
 class Front:
     """What the connections share: the app, the precomputed header bytes, the live
     connections (for drain and the idle sweep) and the Date header, refreshed every second."""
@@ -371,6 +383,8 @@ class HttpProtocol(asyncio.Protocol):
             if len(_METHODS) < 64:
                 _METHODS[raw] = method
         url = self.url
+        if url[:1] != b"/":
+            url = _origin_form(url)
         q = url.find(b"?")
         if q >= 0:
             url = url[:q]
