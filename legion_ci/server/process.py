@@ -402,6 +402,7 @@ def _supervise(settings: ServeSettings, sock: socket.socket) -> int:
                 log.warning("worker %d exited with %s; starting a new one", proc.pid, rc)
                 # Its last snapshot must not be added to /metrics beside its replacement's.
                 Path(metrics_dir, f"worker-{proc.pid}.json").unlink(missing_ok=True)
+                Path(metrics_dir, f"worker-{proc.pid}.sock").unlink(missing_ok=True)
                 workers[i] = _spawn(settings, sock)
         for proc in workers:
             if proc.poll() is None:
