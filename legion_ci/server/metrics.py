@@ -135,11 +135,16 @@ class Metrics:
     def _others(self) -> list[dict[str, Any]]:
         if self.metrics_dir is None:
             return []
-        own = f"worker-{os.getpid()}.json"
+        # Workers are found by their socket (made at start) or snapshot file (written every
+        # second): finding them by snapshot files alone missed a worker for its first second.
+        names = {p.stem for p in self.metrics_dir.glob("worker-*.sock")}
+        names |= {p.stem for p in self.metrics_dir.glob("worker-*.json")}
+        names.discard(f"worker-{os.getpid()}")
         deadline = time.monotonic() + ASK_TIMEOUT_S
         found = []
-        for path in sorted(self.metrics_dir.glob("worker-*.json")):
-            if path.name == own or not _alive(path):
+        for name in sorted(names):
+            path = self.metrics_dir / f"{name}.json"
+            if not _alive(path):
                 continue
             snap = _ask(path.with_suffix(".sock"), deadline)
             if snap is None:  # not answering in time: its last snapshot (up to 1 s old)
