@@ -271,6 +271,49 @@ def test_two_workers_share_the_port_and_add_up_metrics(tmp_path: Path) -> None:
         assert code == 0, srv.log
 
 
+def _invoked(text: str) -> int:
+    found = re.search(r'legion_model_requests_total\{route="invoke",status="200"\} (\d+)', text)
+    return int(found.group(1)) if found else 0
+
+
+@pytest.mark.parametrize("front", ["native", "uvicorn"])
+def test_every_scrape_counts_every_answered_request(tmp_path: Path, front: str) -> None:
+    """Scrapes answered by either worker agree, right after the requests: the answering worker
+    asks the other for its counters. Reading the snapshots written every second, a scrape
+    answered by the worker that had served fewer requests showed the other's figures up to a
+    second old, and the total went down between two scrapes (40, then 22: a counter reset to
+    Prometheus). Which worker answered is known from the generated request id's prefix."""
+    srv = Server(make_tiny_model(tmp_path / "m"), "--workers", "2", "--http", front)
+    try:
+        srv.wait_ready()
+        wait_for(
+            lambda: _metric(srv.request("GET", "/metrics")[2], "legion_model_ready_workers") == 2,
+            30,
+            "both workers ready",
+        )
+        sent = 0
+        for _ in range(3):
+            deadline = time.monotonic() + 30
+            served: set[str] = set()
+            while len(served) < 2:
+                status, headers, _ = srv.request(
+                    "POST", "/api/model/invoke", {"data": [[1, 2, None]]}
+                )
+                assert status == 200
+                sent += 1
+                served.add(headers["request-id"][:16])
+                assert time.monotonic() < deadline, "one worker answered every request"
+            scraped: set[str] = set()
+            while len(scraped) < 2:
+                status, headers, text = srv.request("GET", "/metrics")
+                assert status == 200
+                scraped.add(headers["request-id"][:16])
+                assert _invoked(text) == sent, (len(scraped), sent)
+                assert time.monotonic() < deadline, "one worker answered every scrape"
+    finally:
+        assert srv.stop() == 0, srv.log
+
+
 @pytest.mark.parametrize("front", ["native", "uvicorn"])
 def test_out_of_file_descriptors_is_logged_and_recovered(tmp_path: Path, front: str) -> None:
     import socket

@@ -144,6 +144,7 @@ class ModelApp:
         self.metrics = Metrics(manifest.model_name, manifest.model_version, settings.metrics_dir)
         self._ready: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
+        self._scrapes: asyncio.AbstractServer | None = None
         self._info_doc = b""
         self._json_cls: Any = None
         self._parent = os.getppid()
@@ -358,6 +359,7 @@ class ModelApp:
         # Nothing is opened for writing unless asked: the server may run in a read-only folder.
         if self.settings.log_requests:
             self.store = FeedbackStore(self.settings.feedback_db)
+        self._scrapes = await self.metrics.answer_scrapes()
         self._load_task = asyncio.create_task(self._load())
         self._tasks.append(self._load_task)
         self._tasks.append(asyncio.create_task(self._housekeeping()))
@@ -370,6 +372,9 @@ class ModelApp:
     async def shutdown(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._scrapes is not None:
+            self._scrapes.close()
+            self.metrics.forget_socket()
         if self.batcher is not None:
             self.batcher.close()
         if self.store is not None:
@@ -379,6 +384,7 @@ class ModelApp:
     async def _load(self) -> None:
         from legion_ci.errors import LegionError
         from legion_ci.gppi.loader import load_model
+        from legion_ci.gppi.selfcheck import recorded_prediction, typed_outputs
         from legion_ci.server.batching import Batcher
         from legion_ci.server.openapi import build_openapi
 
@@ -386,9 +392,11 @@ class ModelApp:
         try:
             model = await asyncio.to_thread(load_model, self.root)
             schema = InputSchema(model.input_fields)
-            outputs, example = await asyncio.to_thread(model.real_outputs)
-            if example is None:
-                log.warning("the model failed on its own example row; see `model self-check`")
+            # The response example is the prediction the train-time self-check recorded (or
+            # info()'s declared output): the model is called only for clients' requests, so a
+            # model with state never sees a call nobody made.
+            example = recorded_prediction(model)
+            outputs = typed_outputs(model, example)
             info_doc = _dumps(
                 build_openapi(model, example, outputs=outputs, feedback=self.settings.log_requests)
             )
@@ -445,9 +453,18 @@ class ModelApp:
             raise ModelFailed(exc) from exc
 
     async def _housekeeping(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(1.0)
-            self.metrics.write_snapshot()
+            try:
+                self.metrics.write_snapshot()
+                failing = False
+            except OSError as exc:
+                # Once, and go on: an exception here used to end the loop for good, and with
+                # it the snapshots and the supervisor check.
+                if not failing:
+                    log.warning("metrics: cannot write the snapshot: %s", exc)
+                failing = True
             # A worker whose supervisor died (kill -9) must not keep serving on its own.
             if self.settings.metrics_dir and os.getppid() != self._parent:
                 log.warning("the supervisor is gone; shutting down")
@@ -527,13 +544,15 @@ class ModelApp:
         check_json_content_type(req.content_type)
         body = await self._body(req)
         payload = decode_json(body)
+        try:
+            stored = json.dumps(payload, separators=(",", ":"))
+            answer = _dumps({"registered": True, "request_id": req.id, "message": payload})
+        except RecursionError:  # parsed (orjson nests deeper) but too deep to encode again
+            raise bad(f"the request body is {jsonio.TooDeep()}") from None
         await self.store.add_feedback(
-            req.id,
-            self.manifest.model_name,
-            self.manifest.model_version,
-            json.dumps(payload, separators=(",", ":")),
+            req.id, self.manifest.model_name, self.manifest.model_version, stored
         )
-        return 200, _dumps({"registered": True, "request_id": req.id, "message": payload}), _JSON
+        return 200, answer, _JSON
 
     # -- info, health, metrics -------------------------------------------------------------------
     async def info(self, req: Request) -> Answer:
@@ -557,7 +576,9 @@ class ModelApp:
         return 200, self._version.encode(), _JSON
 
     async def prometheus(self, req: Request) -> Answer:
-        text = await asyncio.to_thread(self.metrics.render)
+        # This worker's counters copied here, on the loop that changes them; the other
+        # workers are asked in a thread.
+        text = await asyncio.to_thread(self.metrics.render, self.metrics.snapshot())
         return 200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8"
 
 

@@ -17,6 +17,20 @@ class NonFiniteNumber(ValueError):
     """NaN, Infinity or a number too large for a float: not JSON, refused."""
 
 
+# orjson's limit on nested arrays and objects; the standard library's parser gives up near
+# the interpreter's recursion limit (about 1,000), with a RecursionError.
+MAX_DEPTH = 1024
+
+
+class TooDeep(ValueError):
+    """Arrays and objects nested deeper than the parsers (and the code after them) can take."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"nested too deeply: JSON arrays and objects may nest at most {MAX_DEPTH} levels"
+        )
+
+
 def _refuse(value: str) -> Any:
     raise NonFiniteNumber(value)
 
@@ -30,21 +44,29 @@ def _finite(text: str) -> float:
 
 def loads(data: bytes) -> Any:
     """Parse JSON; raises ValueError (NonFiniteNumber for NaN, Infinity or a number beyond a
-    float's range). What orjson refuses gets a second look from the standard library, only to
-    tell those numbers apart from malformed JSON (whose error stays orjson's)."""
-    if orjson is None:
-        return json.loads(data.decode("utf-8"), parse_constant=_refuse, parse_float=_finite)
+    float's range, TooDeep for nesting beyond MAX_DEPTH). What orjson refuses gets a second
+    look from the standard library, only to tell those numbers apart from malformed JSON
+    (whose error stays orjson's)."""
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        first = exc
-    try:
-        json.loads(data.decode("utf-8"), parse_constant=_refuse, parse_float=_finite)
-    except NonFiniteNumber:
-        raise
-    except ValueError:
-        pass
-    raise first
+        if orjson is None:
+            return json.loads(data.decode("utf-8"), parse_constant=_refuse, parse_float=_finite)
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            if str(exc).startswith("depth limit exceeded"):
+                raise TooDeep() from None
+            first = exc
+        try:
+            json.loads(data.decode("utf-8"), parse_constant=_refuse, parse_float=_finite)
+        except NonFiniteNumber:
+            raise
+        except ValueError:
+            pass
+        raise first
+    except RecursionError:
+        # The standard library's recursive parser on deep nesting (`[` * 100,000): a client's
+        # mistake, not a server failure.
+        raise TooDeep() from None
 
 
 def dumps(obj: Any, encoder: type[json.JSONEncoder] | None = None) -> bytes:

@@ -1,19 +1,31 @@
 """Legion's Model Prediction Metrics in Prometheus text format, hand-written to stay off the hot
 path: recording a request is a dict increment and a bisect.
 
-Several worker processes share one port, so a scrape lands on any one of them. Each worker
-writes a snapshot of its counters to a shared folder every second; /metrics adds the other
-workers' latest snapshots to its own live counters (their figures lag by up to a second).
+Several worker processes share one port, so a scrape lands on any one of them. /metrics adds
+the other workers' counters to its own, asking each for them at the scrape through its unix
+socket in the shared folder (`worker-<pid>.sock`), so every request answered before the scrape
+is counted, whichever worker answers it. Reading only the snapshots the workers wrote every
+second made a total lag by up to a second, so two scrapes answered by different workers could
+go down (40, then 22: a counter reset to Prometheus). The snapshot files (`worker-<pid>.json`,
+written every second) remain for a worker that does not answer in time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import socket
 import time
 from bisect import bisect_left
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("legion_ci.server")
+
+# A scrape waits at most this long, in all, for the other workers' answers.
+ASK_TIMEOUT_S = 2.0
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -91,27 +103,68 @@ class Metrics:
         tmp.write_text(json.dumps(self.snapshot()), encoding="utf-8")
         os.replace(tmp, path)
 
+    async def answer_scrapes(self) -> asyncio.AbstractServer | None:
+        """Serve this worker's live counters on its unix socket, for the other workers'
+        scrapes (with several workers only). Unavailable (e.g. a path too long for a unix
+        socket): the others read this worker's snapshot file instead."""
+        if self.metrics_dir is None:
+            return None
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                writer.write(json.dumps(self.snapshot()).encode())
+                await writer.drain()
+            except OSError:
+                pass  # the asking worker gave up
+            finally:
+                writer.close()
+
+        path = self.metrics_dir / f"worker-{os.getpid()}.sock"
+        try:
+            return await asyncio.start_unix_server(answer, path=str(path))
+        except OSError as exc:
+            log.warning(
+                "metrics: cannot listen on %s (%s); other workers read snapshots", path, exc
+            )
+            return None
+
+    def forget_socket(self) -> None:
+        if self.metrics_dir is not None:
+            (self.metrics_dir / f"worker-{os.getpid()}.sock").unlink(missing_ok=True)
+
     def _others(self) -> list[dict[str, Any]]:
         if self.metrics_dir is None:
             return []
-        own = f"worker-{os.getpid()}.json"
+        # Workers are found by their socket (made at start) or snapshot file (written every
+        # second): finding them by snapshot files alone missed a worker for its first second.
+        names = {p.stem for p in self.metrics_dir.glob("worker-*.sock")}
+        names |= {p.stem for p in self.metrics_dir.glob("worker-*.json")}
+        names.discard(f"worker-{os.getpid()}")
+        deadline = time.monotonic() + ASK_TIMEOUT_S
         found = []
-        for path in sorted(self.metrics_dir.glob("worker-*.json")):
-            if path.name == own or not _alive(path):
+        for name in sorted(names):
+            path = self.metrics_dir / f"{name}.json"
+            if not _alive(path):
                 continue
-            try:
-                found.append(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError):
-                continue  # a worker's snapshot being replaced; the next scrape gets it
+            snap = _ask(path.with_suffix(".sock"), deadline)
+            if snap is None:  # not answering in time: its last snapshot (up to 1 s old)
+                try:
+                    snap = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+            found.append(snap)
         return found
 
-    def render(self) -> str:
-        requests = dict(self.requests)
-        latency = {r: _copy(h) for r, h in self.latency.items()}
-        batch_rows, batch_requests = _copy(self.batch_rows), _copy(self.batch_requests)
-        predict_seconds = _copy(self.predict_seconds)
-        workers, ready_workers, unbatched = 1, int(self.ready), int(self.unbatched)
-        for snap in self._others():
+    def render(self, own: dict[str, Any] | None = None) -> str:
+        """The Prometheus text: `own` (this worker's snapshot(), taken on the event loop so
+        no counter changes while it is copied; taken here when None) plus the others'."""
+        own = own if own is not None else self.snapshot()
+        requests: dict[tuple[str, int], int] = {}
+        latency: dict[str, Histogram] = {}
+        batch_rows, batch_requests = Histogram(SIZE_BUCKETS), Histogram(SIZE_BUCKETS)
+        predict_seconds = Histogram(LATENCY_BUCKETS)
+        workers, ready_workers, unbatched = 0, 0, 0
+        for snap in [own, *self._others()]:
             workers += 1
             ready_workers += int(bool(snap.get("ready")))
             unbatched += int(bool(snap.get("unbatched")))
@@ -161,6 +214,28 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
+def _ask(path: Path, deadline: float) -> dict[str, Any] | None:
+    """A worker's live counters through its unix socket; None when it cannot answer before
+    `deadline`."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(left)
+            sock.connect(str(path))
+            chunks = []
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
+        return json.loads(b"".join(chunks))
+    except (OSError, ValueError):
+        return None
+
+
 def _alive(path: Path) -> bool:
     """Whether the worker that wrote a snapshot still runs: a dead worker's figures must not
     keep counting beside its replacement's (the supervisor also deletes them)."""
@@ -172,12 +247,6 @@ def _alive(path: Path) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _copy(hist: Histogram) -> Histogram:
-    new = Histogram(hist.bounds)
-    new.add(hist.to_dict())
-    return new
 
 
 def _esc(value: str) -> str:

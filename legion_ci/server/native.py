@@ -8,7 +8,8 @@ keep-alive`); pipelined requests are answered one at a time, in order, and while
 asks to pause writing no further answer is written (nor read); HEAD answers carry no body;
 bodies with Content-Length or chunked; a declared or received body over the limit gets 413 and
 the connection closes; request line and headers not complete within the header timeout
-(slowloris) get 408, a body not complete within the body timeout too; `100 Continue` is sent
+(slowloris) get 408, a body not complete within the body timeout too, and a connection that
+sends nothing at all is closed after the header timeout; `100 Continue` is sent
 only once every earlier pipelined answer is out; an idle connection closes after the
 keep-alive timeout.
 
@@ -61,6 +62,18 @@ _METHODS: dict[bytes, str] = {}
 # One parsed request: method, path, headers, body, failure (answer this error), keep-alive,
 # HTTP/1.0 (a kept-alive 1.0 connection must be told so).
 Item = tuple[str, str, list[tuple[bytes, bytes]], bytes, RequestError | None, bool, bool]
+
+
+def _origin_form(url: bytes) -> bytes:
+    """The path of an absolute-form request target (`GET http://host/path`): RFC 9112 3.2.2
+    says a server MUST accept it, and uvicorn (httptools.parse_url) routes it by its path, so
+    both front ends answer alike. The authority is ignored, as the Host header is."""
+    scheme, sep, rest = url.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return url  # `*` or garbage: no route
+    ends = [i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0]
+    path = rest[min(ends) :] if ends else b""
+    return path if path[:1] == b"/" else b"/" + path
 
 
 class Front:
@@ -260,7 +273,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def idle_limit(self) -> float:
         settings = self.front.settings
-        if self.front.draining:  # only connections without a first request are still open
+        # A connection that has sent nothing yet gets the header timeout, not the keep-alive
+        # time: 4,096 silent connections held 30 s each kept good clients waiting. (Draining,
+        # only such connections are still open.)
+        if not self.used or self.front.draining:
             return min(settings.keep_alive_s, settings.header_timeout_s)
         return settings.keep_alive_s
 
@@ -367,6 +383,8 @@ class HttpProtocol(asyncio.Protocol):
             if len(_METHODS) < 64:
                 _METHODS[raw] = method
         url = self.url
+        if url[:1] != b"/":
+            url = _origin_form(url)
         q = url.find(b"?")
         if q >= 0:
             url = url[:q]

@@ -50,6 +50,27 @@ def _value_schema(field: Any) -> dict[str, Any]:
     return {"type": kind} if field.required else {"type": [kind, "null"]}
 
 
+# A value of each JSON type, for a declared output column without a usable example.
+_TYPE_EXAMPLES: dict[str, Any] = {"number": 0.0, "integer": 0, "boolean": False, "string": ""}
+
+
+def _fits(value: Any, kind: str) -> bool:
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, {"boolean": bool, "string": str}[kind])
+
+
+def _declared_example(field: Any) -> Any:
+    """info()'s example of an output column when it fits the declared type, else a value of
+    that type: the response example of a binary without a recorded prediction."""
+    kind = json_type(field.type)
+    if kind is None or _fits(field.example, kind):
+        return field.example
+    return _TYPE_EXAMPLES[kind]
+
+
 def _csv_pattern(fields: list[Any]) -> str:
     header = ",".join(re.sub(r"([^A-Za-z0-9_])", r"\\\1", f.name) for f in fields)
     cells = []
@@ -74,8 +95,9 @@ def build_openapi(
     feedback: bool = True,
 ) -> dict[str, Any]:
     """`model` is a GppiModel (name, version, input_fields, output_fields); `prediction` the
-    model's real answer on the example row, used as the response example, and `outputs` the
-    output fields typed by it (GppiModel.real_outputs()); `feedback`: whether this server
+    model's real answer on the example row (recorded by the train-time self-check), used as
+    the response example, and `outputs` the output fields typed by it (selfcheck.
+    typed_outputs()); without one, info()'s declared output. `feedback`: whether this server
     accepts feedback (it stores it only with --log-requests)."""
     inputs = model.input_fields
     outputs = outputs if outputs is not None else model.output_fields
@@ -84,7 +106,8 @@ def build_openapi(
     if prediction is not None:
         out_example, out_columns = prediction
     else:
-        out_example, out_columns = [[f.example for f in outputs]], [f.name for f in outputs]
+        out_example = [[_declared_example(f) for f in outputs]]
+        out_columns = [f.name for f in outputs]
     kinds = [json_type(f.type) for f in outputs]
     out_items: list[dict[str, Any]] = [
         {"type": [k, "null"]} if k else {} for k in kinds

@@ -214,26 +214,104 @@ def _accepting_server(uvicorn: Any, config: Any, app: ModelApp, sock: socket.soc
 
 
 def _uvicorn_protocol(app: ModelApp) -> type:
-    """uvicorn's httptools protocol with a limit on the time a request's line and headers may
-    take: uvicorn restarts its keep-alive timer on every byte, so a client trickling header
-    bytes (slowloris) would hold the connection forever."""
+    """uvicorn's httptools protocol made to answer hostile framing as native.py does:
+
+    - a limit on the time a request's line and headers may take: uvicorn restarts its
+      keep-alive timer on every byte, so a client trickling header bytes (slowloris) would
+      hold the connection forever, and one sending nothing too;
+    - request line and headers over native.MAX_HEAD_BYTES: 431 (uvicorn has no limit);
+    - an answer given before the body was read (413 for a declared 100 MB body): FIN, the
+      rest read and dropped, close after native.LINGER_S. uvicorn closed at once with the body
+      unread, which resets the connection and loses the answer.
+    """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     from legion_ci.server.app import _JSON, _new_id
+    from legion_ci.server.native import LINGER_S, MAX_HEAD_BYTES
 
     timeout = app.settings.header_timeout_s
 
+    class Refused(Exception):
+        """Stops the parser once the request has been answered early."""
+
+    class LingeringClose:
+        """The request cycle's view of the transport: its close() lingers while the request
+        body is still arriving."""
+
+        __slots__ = ("_proto", "_transport")
+
+        def __init__(self, proto: HeaderTimedProtocol, transport: Any):
+            self._proto = proto
+            self._transport = transport
+
+        def write(self, data: bytes) -> None:
+            self._transport.write(data)
+
+        def is_closing(self) -> bool:
+            return self._transport.is_closing()
+
+        def close(self) -> None:
+            cycle = self._proto.cycle
+            if cycle is not None and cycle.more_body and not self._transport.is_closing():
+                self._proto.linger()
+            else:
+                self._transport.close()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._transport, name)
+
     class HeaderTimedProtocol(HttpToolsProtocol):
         _head_timer: asyncio.TimerHandle | None = None
+        _head_bytes = 0
+        _discarding = False
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            # uvicorn arms no timer before the first request: a connection that sends nothing
+            # would be held until shutdown. It gets the header timeout, as in native.py.
+            self._head_timer = self.loop.call_later(timeout, self._silent_timeout)
+
+        def _silent_timeout(self) -> None:
+            self._head_timer = None
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self._discarding:
+                return  # answered and closing: what still arrives is dropped unparsed
+            super().data_received(data)
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._discarding:  # else the parser stopped on Refused: answered already
+                super().send_400_response(msg)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._head_bytes = 0
             self._stop_head_timer()
             self._head_timer = self.loop.call_later(timeout, self._head_timeout)
+
+        def on_url(self, url: bytes) -> None:
+            super().on_url(url)
+            self._count_head(len(url))
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            super().on_header(name, value)
+            self._count_head(len(name) + len(value))
+
+        def _count_head(self, size: int) -> None:
+            self._head_bytes += size
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._stop_head_timer()
+                self._answer(431, f"the request line and headers are over {MAX_HEAD_BYTES} bytes")
+                self.linger()
+                raise Refused
 
         def on_headers_complete(self) -> None:
             self._stop_head_timer()
             super().on_headers_complete()
+            if self.cycle is not None and not isinstance(self.cycle.transport, LingeringClose):
+                self.cycle.transport = LingeringClose(self, self.transport)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_head_timer()
@@ -248,17 +326,33 @@ def _uvicorn_protocol(app: ModelApp) -> type:
             self._head_timer = None
             if self.transport is None or self.transport.is_closing():
                 return
+            self._answer(408, f"the request line and headers did not arrive within {timeout:g} s")
+            self.transport.close()
+
+        def _answer(self, status: int, message: str) -> None:
             rid = _new_id()
-            body = app._error(
-                408, f"the request line and headers did not arrive within {timeout:g} s", rid
-            )
-            head = b"HTTP/1.1 408 Request Timeout\r\n" + b"".join(
+            body = app._error(status, message, rid)
+            reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+            head = b"HTTP/1.1 %d %s\r\n" % (status, reason) + b"".join(
                 k + b": " + v + b"\r\n"
                 for k, v in app.response_headers(_JSON, len(body), rid, True)
             )
             self.transport.write(head + b"\r\n" + body)
-            app.metrics.observe_request("other", 408, timeout)
-            self.transport.close()
+            app.metrics.observe_request("other", status, timeout if status == 408 else 0.0)
+
+        def linger(self) -> None:
+            """Answered before the request was read to its end: send FIN, drop what still
+            arrives, close when the client does or after LINGER_S."""
+            transport = self.transport
+            self._discarding = True
+            if self.flow is not None:
+                self.flow.resume_reading()
+            try:
+                transport.write_eof()
+            except (OSError, RuntimeError, NotImplementedError):
+                transport.close()
+                return
+            self.loop.call_later(LINGER_S, transport.close)
 
     return HeaderTimedProtocol
 
@@ -308,6 +402,7 @@ def _supervise(settings: ServeSettings, sock: socket.socket) -> int:
                 log.warning("worker %d exited with %s; starting a new one", proc.pid, rc)
                 # Its last snapshot must not be added to /metrics beside its replacement's.
                 Path(metrics_dir, f"worker-{proc.pid}.json").unlink(missing_ok=True)
+                Path(metrics_dir, f"worker-{proc.pid}.sock").unlink(missing_ok=True)
                 workers[i] = _spawn(settings, sock)
         for proc in workers:
             if proc.poll() is None:

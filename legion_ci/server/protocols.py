@@ -67,7 +67,10 @@ def bad(message: str) -> RequestError:
 
 
 def _preview(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    try:
+        text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    except RecursionError:  # a value nested deeper than the encoder goes: name it, no 500
+        return f"a deeply nested {type(value).__name__}"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -201,6 +204,8 @@ def decode_json(body: bytes) -> Any:
         raise bad(
             "non-finite numbers (NaN, Infinity) are not accepted; JSON has no such numbers"
         ) from None
+    except jsonio.TooDeep as exc:
+        raise bad(f"the request body is {exc}") from None
     except ValueError as exc:
         raise bad(f"the request body is not valid JSON: {exc}") from None
 
