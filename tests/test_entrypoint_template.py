@@ -252,3 +252,54 @@ def test_odahu_head_pickles_are_the_examples_without_signature(tmp_path, data):
     report = self_check(out)
     assert report["example"]["data"] == [head.iloc[0].tolist()]
     assert report["prediction"]["data"] == [[output.example]]
+
+
+class _CallCounter:
+    """A model with a side effect: each predict call appends a line to a file."""
+
+    def __init__(self, calls: str):
+        self.calls = calls
+
+    def fit(self, x, y=None):
+        self.n_features_in_ = x.shape[1]
+        return self
+
+    def predict(self, x):
+        with open(self.calls, "a", encoding="utf-8") as handle:
+            handle.write("call\n")
+        with open(self.calls, encoding="utf-8") as handle:
+            count = len(handle.readlines())
+        return np.full(len(x), float(count))
+
+
+def test_a_recorded_self_check_spares_the_model_a_call_at_start(tmp_path, data):
+    """Legion parity: the server calls the model only for a client. The train-time self-check
+    records its answer in the binary; loading that binary (what `serve` does at start) must
+    not call predict, so a counter answers 1 to its first client. Without the record the
+    template still has to ask the model once (at train time, inside the self-check)."""
+    import shutil
+
+    from legion_ci.gppi.selfcheck import EXAMPLE_NAME, record_example, self_check
+
+    calls = tmp_path / "calls.txt"
+    binary = _binary(tmp_path, _CallCounter(str(calls)).fit(data.values), data.values, "counter")
+    calls.unlink(missing_ok=True)  # signature inference called it
+    report = self_check(binary)  # what the train stage runs before zipping
+    assert record_example(binary, report)
+    calls.unlink()
+
+    served = tmp_path / "served"
+    shutil.copytree(binary, served)
+    model = load_model(served)
+    assert not calls.exists(), "the model was called at start with no client request"
+    columns, rows = model.example_rows()
+    out_rows, _ = model.predict(rows, columns)
+    assert out_rows == [[1.0]]
+    assert model.output_fields[0].type == "number"
+
+    bare = tmp_path / "bare"
+    shutil.copytree(binary, bare)
+    (bare / EXAMPLE_NAME).unlink()
+    calls.unlink()
+    load_model(bare)
+    assert calls.read_text().count("call") == 1  # no record: init() asks the model once

@@ -137,6 +137,31 @@ def _load_sklearn(folder, flavor):
         return loader.load(handle)
 
 
+def _recorded_answer(folder, example_row):
+    """(first output row, output columns) the train-time self-check recorded for this example
+    row in legion.example.json at the binary's root (beside the manifest, the parent of this
+    workDir), or (None, None)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(folder)), "legion.example.json")
+    try:
+        if os.path.getsize(path) > 64 * 1024:
+            return None, None
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+        if record["example"] != {"columns": list(_columns), "data": [example_row]}:
+            return None, None
+        rows, names = record["prediction"]["data"], record["prediction"]["columns"]
+        if (
+            isinstance(rows, list)
+            and rows
+            and isinstance(rows[0], list)
+            and isinstance(names, list)
+        ):
+            return rows[0], names
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    return None, None
+
+
 def _default_example(mlflow_type):
     return {"string": "", "boolean": False, "long": 0, "integer": 0}.get(mlflow_type, 0.0)
 
@@ -241,11 +266,17 @@ def init():
     # The output's real names, types and an example: the model's answer on the example row
     # (a string-label classifier answers strings, whatever a tensor signature says).
     out_examples = [None] * len(_output_names)
-    try:
-        rows, names = predict_on_matrix([[c["example"] for c in _input_schema]], _columns)
-        first = _plain(rows.tolist() if hasattr(rows, "tolist") else rows)[0]
-    except Exception:  # the self-check runs it again and reports the failure
-        first, names = None, None
+    example_row = [c["example"] for c in _input_schema]
+    # Served from a binary whose train-time self-check recorded this answer, init() does not
+    # call the model: a model with state (a counter, a database write) would see a call no
+    # client made, at every start of every replica.
+    first, names = _recorded_answer(folder, example_row)
+    if first is None:
+        try:
+            rows, names = predict_on_matrix([example_row], _columns)
+            first = _plain(rows.tolist() if hasattr(rows, "tolist") else rows)[0]
+        except Exception:  # the self-check runs it again and reports the failure
+            first, names = None, None
     if first is not None and len(first) == len(names):
         if list(names) != _output_names and not out_named:
             _output_names = [str(n) for n in names]
