@@ -3,34 +3,19 @@ remote and current branch, read with git (argument lists, never a shell string).
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from legion_ci.errors import InputError
-
-
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(root), *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    value = proc.stdout.strip()
-    return value if proc.returncode == 0 and value else None
+from legion_ci.gitinfo import git_output
 
 
 def origin_url(root: Path) -> str:
     """The `origin` remote's URL, or a one-line InputError saying to pass --git-url."""
-    url = _git(root, "remote", "get-url", "origin")
+    url = git_output(root, "remote", "get-url", "origin")
     if url is None:
         where = (
             f"the git checkout at {root} has no 'origin' remote"
-            if _git(root, "rev-parse", "--git-dir")
+            if git_output(root, "rev-parse", "--git-dir")
             else f"{root} is not a git checkout"
         )
         raise InputError(
@@ -42,4 +27,4 @@ def origin_url(root: Path) -> str:
 def current_branch(root: Path, default: str = "main") -> str:
     """The checked-out branch; `default` (the job's old default) on a detached HEAD or outside
     a checkout, where there is no branch to name."""
-    return _git(root, "symbolic-ref", "--quiet", "--short", "HEAD") or default
+    return git_output(root, "symbolic-ref", "--quiet", "--short", "HEAD") or default

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import IO, Any
 
 from legion_ci.errors import Cancelled, InputError, LegionError, StageError, storage_error
+from legion_ci.gitinfo import git_commit
 from legion_ci.runner.process import StageLog
 from legion_ci.runner.records import (
     CANCELLED,
@@ -30,21 +29,6 @@ from legion_ci.runner.records import (
 )
 from legion_ci.spec.pipeline import Pipeline
 from legion_ci.stage_types import BY_NAME, StageType, resolve
-
-
-def git_commit(folder: Path) -> str | None:
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    commit = proc.stdout.strip()
-    return commit if proc.returncode == 0 and len(commit) == 40 else None
 
 
 @contextmanager
