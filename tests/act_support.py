@@ -32,7 +32,7 @@ from pathlib import Path
 
 from procs import free_port
 
-from legion_ci.runner.process import terminate_group
+from legion_ci.processes import terminate_group
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = Path(sys.executable).parent

@@ -345,7 +345,8 @@ def package_ctx(
     from legion_ci.gppi.archive import safe_extract
     from legion_ci.gppi.manifest import read_manifest
     from legion_ci.integrations.base import PackageContext
-    from legion_ci.runner.process import Redactor, StageLog
+    from legion_ci.processes import StageLog
+    from legion_ci.redact import Redactor
 
     work.mkdir(parents=True, exist_ok=True)
     artifact_dir = safe_extract(artifact, work / "artifact")

@@ -13,7 +13,8 @@ from typing import Any
 from procs import free_port, http_ok, service
 
 from legion_ci.integrations.base import TrainContext
-from legion_ci.runner.process import Redactor, StageLog
+from legion_ci.processes import StageLog
+from legion_ci.redact import Redactor
 
 REPO = Path(__file__).resolve().parent.parent
 WINE = REPO / "examples" / "wine"

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from legion_ci.runner.process import terminate_group
+from legion_ci.processes import terminate_group
 
 
 def free_port() -> int:

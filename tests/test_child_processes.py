@@ -1,4 +1,4 @@
-"""A cancelled stage stops its child, wherever the signal lands (legion_ci.runner.process)."""
+"""A cancelled stage stops its child, wherever the signal lands (legion_ci.processes)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from procs import wait_gone
 
 from legion_ci.errors import Cancelled, StageError
+from legion_ci.processes import HeldSignals, StageLog, run_logged
 from legion_ci.runner.engine import cancellation
-from legion_ci.runner.process import HeldSignals, StageLog, run_logged
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

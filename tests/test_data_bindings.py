@@ -17,7 +17,8 @@ from data_support import HttpFiles, free_port, http_files, moto_server
 from legion_ci.data.bindings import BINDING_SCHEMA, connection_types, place_data
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import Connection
-from legion_ci.runner.process import Redactor, StageLog
+from legion_ci.processes import StageLog
+from legion_ci.redact import Redactor
 
 KEY_ID = "AKIATESTDATABINDINGS"
 KEY_SECRET = "s3-secret-Zq8vW2nRx"

@@ -18,7 +18,8 @@ import yaml
 
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import Connection, DeployContext
-from legion_ci.runner.process import Redactor, StageLog
+from legion_ci.processes import StageLog
+from legion_ci.redact import Redactor
 from legion_ci.targets import manifests, state
 from legion_ci.targets.arguments import resolve_arguments
 from legion_ci.targets.kubernetes import KubernetesTarget

@@ -21,12 +21,13 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO, copy_wine_project, run_cli
 
+from legion_ci import processes
 from legion_ci.cli.deployments import deployments
 from legion_ci.errors import StageError
 from legion_ci.gppi.archive import write_zip
 from legion_ci.integrations.base import DeployContext
-from legion_ci.runner.process import StageLog
-from legion_ci.targets import pids, state
+from legion_ci.processes import StageLog
+from legion_ci.targets import state
 from legion_ci.targets.arguments import resolve_arguments
 from legion_ci.targets.process import ProcessTarget
 from tests.server_support import TINY_ENTRYPOINT, TINY_MANIFEST, make_tiny_model
@@ -94,7 +95,9 @@ def workspace(tmp_path: Path):
     folder.mkdir()
     yield folder
     for record in state.list_states(folder):
-        pids.stop(record.details.get("pid") or 0, record.details.get("start_time"), grace=10)
+        processes.stop_pid(
+            record.details.get("pid") or 0, record.details.get("start_time"), grace=10
+        )
 
 
 def invoke(url: str) -> tuple[int, str]:
@@ -175,7 +178,7 @@ def replacement_scenario(tmp_path: Path, workspace: Path, workers: int) -> dict:
         wait_answers(client, 50)
         second = deploy("2.0")
         assert second["url"] == url and second["replaced"] == "1.0"
-        assert not pids.is_running(first["pid"], None), "the old server still runs"
+        assert not processes.is_running(first["pid"], None), "the old server still runs"
         wait_answers(client, 50)
         seen_before_bad = dict(client.versions)
         with pytest.raises(StageError) as failed:
@@ -207,7 +210,7 @@ def replacement_scenario(tmp_path: Path, workspace: Path, workers: int) -> dict:
     assert "3.0" not in client.versions and "4.0" not in client.versions
     record = state.load(workspace, "tiny")
     assert record is not None and record.model_version == "2.0"
-    assert pids.is_running(record.details["pid"], record.details["start_time"])
+    assert processes.is_running(record.details["pid"], record.details["start_time"])
     assert invoke(url) == (200, "2.0")
     return {
         "versions": client.versions,
@@ -333,11 +336,11 @@ def test_deployments_cli_reports_running_stale_and_deletes(tmp_path: Path, works
     assert "stale" in runner.invoke(deployments, ["list", *ws]).output
 
     record.details["pid"] = real_pid
-    record.details["start_time"] = pids.start_time(real_pid)
+    record.details["start_time"] = processes.start_time(real_pid)
     state.save(workspace, record)
     deleted = runner.invoke(deployments, ["delete", "tiny", *ws])
     assert deleted.exit_code == 0 and "stopped" in deleted.output, deleted.output
-    assert not pids.is_running(real_pid, None)
+    assert not processes.is_running(real_pid, None)
     assert runner.invoke(deployments, ["list", *ws]).output.strip() == "no deployments"
     missing = runner.invoke(deployments, ["status", "tiny", *ws])
     assert missing.exit_code != 0 and "no deployment named 'tiny'" in str(missing.exception)

@@ -18,7 +18,8 @@ from data_support import moto_server
 
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import Connection
-from legion_ci.runner.process import Redactor, StageLog
+from legion_ci.processes import StageLog
+from legion_ci.redact import Redactor
 from legion_ci.targets.kubernetes import Cluster
 from legion_ci.targets.training_job import TrainingJob, render_job, run_training_job
 from tests.k8s_support import Kubelet, api_client, emulator

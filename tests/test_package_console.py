@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from legion_ci.packaging import wheelhouse
-from legion_ci.runner.process import StageLog
+from legion_ci.processes import StageLog
 
 
 def test_pip_download_is_summarised_on_the_console_and_kept_whole_in_the_log(

@@ -13,8 +13,8 @@ from conftest import copy_wine_project, run_cli
 
 
 def test_embedded_store_is_owner_only_even_when_made_wider(tmp_path: Path) -> None:
+    from legion_ci.processes import StageLog
     from legion_ci.runner.embedded_store import ensure_store
-    from legion_ci.runner.process import StageLog
 
     pipeline = copy_wine_project(tmp_path)
     workspace = pipeline.parent / ".legion"
@@ -50,8 +50,8 @@ def leaked_lines(text: str) -> list[str]:
 def test_multi_line_secret_streamed_by_a_child_is_redacted_line_by_line(tmp_path: Path) -> None:
     import io
 
+    from legion_ci.processes import StageLog, run_logged
     from legion_ci.redact import Redactor
-    from legion_ci.runner.process import StageLog, run_logged
 
     (tmp_path / "key.pem").write_text(KEY)
     echo = io.StringIO()
@@ -103,8 +103,8 @@ def test_file_secret_inside_an_echoed_bash_command_is_redacted(tmp_path: Path) -
     import io
     import shlex
 
+    from legion_ci.processes import StageLog, run_logged
     from legion_ci.redact import Redactor
-    from legion_ci.runner.process import StageLog, run_logged
 
     secret = "pa'ss\"UNIQUE-7f3a $x w0rd"
     echo = io.StringIO()

@@ -8,11 +8,9 @@ echoes there) is followed line by line; stdout holds only the result JSON.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +20,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from legion_ci.processes import terminate_group
 
 EXECUTABLE_ENV = "LEGION_CI_EXECUTABLE"
 # Airflow's own settings and secrets (its database URL, connections, variables) are of no use
@@ -222,16 +222,4 @@ class LegionProcess:
     def stop(self, grace: float) -> None:
         """SIGTERM the process group (legion-ci records the stage as cancelled and exits
         130), wait up to `grace` seconds, then SIGKILL the group."""
-        if self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        terminate_group(self.proc, grace)

@@ -24,7 +24,7 @@ from legion_ci.airflow.command import (
     xcom_values,
 )
 from legion_ci.airflow.stages import STAGE_ORDER
-from legion_ci.runner.process import HeldSignals
+from legion_ci.processes import HeldSignals
 
 # Connection fields an operator may hand to legion-ci, and whether they are secret (masked
 # in Airflow's logs). "extra.KEY" reads one key of the connection's JSON extra (secret).

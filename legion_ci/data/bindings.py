@@ -34,7 +34,7 @@ from legion_ci.data.schema import BINDING_SCHEMA as BINDING_SCHEMA  # re-exporte
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import Connection
 from legion_ci.integrations.clients import s3_client
-from legion_ci.runner.process import StageLog
+from legion_ci.processes import StageLog
 
 # Generous for slow links yet bounded, so a stalled server fails the stage instead of hanging CI.
 HTTP_TIMEOUT_SECONDS = 60.0

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from legion_ci.runner.process import StageLog
+from legion_ci.processes import StageLog
 
 if TYPE_CHECKING:
     from legion_ci.targets.state import DeploymentState

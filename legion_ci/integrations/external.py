@@ -34,7 +34,7 @@ from legion_ci.integrations.base import (
     TrainResult,
 )
 from legion_ci.integrations.registry import Registration
-from legion_ci.runner.process import run_logged
+from legion_ci.processes import run_logged
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from legion_ci.runner.process import StageLog
+from legion_ci.processes import StageLog
 
 
 def _sqlite_file(tracking_uri: str) -> Path | None:

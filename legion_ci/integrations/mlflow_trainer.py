@@ -23,7 +23,7 @@ from typing import Any
 
 from legion_ci.errors import Cancelled, StageError
 from legion_ci.integrations.base import TrainContext, TrainResult
-from legion_ci.runner.process import StageLog, run_logged
+from legion_ci.processes import StageLog, run_logged
 
 DEFAULT_ENTRYPOINT = "main"
 ENV_MANAGERS = ("local", "virtualenv")

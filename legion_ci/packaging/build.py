@@ -20,7 +20,7 @@ from legion_ci.integrations.docker_engine import (
     one_line,
     stream_error,
 )
-from legion_ci.runner.process import StageLog
+from legion_ci.processes import StageLog
 
 _STEP = re.compile(r"^Step \d+/\d+ : ")
 

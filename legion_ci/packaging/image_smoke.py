@@ -16,7 +16,7 @@ from typing import Any
 from legion_ci.errors import StageError
 from legion_ci.integrations.docker_engine import Example, api_error_text, free_port, one_line
 from legion_ci.packaging.dockerfile import SERVE_HOST_ENV, SERVE_PORT_ENV
-from legion_ci.runner.process import StageLog
+from legion_ci.processes import StageLog
 
 
 def _http(

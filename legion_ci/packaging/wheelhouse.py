@@ -22,7 +22,7 @@ from pathlib import Path
 
 from legion_ci.cache import cache_root
 from legion_ci.errors import StageError
-from legion_ci.runner.process import StageLog, run_logged
+from legion_ci.processes import StageLog, run_logged
 
 # manylinux tags up to the glibc of Debian bookworm (2.36), which python:3.11-slim and the
 # debootstrap base both are. pip does not expand manylinux_2_X to lower X itself.

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from legion_ci.errors import StageError
-from legion_ci.runner.process import StageLog
+from legion_ci.processes import StageLog
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:

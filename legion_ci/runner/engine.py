@@ -11,7 +11,7 @@ from typing import IO, Any
 
 from legion_ci.errors import Cancelled, InputError, LegionError, StageError, storage_error
 from legion_ci.gitinfo import git_commit
-from legion_ci.runner.process import StageLog
+from legion_ci.processes import StageLog
 from legion_ci.runner.records import (
     CANCELLED,
     FAILED,

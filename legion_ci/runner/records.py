@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from legion_ci import processes
 from legion_ci.atomic import atomic_output
 from legion_ci.errors import InputError
 from legion_ci.runner.paths import inside
@@ -184,23 +185,20 @@ class RunRecord:
         return PARTIAL if SUCCEEDED in statuses else PENDING
 
 
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (tells a live process from a reused pid)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
+def _recorded_start(pid: int) -> str | None:
+    # Records written before processes.start_time kept the start as a string.
+    start = processes.start_time(pid)
+    return None if start is None else str(start)
 
 
 def current_owner() -> dict[str, Any]:
-    return {"pid": os.getpid(), "start": _start_time(os.getpid()), "host": socket.gethostname()}
+    return {"pid": os.getpid(), "start": _recorded_start(os.getpid()), "host": socket.gethostname()}
 
 
 def owner_alive(owner: dict[str, Any] | None) -> bool:
     if not owner or owner.get("host") != socket.gethostname():
         return True  # another agent's run, or a record from before owners: cannot tell
-    start = _start_time(int(owner["pid"]))
+    start = _recorded_start(int(owner["pid"]))
     return start is not None and start == owner.get("start")
 
 

@@ -21,9 +21,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from legion_ci import processes
 from legion_ci.errors import InputError, StageError
 from legion_ci.integrations.base import DeployContext, DeployResult
-from legion_ci.targets import pids, replacement, smoke, state
+from legion_ci.targets import replacement, smoke, state
 from legion_ci.targets.arguments import with_defaults
 from legion_ci.targets.replacement import READY_MARK, free_port, url_of
 
@@ -88,7 +89,7 @@ class ProcessTarget:
         old_running = (
             old is not None
             and old.target == TARGET
-            and pids.is_running(old.details.get("pid"), old.details.get("start_time"))
+            and processes.is_running(old.details.get("pid"), old.details.get("start_time"))
         )
         host = str(args["host"])
         port = int(args["port"])
@@ -147,7 +148,7 @@ class ProcessTarget:
             url=url,
             details={
                 "pid": proc.pid,
-                "start_time": pids.start_time(proc.pid),
+                "start_time": processes.start_time(proc.pid),
                 "host": host,
                 "port": port,
                 "log": str(log_path),
@@ -164,7 +165,7 @@ class ProcessTarget:
                 ctx.log,
                 "server",
                 f"(pid {old.details['pid']})",
-                lambda: pids.stop(
+                lambda: processes.stop_pid(
                     old.details["pid"],
                     old.details.get("start_time"),
                     grace=float(args["drainTimeout"]) + 5,
@@ -192,7 +193,7 @@ class ProcessTarget:
         """Running only while the recorded pid is alive with its recorded start time, so a
         reused pid reads as stale, never as running."""
         pid = record.details.get("pid")
-        if pids.is_running(pid, record.details.get("start_time")):
+        if processes.is_running(pid, record.details.get("start_time")):
             return "running", f"pid {pid}"
         return "stale", f"pid {pid} is not running"
 
@@ -262,7 +263,7 @@ class _NewServer:
         return text.count(READY_MARK) >= self.workers
 
     def stop(self) -> None:
-        pids.stop(self.proc.pid, None, grace=2)
+        processes.stop_pid(self.proc.pid, None, grace=2)
         _reap(self.proc)
         self.artifact.unlink(missing_ok=True)
 
@@ -284,7 +285,7 @@ def _listening_on(workspace: Path, port: int) -> list[str]:
         s.name
         for s in state.list_states(workspace)
         if s.details.get("port") == port
-        and pids.is_running(s.details.get("pid"), s.details.get("start_time"))
+        and processes.is_running(s.details.get("pid"), s.details.get("start_time"))
     ]
 
 
@@ -299,5 +300,5 @@ def _reap(proc: subprocess.Popen) -> None:
 def stop_deployment(workspace: Path, record: state.DeploymentState, grace: float) -> str:
     """Stop a process deployment's server (drain, then kill); returns what happened."""
     details = record.details
-    how = pids.stop(details.get("pid") or 0, details.get("start_time"), grace=grace)
+    how = processes.stop_pid(details.get("pid") or 0, details.get("start_time"), grace=grace)
     return how

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from legion_ci.errors import StageError
-from legion_ci.runner.process import HeldSignals
+from legion_ci.processes import HeldSignals
 from legion_ci.targets import smoke
 
 if TYPE_CHECKING:
-    from legion_ci.runner.process import StageLog
+    from legion_ci.processes import StageLog
 
 READY_MARK = "; ready (pid "  # the server's log line once a worker has loaded the model
 

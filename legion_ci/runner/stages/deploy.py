@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from legion_ci.integrations.base import DeployContext
-from legion_ci.runner.process import StageLog
+from legion_ci.processes import StageLog
 from legion_ci.runner.records import SUCCEEDED, RunRecord, StageRecord
 from legion_ci.spec.pipeline import Pipeline
 

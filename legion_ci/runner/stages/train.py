@@ -19,10 +19,10 @@ from legion_ci.atomic import atomic_output
 from legion_ci.errors import ModelError, Problem
 from legion_ci.integrations.base import TrainContext
 from legion_ci.integrations.registry import Registry
+from legion_ci.processes import StageLog, terminate_group
 from legion_ci.runner.embedded_store import ensure_store, sqlite_path
 from legion_ci.runner.gates import evaluate_gates, load_baseline, raise_on_failures
 from legion_ci.runner.paths import inside
-from legion_ci.runner.process import StageLog, terminate_group
 from legion_ci.runner.records import RunRecord, StageRecord
 from legion_ci.spec.pipeline import Pipeline
 from legion_ci.spec.stage_checks import PIPELINE_FIELDS, integration_problems, split_field_path

@@ -1,4 +1,14 @@
-"""Running child processes for a stage: argument lists only, logged, redacted, cancellable."""
+"""Child processes: run for a stage (argument lists only, logged, redacted, cancellable), stopped
+by process group, and told apart from a reused pid by their start time.
+
+The one place legion-ci starts, watches and stops processes, below every phase: the train,
+package and deploy code, the data bindings and the Airflow operators all come here.
+
+A pid alone can lie: the process may be gone (a stale pid), a zombie, or the pid reused by an
+unrelated process. So a process that outlives the stage that started it is recorded with its
+start time (field 22 of /proc/<pid>/stat, in clock ticks since boot), and counts as running
+only while that pid exists, is not a zombie and still has the same start time.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +18,7 @@ import shlex
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,7 +28,15 @@ from typing import IO
 from legion_ci.errors import Cancelled, StageError
 from legion_ci.redact import Redactor
 
-__all__ = ["HeldSignals", "Redactor", "StageLog", "run_logged", "terminate_group"]
+__all__ = [
+    "HeldSignals",
+    "StageLog",
+    "is_running",
+    "run_logged",
+    "start_time",
+    "stop_pid",
+    "terminate_group",
+]
 
 
 class StageLog:
@@ -174,16 +193,78 @@ def run_logged(
 
 
 def terminate_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the child's process group, then SIGKILL it after `grace` seconds."""
+    """SIGTERM the child's process group, then SIGKILL it after `grace` seconds.
+
+    Polls rather than blocking in Popen.wait(): a caller may be stopping the child from a
+    signal handler on the thread that is already waiting, and Popen.wait() holds a lock a
+    second wait would need (Airflow calls on_kill() that way).
+    """
     if proc.poll() is not None:
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot; None when there is no such process."""
     try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    rest = raw[raw.rfind(")") + 2 :].split()
+    if not rest or rest[0] == "Z":  # field 3, the state: a zombie has exited
+        return None
+    return int(rest[19])
+
+
+def _reap(pid: int) -> None:
+    # A process this interpreter started itself (tests deploy twice in one process) stays a
+    # zombie until waited for.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def is_running(pid: int | None, started: int | None) -> bool:
+    if not pid:
+        return False
+    _reap(pid)
+    now = start_time(pid)
+    return now is not None and (started is None or now == started)
+
+
+def stop_pid(pid: int, started: int | None, *, grace: float) -> str:
+    """SIGTERM `pid` (the server drains), SIGKILL its process group after `grace` seconds.
+
+    Returns what happened: "not running", "stopped" or "killed".
+    """
+    if not is_running(pid, started):
+        return "not running"
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not is_running(pid, started):
+            return "stopped"
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)  # the server runs in its own session: pgid == pid
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while is_running(pid, started) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "killed"
