@@ -31,12 +31,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from legion_ci import deployment_state as state  # noqa: E402
 from legion_ci import processes  # noqa: E402
 from legion_ci.gppi.archive import open_artifact, write_zip  # noqa: E402
 from legion_ci.gppi.manifest import read_manifest  # noqa: E402
 from legion_ci.integrations.base import DeployContext  # noqa: E402
 from legion_ci.processes import StageLog  # noqa: E402
-from legion_ci.targets import state  # noqa: E402
 from legion_ci.targets.arguments import resolve_arguments  # noqa: E402
 from legion_ci.targets.process import ProcessTarget  # noqa: E402
 from legion_ci.targets.smoke import example_request, request  # noqa: E402

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: keep `import legion_ci.api` light
-    from legion_ci.runner.records import RunRecord
+    from legion_ci.records import RunRecord
     from legion_ci.spec.pipeline import Pipeline
 
 

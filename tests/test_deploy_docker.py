@@ -25,13 +25,13 @@ from docker_support import (
     tiny_binary,
 )
 
+from legion_ci import deployment_state as state
 from legion_ci.cli.deployments import deployments
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import Connection, DeployContext
 from legion_ci.integrations.clients import Clients
 from legion_ci.packaging.docker_rest import DockerRestPackager
 from legion_ci.processes import StageLog
-from legion_ci.targets import state
 from legion_ci.targets.arguments import resolve_arguments
 from legion_ci.targets.docker import LABEL, DockerTarget
 

@@ -16,11 +16,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from legion_ci import deployment_state as state
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import Connection, DeployContext
 from legion_ci.processes import StageLog
 from legion_ci.redact import Redactor
-from legion_ci.targets import manifests, state
+from legion_ci.targets import manifests
 from legion_ci.targets.arguments import resolve_arguments
 from legion_ci.targets.kubernetes import KubernetesTarget
 from tests.k8s_support import ROOT, Controller, kmock_python, write_kubeconfig

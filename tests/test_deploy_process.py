@@ -21,13 +21,13 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO, copy_wine_project, run_cli
 
+from legion_ci import deployment_state as state
 from legion_ci import processes
 from legion_ci.cli.deployments import deployments
 from legion_ci.errors import StageError
 from legion_ci.gppi.archive import write_zip
 from legion_ci.integrations.base import DeployContext
 from legion_ci.processes import StageLog
-from legion_ci.targets import state
 from legion_ci.targets.arguments import resolve_arguments
 from legion_ci.targets.process import ProcessTarget
 from tests.server_support import TINY_ENTRYPOINT, TINY_MANIFEST, make_tiny_model

@@ -14,7 +14,7 @@ TARGET = """
 from pathlib import Path
 
 from legion_ci.integrations.base import DeployResult
-from legion_ci.targets import state
+from legion_ci import deployment_state as state
 
 
 class MarkerTarget:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from conftest import SH_PIPELINE, run_cli, write
 
+from legion_ci.records import RunRecord, StageRecord
 from legion_ci.reports.pr_comment import marker
 from legion_ci.reports.trends import render_trends
-from legion_ci.runner.records import RunRecord, StageRecord
 
 GATED = (
     SH_PIPELINE

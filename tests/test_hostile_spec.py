@@ -112,8 +112,8 @@ def test_model_names_that_would_be_paths_are_refused(
 def test_paths_from_model_values_stay_under_their_root(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from legion_ci.runner.paths import inside
-    from legion_ci.runner.records import load_record
+    from legion_ci.fs import inside
+    from legion_ci.records import load_record
     from legion_ci.runner.stages.train import artifact_path
 
     assert inside(tmp_path, "wine-1.0.zip") == tmp_path / "wine-1.0.zip"

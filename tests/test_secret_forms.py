@@ -13,8 +13,8 @@ from conftest import copy_wine_project, run_cli
 
 
 def test_embedded_store_is_owner_only_even_when_made_wider(tmp_path: Path) -> None:
+    from legion_ci.integrations.mlflow_store import ensure_store
     from legion_ci.processes import StageLog
-    from legion_ci.runner.embedded_store import ensure_store
 
     pipeline = copy_wine_project(tmp_path)
     workspace = pipeline.parent / ".legion"
@@ -177,7 +177,7 @@ def test_free_text_in_a_record_is_still_redacted(tmp_path: Path, monkeypatch) ->
     import json
 
     from legion_ci import redact
-    from legion_ci.runner.records import RunRecord, StageRecord
+    from legion_ci.records import RunRecord, StageRecord
 
     monkeypatch.setattr(redact, "ACTIVE", redact.Redactor(["linear", "linear-key-9"]))
     monkeypatch.setattr(redact, "IDENTIFIERS", {})

@@ -220,7 +220,7 @@ def test_fuzz_validate_never_crashes(tmp_path: Path, capsys) -> None:
     from legion_ci.api import pipeline_schema
     from legion_ci.errors import SpecError
     from legion_ci.spec.fastcheck import is_valid
-    from legion_ci.spec.yaml_loader import load_located
+    from legion_ci.yaml_loader import load_located
 
     path = tmp_path / "fuzz.yaml"
     schema = pipeline_schema()

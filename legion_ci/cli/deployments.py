@@ -52,7 +52,7 @@ def _pipeline_registrations(file: str) -> list[Path]:
     """The registration files a pipeline lists under `integrations:`, relative to it; none
     when the file is missing or unreadable (the state alone still names the target)."""
     from legion_ci.errors import LegionError
-    from legion_ci.spec.yaml_loader import load_located
+    from legion_ci.yaml_loader import load_located
 
     path = Path(file)
     if not path.is_file():
@@ -107,7 +107,7 @@ def deployments() -> None:
 @output_option
 def list_command(file: str, workspace: str | None, output: str) -> None:
     """List deployments with their live status."""
-    from legion_ci.targets.state import list_states
+    from legion_ci.deployment_state import list_states
 
     records = list_states(_workspace(file, workspace))
     if output == "json":
@@ -130,7 +130,7 @@ def list_command(file: str, workspace: str | None, output: str) -> None:
 @output_option
 def status_command(name: str, file: str, workspace: str | None, output: str) -> None:
     """Show one deployment; exit 1 unless it is running."""
-    from legion_ci.targets.state import require
+    from legion_ci.deployment_state import require
 
     record = require(_workspace(file, workspace), name)
     data = _as_dict(record, _target(record, file))
@@ -160,9 +160,9 @@ def status_command(name: str, file: str, workspace: str | None, output: str) -> 
 @workspace_option
 def logs_command(name: str, lines: int, file: str, workspace: str | None) -> None:
     """Print the last lines of a deployment's server log (a docker container's log)."""
+    from legion_ci.deployment_state import require
     from legion_ci.errors import InputError
     from legion_ci.integrations.base import ShowsLogs
-    from legion_ci.targets.state import require
 
     record = require(_workspace(file, workspace), name)
     target = _target(record, file)
@@ -180,9 +180,9 @@ def logs_command(name: str, lines: int, file: str, workspace: str | None) -> Non
 @workspace_option
 def delete_command(name: str, drain_timeout: float, file: str, workspace: str | None) -> None:
     """Stop a deployment and forget it."""
+    from legion_ci import deployment_state as state
     from legion_ci.errors import InputError
     from legion_ci.integrations.base import Deletes
-    from legion_ci.targets import state
 
     folder = _workspace(file, workspace)
     with state.locked(folder, name):

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from legion_ci.errors import Cancelled, StageError
-from legion_ci.runner.records import RunRecord
+from legion_ci.records import RunRecord
 from legion_ci.stage_types import BY_NAME
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from legion_ci import __version__
+from legion_ci.version import __version__
 
 
 def job_options(func):  # type: ignore[no-untyped-def]

@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from legion_ci import __version__
 from legion_ci.cli import state
 from legion_ci.errors import (
     EXIT_INTERNAL,
@@ -18,6 +17,7 @@ from legion_ci.errors import (
     LegionError,
     SpecError,
 )
+from legion_ci.version import __version__
 
 # verb -> (module, attribute, one-line help). Modules are imported only when their verb runs,
 # which keeps `legion-ci --help` fast.

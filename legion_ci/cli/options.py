@@ -48,7 +48,7 @@ def workspace_of(file: str, workspace: str | None) -> Path:
     """The run records folder without validating the whole pipeline (for read-only verbs)."""
     if workspace:
         return Path(workspace).resolve()
-    from legion_ci.spec.yaml_loader import load_located
+    from legion_ci.yaml_loader import load_located
 
     located = load_located(file)
     folder = ".legion"
@@ -59,7 +59,7 @@ def workspace_of(file: str, workspace: str | None) -> Path:
 
 def model_of(file: str) -> str | None:
     """The pipeline's model name, without validating the whole pipeline."""
-    from legion_ci.spec.yaml_loader import load_located
+    from legion_ci.yaml_loader import load_located
 
     data = load_located(file).data
     model = data.get("model") if isinstance(data, dict) else None

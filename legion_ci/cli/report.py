@@ -19,8 +19,8 @@ def report() -> None:
 def pr_comment(file: str, run_id: str, workspace: str | None) -> None:
     """Print the pull request comment for a run: a hidden marker line naming the model, the
     metrics with their baseline deltas, and the trend of the gated metrics."""
+    from legion_ci.records import load_record
     from legion_ci.reports.pr_comment import render_pr_comment
-    from legion_ci.runner.records import load_record
 
     record = load_record(workspace_of(file, workspace), run_id)
     click.echo(render_pr_comment(record), nl=False)

@@ -28,7 +28,7 @@ def runs() -> None:
 @output_option
 def list_runs(file: str, workspace: str | None, all_models: bool, output: str) -> None:
     """List the pipeline's model's runs, oldest first."""
-    from legion_ci.runner.records import list_records
+    from legion_ci.records import list_records
 
     records = list_records(workspace_of(file, workspace))
     if not all_models:
@@ -69,8 +69,8 @@ def show_run(
 
     FILE defaults to legion-ci.yaml or $LEGION_CI_PIPELINE, like `runs list`.
     """
+    from legion_ci.records import load_record
     from legion_ci.reports.markdown import render_markdown
-    from legion_ci.runner.records import load_record
 
     if len(args) > 2:
         raise click.UsageError("runs show takes at most FILE and RUN_ID")

@@ -213,7 +213,7 @@ def read_manifest(root: Path, binary: Path | str | None = None) -> Manifest:
     `binary` is what the user named (a zip), so that messages name it rather than the cache
     folder it was unpacked into. Every problem is a one-line ModelError.
     """
-    from legion_ci.spec.yaml_loader import load_located
+    from legion_ci.yaml_loader import load_located
 
     root = Path(root)
     path = find_manifest(root, str(binary) if binary else None)

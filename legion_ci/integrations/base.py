@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from legion_ci.processes import StageLog
 
 if TYPE_CHECKING:
-    from legion_ci.targets.state import DeploymentState
+    from legion_ci.deployment_state import DeploymentState
 
 
 @dataclass

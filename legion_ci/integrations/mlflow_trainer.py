@@ -370,7 +370,7 @@ def _private_store(ctx: TrainContext) -> None:
     secrets included: owner-only (0600), also one made 0644 by MLflow or an older legion-ci,
     and so is the folder holding it when that is legion-ci's workspace (the run's scratch
     space lives in it). SQLite gives its journal files the database's mode."""
-    from legion_ci.runner.embedded_store import sqlite_path
+    from legion_ci.integrations.mlflow_store import sqlite_path
 
     db = sqlite_path(ctx.tracking_uri)
     if db is None or not db.is_file():

@@ -224,7 +224,7 @@ def _validate_registration_fully(located: Any) -> None:
             raise SpecError(
                 [located.problem(("arguments",), f"not a valid JSON Schema: {exc.message}")]
             ) from None
-        from legion_ci.spec.regex_safety import pattern_problems
+        from legion_ci.regex_safety import pattern_problems
 
         # Pipeline values are matched against these patterns: one that backtracks for ever
         # would hang every validate.
@@ -234,7 +234,7 @@ def _validate_registration_fully(located: Any) -> None:
 
 
 def load_registration_file(path: Path) -> Registration:
-    from legion_ci.spec.yaml_loader import load_located
+    from legion_ci.yaml_loader import load_located
 
     located = load_located(path)
     if not isinstance(located.data, dict):

@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from legion_ci import __version__
 from legion_ci.errors import InputError, Problem, SpecError
+from legion_ci.version import __version__
 
 TRIGGERS = ("poll", "github", "none")
 # Jenkins item names: no path separators or characters its URLs and file system refuse.
@@ -105,7 +105,7 @@ def job_definition(name: str, pipeline: str, model: dict[str, str], options: Job
 
 
 def _model_of(file: Path) -> dict[str, str]:
-    from legion_ci.spec.yaml_loader import load_located
+    from legion_ci.yaml_loader import load_located
 
     located = load_located(file)
     data = located.data if isinstance(located.data, dict) else {}

@@ -77,7 +77,7 @@ def _conda_pip_requirements(path: Path) -> list[str]:
     """conda.yaml's pip list, read with the pipeline loader's limits (size, aliases, depth,
     UTF-8): the file comes from a binary, which may be hostile."""
     from legion_ci.errors import SpecError
-    from legion_ci.spec.yaml_loader import load_located
+    from legion_ci.yaml_loader import load_located
 
     try:
         data = load_located(path).data

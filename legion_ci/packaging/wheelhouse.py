@@ -189,10 +189,10 @@ def _record_line(name: str, data: bytes) -> str:
 def legion_ci_wheel(dest: Path) -> Path:
     """Write legion-ci's own wheel (the installed package's files, no dependencies declared:
     the image installs it with --no-deps beside serve-requirements.txt)."""
-    import legion_ci
+    from legion_ci import version as version_module
 
-    package = Path(legion_ci.__file__).resolve().parent
-    version = legion_ci.__version__
+    package = Path(version_module.__file__).resolve().parent
+    version = version_module.__version__
     dist_info = f"legion_ci-{version}.dist-info"
     files: list[tuple[str, bytes]] = []
     for path in sorted(package.rglob("*")):

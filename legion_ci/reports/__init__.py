@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from legion_ci.atomic import write_atomic
-from legion_ci.runner.records import RunRecord
+from legion_ci.records import RunRecord
 
 
 def summary(record: RunRecord) -> dict[str, Any]:
@@ -21,8 +21,8 @@ def redacted(record: RunRecord) -> RunRecord:
     before it is rendered means JSON, XML or Markdown escaping cannot disguise a secret.
     Identifiers a secret shares are kept for what the tool reads back (GITHUB_OUTPUT); what
     people read (reports, the console, the step summary) is redacted again as text."""
+    from legion_ci.records import RECORD_IDENTIFIER_FIELDS
     from legion_ci.redact import ACTIVE
-    from legion_ci.runner.records import RECORD_IDENTIFIER_FIELDS
 
     return RunRecord.from_dict(
         ACTIVE.fields(record.to_dict(), RECORD_IDENTIFIER_FIELDS, record.kept_identifiers())

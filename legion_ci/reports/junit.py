@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from legion_ci.runner.records import (
+from legion_ci.records import (
     CANCELLED,
     FAILED,
     INTERRUPTED,

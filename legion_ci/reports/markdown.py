@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from legion_ci.runner.records import RunRecord
+from legion_ci.records import RunRecord
 
 _ICON = {"succeeded": "✅", "failed": "❌", "cancelled": "⛔", "skipped": "⏭️", "running": "⏳"}
 

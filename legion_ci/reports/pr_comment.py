@@ -6,7 +6,7 @@ it posted before by that line and edits it, instead of adding a comment on every
 
 from __future__ import annotations
 
-from legion_ci.runner.records import RunRecord
+from legion_ci.records import RunRecord
 
 
 def marker(model_name: str) -> str:

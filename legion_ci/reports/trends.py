@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from legion_ci.runner.records import RunRecord, list_records
+from legion_ci.records import RunRecord, list_records
 
 RECENT_RUNS = 10
 

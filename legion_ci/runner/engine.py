@@ -12,7 +12,7 @@ from typing import IO, Any
 from legion_ci.errors import Cancelled, InputError, LegionError, StageError, storage_error
 from legion_ci.gitinfo import git_commit
 from legion_ci.processes import StageLog
-from legion_ci.runner.records import (
+from legion_ci.records import (
     CANCELLED,
     FAILED,
     INTERRUPTED,

@@ -41,7 +41,7 @@ def load_baseline(
             raise InputError(f"{spec}: baseline must be a JSON object of metric: number")
         metrics = {k: float(v) for k, v in data.items() if isinstance(v, (int, float))}
         return metrics, spec
-    from legion_ci.runner.records import SUCCEEDED, list_records
+    from legion_ci.records import SUCCEEDED, list_records
 
     wanted = spec.get("run", "latest")
     for record in reversed(list_records(workspace)):

@@ -9,8 +9,8 @@ from typing import Any
 from legion_ci.integrations.base import Connection
 from legion_ci.integrations.registry import Registration, Registry
 from legion_ci.redact import Redactor
-from legion_ci.spec.yaml_loader import Located
 from legion_ci.stage_types import BY_NAME, STAGE_ORDER
+from legion_ci.yaml_loader import Located
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from legion_ci.errors import Problem
-from legion_ci.spec.yaml_loader import Located, PathT, UnreadableFile, one_line, read_capped
+from legion_ci.yaml_loader import Located, PathT, UnreadableFile, one_line, read_capped
 
 REFERENCE = re.compile(r"\$\{(env|file):([^}]*)\}")
 # A password, token or key is a few hundred bytes; a certificate bundle a few dozen KiB.

@@ -18,8 +18,8 @@ from legion_ci.spec.pipeline import Pipeline
 from legion_ci.spec.schema import SECRET_FIELDS, build_schema
 from legion_ci.spec.secrets import resolve_references
 from legion_ci.spec.stage_checks import integration_problems, split_field_path
-from legion_ci.spec.yaml_loader import CONTROL, Located, PathT, format_path, load_located, one_line
 from legion_ci.stage_types import BY_NAME, STAGES, ConnectionField, resolve
+from legion_ci.yaml_loader import CONTROL, Located, PathT, format_path, load_located, one_line
 
 INTEGRATION_KEYS = {stage.integration_key: stage for stage in STAGES}
 

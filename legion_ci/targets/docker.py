@@ -25,10 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from legion_ci import deployment_state as state
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import DeployContext, DeployResult
 from legion_ci.integrations.docker_engine import api_error_text
-from legion_ci.targets import replacement, smoke, state
+from legion_ci.targets import replacement, smoke
 from legion_ci.targets.arguments import with_defaults
 from legion_ci.targets.containers import log_tail, remove, remove_named, stop_container
 from legion_ci.targets.docker_deployments import (

@@ -6,9 +6,9 @@ deployment made elsewhere is reported as such, never confused with one on today'
 
 from __future__ import annotations
 
+from legion_ci import deployment_state as state
 from legion_ci.errors import StageError
 from legion_ci.integrations.docker_engine import api_error_text
-from legion_ci.targets import state
 from legion_ci.targets.containers import engine_of, stop_container
 
 

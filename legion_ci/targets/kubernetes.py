@@ -25,10 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from legion_ci import deployment_state as state
 from legion_ci.errors import InputError, StageError
 from legion_ci.integrations.base import Connection, DeployContext, DeployResult
 from legion_ci.integrations.clients import kubernetes_configuration as _configuration
-from legion_ci.targets import manifests, state
+from legion_ci.targets import manifests
 from legion_ci.targets.arguments import with_defaults
 
 TARGET = "kubernetes"

@@ -21,10 +21,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from legion_ci import deployment_state as state
 from legion_ci import processes
 from legion_ci.errors import InputError, StageError
 from legion_ci.integrations.base import DeployContext, DeployResult
-from legion_ci.targets import replacement, smoke, state
+from legion_ci.targets import replacement, smoke
 from legion_ci.targets.arguments import with_defaults
 from legion_ci.targets.replacement import READY_MARK, free_port, url_of
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from legion_ci.integrations.base import DeployContext
 from legion_ci.processes import StageLog
-from legion_ci.runner.records import SUCCEEDED, RunRecord, StageRecord
+from legion_ci.records import SUCCEEDED, RunRecord, StageRecord
 from legion_ci.spec.pipeline import Pipeline
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from legion_ci.errors import StageError
+from legion_ci.fs import inside
 from legion_ci.integrations.base import PackageContext, PackageTarget
 from legion_ci.processes import StageLog
-from legion_ci.runner.paths import inside
-from legion_ci.runner.records import RunRecord, StageRecord
+from legion_ci.records import RunRecord, StageRecord
 from legion_ci.spec.pipeline import Pipeline
 
 

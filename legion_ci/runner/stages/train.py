@@ -17,16 +17,16 @@ from typing import Any
 from legion_ci import fs
 from legion_ci.atomic import atomic_output
 from legion_ci.errors import ModelError, Problem
+from legion_ci.fs import inside
 from legion_ci.integrations.base import TrainContext
+from legion_ci.integrations.mlflow_store import ensure_store, sqlite_path
 from legion_ci.integrations.registry import Registry
 from legion_ci.processes import StageLog, terminate_group
-from legion_ci.runner.embedded_store import ensure_store, sqlite_path
+from legion_ci.records import RunRecord, StageRecord
 from legion_ci.runner.gates import evaluate_gates, load_baseline, raise_on_failures
-from legion_ci.runner.paths import inside
-from legion_ci.runner.records import RunRecord, StageRecord
 from legion_ci.spec.pipeline import Pipeline
 from legion_ci.spec.stage_checks import PIPELINE_FIELDS, integration_problems, split_field_path
-from legion_ci.spec.yaml_loader import Located
+from legion_ci.yaml_loader import Located
 
 # Set inside the training Job's pod, where the same pipeline runs the train stage locally.
 IN_TRAINING_POD = "LEGION_CI_TRAINING_POD"

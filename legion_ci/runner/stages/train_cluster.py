@@ -12,7 +12,7 @@ from pathlib import Path
 from legion_ci.errors import StageError
 from legion_ci.gppi.archive import sha256_file
 from legion_ci.processes import StageLog
-from legion_ci.runner.records import RunRecord, StageRecord
+from legion_ci.records import RunRecord, StageRecord
 from legion_ci.spec.pipeline import Pipeline
 
 

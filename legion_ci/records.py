@@ -23,7 +23,7 @@ from typing import Any
 from legion_ci import processes
 from legion_ci.atomic import atomic_output
 from legion_ci.errors import InputError
-from legion_ci.runner.paths import inside
+from legion_ci.fs import inside
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, SKIPPED, PARTIAL, INTERRUPTED = (
     "pending",

@@ -17,13 +17,19 @@ import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from legion_ci.errors import InputError
-from legion_ci.runner.records import write_redacted
+from legion_ci.records import write_redacted
 
-if TYPE_CHECKING:
-    from legion_ci.integrations.base import DeployContext
+
+class Deployed(Protocol):
+    """What a deployment state needs of the deploy stage's context (a DeployContext)."""
+
+    model_name: str
+    model_version: str
+    run_id: str
+
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -56,7 +62,7 @@ class DeploymentState:
     @classmethod
     def deployed(
         cls,
-        ctx: DeployContext,
+        ctx: Deployed,
         *,
         name: str,
         target: str,
