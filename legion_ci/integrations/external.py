@@ -33,7 +33,6 @@ from legion_ci.integrations.base import (
     TrainContext,
     TrainResult,
 )
-from legion_ci.integrations.registry import Registration
 from legion_ci.processes import run_logged
 
 
@@ -77,17 +76,23 @@ def _connection_document(conn: Connection) -> dict[str, Any]:
     return {"type": conn.type, "uri": conn.uri, **conn.options}
 
 
-class ExternalTrainer:
-    def __init__(self, registration: Registration):
-        self.registration = registration
+class _CommandAdapter:
+    """An out-of-process integration: its registered name and its command (an argument
+    list, paths already resolved by its registration)."""
 
+    def __init__(self, name: str, argv: list[str]):
+        self.name = name
+        self.argv = argv
+
+
+class ExternalTrainer(_CommandAdapter):
     def train(self, ctx: TrainContext) -> TrainResult:
-        what = f"trainer {self.registration.name!r}"
+        what = f"trainer {self.name!r}"
         training = {
             "id": ctx.run_id,
             "spec": {
                 "model": {"name": ctx.model_name, "version": ctx.model_version},
-                "toolchain": ctx.toolchain or self.registration.name,
+                "toolchain": ctx.toolchain or self.name,
                 "entrypoint": ctx.entrypoint,
                 "workDir": str(ctx.project_dir),
                 "hyperParameters": ctx.hyper_parameters,
@@ -105,7 +110,7 @@ class ExternalTrainer:
             "LEGION_CI_RUN_ID": ctx.run_id,
         }
         with secret_document(ctx.scratch_dir / "training.json", training) as mt:
-            argv = [*self.registration.argv(), "--verbose", "--mt", str(mt)]
+            argv = [*self.argv, "--verbose", "--mt", str(mt)]
             run_logged(
                 [*argv, "--target", str(ctx.output_dir)],
                 ctx.log,
@@ -127,16 +132,13 @@ class ExternalTrainer:
         return result
 
 
-class ExternalPackager:
-    def __init__(self, registration: Registration):
-        self.registration = registration
-
+class ExternalPackager(_CommandAdapter):
     def pack(self, ctx: PackageContext) -> PackageResult:
-        what = f"packager {self.registration.name!r}"
+        what = f"packager {self.name!r}"
         document = {
             "id": ctx.run_id,
             "spec": {
-                "integrationName": ctx.integration or self.registration.name,
+                "integrationName": ctx.integration or self.name,
                 "artifactName": ctx.artifact.name,
                 "arguments": ctx.arguments,
                 "targets": [
@@ -151,7 +153,7 @@ class ExternalPackager:
         (ctx.artifact_dir / "result.json").unlink(missing_ok=True)
         with secret_document(ctx.scratch_dir / "packaging.json", document) as doc_path:
             run_logged(
-                [*self.registration.argv(), str(ctx.artifact_dir), str(doc_path)],
+                [*self.argv, str(ctx.artifact_dir), str(doc_path)],
                 ctx.log,
                 cwd=ctx.scratch_dir,
                 what=what,
@@ -159,16 +161,13 @@ class ExternalPackager:
         return PackageResult(outputs=read_result(ctx.artifact_dir, what))
 
 
-class ExternalDeployer:
-    def __init__(self, registration: Registration):
-        self.registration = registration
-
+class ExternalDeployer(_CommandAdapter):
     def deploy(self, ctx: DeployContext) -> DeployResult:
-        what = f"deploy target {self.registration.name!r}"
+        what = f"deploy target {self.name!r}"
         document = {
             "id": ctx.run_id,
             "spec": {
-                "target": ctx.integration or self.registration.name,
+                "target": ctx.integration or self.name,
                 "arguments": ctx.arguments,
                 "artifact": str(ctx.artifact) if ctx.artifact else None,
                 "package": dict(ctx.package_outputs),
@@ -180,7 +179,7 @@ class ExternalDeployer:
         out.mkdir(parents=True, exist_ok=True)
         with secret_document(ctx.scratch_dir / "deployment.json", document) as doc_path:
             run_logged(
-                [*self.registration.argv(), str(doc_path), str(out)],
+                [*self.argv, str(doc_path), str(out)],
                 ctx.log,
                 cwd=ctx.scratch_dir,
                 what=what,

@@ -75,7 +75,7 @@ class Registration:
         if self.mode == "command":
             from legion_ci.integrations.external import ADAPTERS
 
-            return ADAPTERS[self.kind](self)
+            return ADAPTERS[self.kind](self.name, self.argv())
         return self.instantiate()
 
     def _refused(self, message: str) -> InputError:
