@@ -154,6 +154,34 @@ def test_mlflow_is_left_out_only_where_the_model_loads_without_it(tmp_path):
     assert merged == ["click==8.1.0", "NumPy==2.1.0"]
 
 
+def test_the_image_keeps_only_what_a_scikit_learn_model_needs(tmp_path):
+    # MLflow lists what the training process had imported: a model trained under pytest
+    # names pytest and rich, which the entrypoint never imports to load or call it.
+    from legion_ci.processes import StageLog
+
+    pins = "numpy==2.4.6\npandas==3.1.1\npytest==9.2.0\nrich==15.0.0\nscikit-learn==1.9.1\n"
+    pins += "scipy==1.17.1\nskops==0.16.0\n"
+    sk = _mlflow_binary(tmp_path / "sk", "mlflow.sklearn", fmt="skops")
+    (tmp_path / "sk" / "legion_model" / "model" / "requirements.txt").write_text(pins)
+    log = StageLog(tmp_path / "package.log")
+    kept = requirements.model_requirements(tmp_path / "sk", sk, log)
+    log.close()
+    # scipy stays: scikit-learn and skops require it.
+    assert kept == [
+        "numpy==2.4.6",
+        "pandas==3.1.1",
+        "scikit-learn==1.9.1",
+        "scipy==1.17.1",
+        "skops==0.16.0",
+    ]
+    said = (tmp_path / "package.log").read_text()
+    assert "left out pytest==9.2.0, rich==15.0.0" in said
+    # A model MLflow loads (any other flavor) keeps every line: its needs are not known here.
+    py = _mlflow_binary(tmp_path / "py", "mlflow.pyfunc.model")
+    (tmp_path / "py" / "legion_model" / "model" / "requirements.txt").write_text(pins)
+    assert "pytest==9.2.0" in requirements.model_requirements(tmp_path / "py", py)
+
+
 def _conda_binary(root: Path, text: str) -> Manifest:
     (root / "legion_model").mkdir(parents=True)
     (root / "legion_model" / "conda.yaml").write_text(text)

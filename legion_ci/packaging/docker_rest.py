@@ -144,7 +144,7 @@ class DockerRestPackager:
 
         pins = requirements.merge(
             requirements.serve_requirements(),
-            requirements.model_requirements(ctx.artifact_dir, manifest),
+            requirements.model_requirements(ctx.artifact_dir, manifest, log),
         )
         log.line("image requirements: " + ", ".join(pins))
         source = Path(args["wheelhouse"]).resolve() if args.get("wheelhouse") else None

@@ -5,6 +5,12 @@ file), and pinned here to the versions installed on the packaging agent, which a
 the tests ran. The model's requirements come from the GPPI binary (the MLflow model's
 requirements.txt, pinned when it was trained); MLflow itself is left out when the model's
 flavor loads without it, the same rule the GPPI entrypoint follows at serve time.
+
+MLflow infers a model's requirements from what the training process had imported, so a model
+trained under a test runner lists `pytest` and `rich`, which the model never imports. For a
+scikit-learn model the entrypoint loads itself, the image keeps only what that loader needs:
+scikit-learn, numpy, pandas, the serialization library, and whatever those require (read from
+the installed distributions' metadata here, where the tests ran with the same pins).
 """
 
 from __future__ import annotations
@@ -16,12 +22,16 @@ from pathlib import Path
 
 from legion_ci.errors import StageError
 from legion_ci.gppi.manifest import Manifest
+from legion_ci.processes import StageLog
 
 SERVE_REQUIREMENTS = Path(__file__).with_name("serve-requirements.txt")
 _NAME = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
 # Loaded by the GPPI entrypoint without importing MLflow (see gppi/templates/mlflow_entrypoint).
 _SKLEARN_FORMATS_WITHOUT_MLFLOW = ("pickle", "cloudpickle", "skops")
 _MLFLOW_DISTRIBUTIONS = ("mlflow", "mlflow-skinny")
+# What the entrypoint imports to load and call a scikit-learn model without MLflow.
+_SKLEARN_LOADER = ("scikit-learn", "numpy", "pandas")
+_FORMAT_LIBRARY = {"skops": "skops", "cloudpickle": "cloudpickle", "pickle": None}
 
 
 def canonical(name: str) -> str:
@@ -55,22 +65,65 @@ def serve_requirements() -> list[str]:
     return pinned
 
 
-def loads_without_mlflow(artifact_dir: Path, manifest: Manifest) -> bool:
-    """True when the entrypoint loads this model itself (scikit-learn pickles), not via MLflow."""
+def _sklearn_format(artifact_dir: Path, manifest: Manifest) -> str | None:
+    """The serialization format of a scikit-learn model the entrypoint loads itself (not via
+    MLflow); None for any other binary."""
     mlmodel_path = Path(artifact_dir) / manifest.work_dir / "MLmodel.json"
-    if not mlmodel_path.is_file():
-        return True  # not an MLflow-converted binary: MLflow was never its loader
     try:
         flavors = json.loads(mlmodel_path.read_text(encoding="utf-8")).get("flavors") or {}
+        pyfunc = flavors.get("python_function") or {}
+        sklearn = flavors.get("sklearn")
+        fmt = sklearn.get("serialization_format", "cloudpickle") if sklearn else None
     except (OSError, ValueError, AttributeError):
-        return False
-    pyfunc = flavors.get("python_function") or {}
-    sklearn = flavors.get("sklearn")
-    return bool(
-        sklearn
-        and pyfunc.get("loader_module") == "mlflow.sklearn"
-        and sklearn.get("serialization_format", "cloudpickle") in _SKLEARN_FORMATS_WITHOUT_MLFLOW
-    )
+        return None
+    if pyfunc.get("loader_module") == "mlflow.sklearn" and fmt in _SKLEARN_FORMATS_WITHOUT_MLFLOW:
+        return str(fmt)
+    return None
+
+
+def loads_without_mlflow(artifact_dir: Path, manifest: Manifest) -> bool:
+    """True when the entrypoint loads this model itself (scikit-learn pickles), not via MLflow."""
+    if not (Path(artifact_dir) / manifest.work_dir / "MLmodel.json").is_file():
+        return True  # not an MLflow-converted binary: MLflow was never its loader
+    return _sklearn_format(artifact_dir, manifest) is not None
+
+
+def _installed_closure(roots: list[str]) -> set[str] | None:
+    """`roots` and every distribution they require (extras and markers that do not apply
+    here left out), from the installed metadata; None when a root is not installed, since
+    then nothing can be proven unneeded."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = canonical(todo.pop())
+        if name in seen:
+            continue
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            if name in roots:
+                return None
+            requires = []
+        seen.add(name)
+        for line in requires:
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                continue
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return seen
+
+
+def _unneeded(lines: list[str], fmt: str) -> list[str]:
+    """The lines a scikit-learn model in format `fmt` does not need to load and predict."""
+    library = _FORMAT_LIBRARY.get(fmt)
+    needed = _installed_closure([*_SKLEARN_LOADER, *([library] if library else [])])
+    if needed is None:
+        return []
+    return [ln for ln in lines if (requirement_name(ln) or ln) not in needed]
 
 
 def _conda_pip_requirements(path: Path) -> list[str]:
@@ -95,8 +148,11 @@ def _conda_pip_requirements(path: Path) -> list[str]:
     return []
 
 
-def model_requirements(artifact_dir: Path, manifest: Manifest) -> list[str]:
-    """The binary's own requirements (requirements.txt, else conda.yaml's pip list)."""
+def model_requirements(
+    artifact_dir: Path, manifest: Manifest, log: StageLog | None = None
+) -> list[str]:
+    """The binary's own requirements (requirements.txt, else conda.yaml's pip list), less what
+    its flavor's loader does not need (said in `log`)."""
     root = Path(artifact_dir)
     lines: list[str] = []
     source = None
@@ -112,7 +168,15 @@ def model_requirements(artifact_dir: Path, manifest: Manifest) -> list[str]:
             raise StageError(f"{source}: pip option {line.split()[0]!r} is not supported here")
     if loads_without_mlflow(root, manifest):
         lines = [ln for ln in lines if requirement_name(ln) not in _MLFLOW_DISTRIBUTIONS]
-    return lines
+    fmt = _sklearn_format(root, manifest)
+    dropped = _unneeded(lines, fmt) if fmt else []
+    if dropped and log is not None:
+        log.line(
+            f"image requirements: left out {', '.join(dropped)}: the scikit-learn model"
+            f" ({fmt}) loads and predicts without them (MLflow listed them from the training"
+            " environment)"
+        )
+    return [ln for ln in lines if ln not in dropped]
 
 
 def merge(serve: list[str], model: list[str]) -> list[str]:
