@@ -26,10 +26,8 @@ from legion_ci.records import RunRecord, StageRecord
 from legion_ci.runner.gates import evaluate_gates, load_baseline, raise_on_failures
 from legion_ci.spec.pipeline import Pipeline
 from legion_ci.spec.stage_checks import PIPELINE_FIELDS, integration_problems, split_field_path
+from legion_ci.training.handoff import IN_TRAINING_POD
 from legion_ci.yaml_loader import Located
-
-# Set inside the training Job's pod, where the same pipeline runs the train stage locally.
-IN_TRAINING_POD = "LEGION_CI_TRAINING_POD"
 
 
 def artifact_path(folder: Path, pipeline: Pipeline) -> Path:
@@ -119,7 +117,10 @@ def run_train(
     if stage.get("cluster") and not os.environ.get(IN_TRAINING_POD):
         from legion_ci.runner.stages.train_cluster import train_on_cluster
 
-        train_on_cluster(pipeline, record, stage_record, log)
+        # The artifact's path is handed over, so the cluster side need not import this module.
+        train_on_cluster(
+            pipeline, record, stage_record, log, artifact_path(record.folder, pipeline)
+        )
         return
     registration = pipeline.registration("train")
     project_dir = pipeline.resolve_path(stage["workDir"])
