@@ -191,7 +191,7 @@ def test_the_training_jobs_result_is_fetched_with_the_same_s3_rules(
     """Before: the Job's fetch built its own client, ignoring region and sessionToken."""
     import boto3
 
-    from legion_ci.targets.training_job import TrainingJob, fetch_result
+    from legion_ci.training.job import TrainingJob, fetch_result
 
     seen: dict[str, object] = {}
 

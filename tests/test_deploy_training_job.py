@@ -1,4 +1,4 @@
-"""Training as a Kubernetes Job (legion_ci/targets/training_job.py), checked without a cluster:
+"""Training as a Kubernetes Job (legion_ci/training/job.py), checked without a cluster:
 the Job manifest against the real 1.33 schemas; the client side (create, follow the log, wait,
 time out and delete, fetch and check the binary) against the kmock emulator, with
 `k8s_support.Kubelet` doing the pod's work itself with the real `legion-ci` training code and
@@ -18,10 +18,10 @@ from data_support import moto_server
 
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import Connection
+from legion_ci.integrations.clients import KubernetesCluster as Cluster
 from legion_ci.processes import StageLog
 from legion_ci.redact import Redactor
-from legion_ci.targets.kubernetes import Cluster
-from legion_ci.targets.training_job import TrainingJob, render_job, run_training_job
+from legion_ci.training.job import TrainingJob, render_job, run_training_job
 from tests.k8s_support import Kubelet, api_client, emulator
 
 KEY_ID, SECRET = "AKIATESTKEY0001", "test-secret-value-0123456789"

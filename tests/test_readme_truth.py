@@ -224,6 +224,6 @@ def test_the_readme_offers_no_extra_that_adds_nothing() -> None:
 def test_the_training_job_is_not_called_unwired_while_the_train_stage_runs_it() -> None:
     runner = (REPO / "legion_ci" / "runner" / "stages" / "train_cluster.py").read_text()
     assert "run_training_job" in runner  # the train stage's `cluster:` runs the Job
-    for path in ("legion_ci/targets/README.md", "legion_ci/targets/training_job.py"):
+    for path in ("legion_ci/training/README.md", "legion_ci/training/job.py"):
         text = " ".join((REPO / path).read_text(encoding="utf-8").split())
         assert "not wired" not in text, f"{path} still says the training Job is not wired"

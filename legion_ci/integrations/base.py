@@ -64,6 +64,25 @@ class Trainer(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class TrainerNeeds:
+    """What a trainer asks the train stage to prepare, declared on its class as
+    `needs_tracking_store = True` / `warm_self_check = True` (absent: False).
+
+    Declared by the class, not by the name it is registered under, so the same class
+    registered under another name is prepared for the same way."""
+
+    tracking_store: bool = False  # make a sqlite tracking store (URI sqlite:///...) first
+    warm_self_check: bool = False  # start the self-check's interpreter early, model libs loaded
+
+    @classmethod
+    def of(cls, trainer: object) -> TrainerNeeds:
+        return cls(
+            tracking_store=bool(getattr(trainer, "needs_tracking_store", False)),
+            warm_self_check=bool(getattr(trainer, "warm_self_check", False)),
+        )
+
+
 @runtime_checkable
 class ValidatesStage(Protocol):
     """Optional, for any kind: problems found before anything runs."""

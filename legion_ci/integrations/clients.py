@@ -1,4 +1,5 @@
-"""The one place that builds clients for outside systems (the Docker engine, registries).
+"""The one place that builds clients for outside systems (the Docker engine, registries,
+Kubernetes, S3).
 
 A stage makes one `Clients` and hands it to its integration; nothing else constructs a Docker
 client or reads a connection's credentials for a registry. The Docker SDK is imported only
@@ -7,8 +8,9 @@ when a client is first asked for, so importing this module (and `legion-ci --hel
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -215,6 +217,83 @@ def kubernetes_configuration(connection: Connection | None) -> Any:
     except ConfigException as exc:
         raise StageError(f"kubeconfig {path}: {str(exc).splitlines()[0]}") from None
     return configuration
+
+
+class KubernetesCluster:
+    """The Kubernetes API through the official client; every failure becomes one line."""
+
+    def __init__(self, connection: Connection | None, poll_interval: float = 1.0):
+        from kubernetes import client
+
+        self.configuration = kubernetes_configuration(connection)
+        self.host = self.configuration.host
+        api = client.ApiClient(self.configuration)
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.batch = client.BatchV1Api(api)
+        self.autoscaling = client.AutoscalingV2Api(api)
+        self.policy = client.PolicyV1Api(api)
+        self.poll_interval = poll_interval
+
+    def call(
+        self, what: str, fn: Callable[..., Any], *args: Any, text: bool = False, **kwargs: Any
+    ) -> Any:
+        """`fn(*args)` as parsed JSON (or `text`); None for 404 (unless it is a missing
+        namespace)."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            response = fn(*args, _preload_content=False, _request_timeout=(5, 30), **kwargs)
+        except ApiException as exc:
+            status = _status_of(exc)
+            details = status.get("details") or {}
+            if exc.status == 404 and details.get("kind") == "namespaces":
+                raise StageError(
+                    f"namespace {details.get('name')!r} does not exist on {self.host}: create it "
+                    f"(kubectl create namespace {details.get('name')}) or set the namespace"
+                ) from None
+            if exc.status == 404:
+                return None
+            message = status.get("message") or exc.reason or ""
+            if exc.status == 403:
+                raise StageError(
+                    f"forbidden by the cluster's RBAC ({what}): {message}; grant the "
+                    "credentials that permission or use others"
+                ) from None
+            if exc.status == 401:
+                raise StageError(
+                    f"the Kubernetes API at {self.host} rejected the credentials (401) while "
+                    f"trying to {what}: check the connection's token or kubeconfig user"
+                ) from None
+            raise StageError(
+                f"{what}: the Kubernetes API answered {exc.status}: {message}"
+            ) from None
+        except (HTTPError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise StageError(
+                f"cannot reach the Kubernetes API at {self.host}: {_short(reason)}"
+            ) from None
+        body = response.data
+        if text:
+            return body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+        return json.loads(body) if body else {}
+
+
+def _short(reason: object) -> str:
+    text = str(reason)
+    for known in ("Connection refused", "timed out", "Name or service not known"):
+        if known.lower() in text.lower():
+            return known.lower()
+    return text.splitlines()[0][:200]
+
+
+def _status_of(exc: Any) -> dict[str, Any]:
+    try:
+        data = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 # Bounded, so a stalled store fails the stage instead of hanging CI; one retry for a blip.

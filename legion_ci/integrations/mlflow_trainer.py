@@ -338,6 +338,10 @@ class MlflowTrainer:
     """Runs an MLflow project and converts the run's single pyfunc model into a GPPI folder."""
 
     name = "mlflow"
+    # What the train stage prepares for it (integrations.base.TrainerNeeds): its sqlite
+    # tracking store, and a self-check warmed with scikit-learn-style model libraries.
+    needs_tracking_store = True
+    warm_self_check = True
 
     def validate(self, stage: Mapping[str, Any], project_dir: Path) -> Sequence[tuple[str, str]]:
         return validate_stage(stage, project_dir)

@@ -78,6 +78,20 @@ class Registration:
             return ADAPTERS[self.kind](self.name, self.argv())
         return self.instantiate()
 
+    def describe(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """What a plan shows of this integration run with the stage's `arguments`: its name,
+        mode and source, and the command when it runs out of process. The registration says
+        how it is implemented, so the plan need not branch on it."""
+        description: dict[str, Any] = {
+            "integration": self.name,
+            "mode": self.mode,
+            "source": self.source,
+            "arguments": arguments,
+        }
+        if self.mode == "command":
+            description["command"] = self.argv()
+        return description
+
     def _refused(self, message: str) -> InputError:
         """`message` about the `python:` target, at its line in the registration file."""
         if self.located is not None:

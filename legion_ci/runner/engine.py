@@ -229,13 +229,8 @@ def plan(pipeline: Pipeline, only: str | None = None) -> dict[str, Any]:
         registration = pipeline.registration(name)
         entry: dict[str, Any] = {
             "stage": name,
-            "integration": registration.name,
-            "mode": registration.mode,
-            "source": registration.source,
-            "arguments": spec.get("arguments") or {},
+            **registration.describe(spec.get("arguments") or {}),
         }
-        if registration.mode == "command":
-            entry["command"] = registration.argv()
         entry.update(resolve(BY_NAME[name].plan)(pipeline, spec))
         stages.append(entry)
     return pipeline.redactor.data(

@@ -19,7 +19,6 @@ to it, as `kubectl rollout undo` does) and the stage fails with the pods' events
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +26,8 @@ from typing import Any
 
 from legion_ci import deployment_state as state
 from legion_ci.errors import InputError, StageError
-from legion_ci.integrations.base import Connection, DeployContext, DeployResult
-from legion_ci.integrations.clients import kubernetes_configuration as _configuration
+from legion_ci.integrations.base import DeployContext, DeployResult
+from legion_ci.integrations.clients import KubernetesCluster
 from legion_ci.targets import manifests
 from legion_ci.targets.arguments import with_defaults
 
@@ -36,83 +35,6 @@ TARGET = "kubernetes"
 PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 POD_FAILURES = ("CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError")
 ROLLBACK_ANNOTATION = f"{manifests.LABEL_PREFIX}/rolled-back-because"
-
-
-class Cluster:
-    """The Kubernetes API through the official client; every failure becomes one line."""
-
-    def __init__(self, connection: Connection | None, poll_interval: float = 1.0):
-        from kubernetes import client
-
-        self.configuration = _configuration(connection)
-        self.host = self.configuration.host
-        api = client.ApiClient(self.configuration)
-        self.core = client.CoreV1Api(api)
-        self.apps = client.AppsV1Api(api)
-        self.batch = client.BatchV1Api(api)
-        self.autoscaling = client.AutoscalingV2Api(api)
-        self.policy = client.PolicyV1Api(api)
-        self.poll_interval = poll_interval
-
-    def call(
-        self, what: str, fn: Callable[..., Any], *args: Any, text: bool = False, **kwargs: Any
-    ) -> Any:
-        """`fn(*args)` as parsed JSON (or `text`); None for 404 (unless it is a missing
-        namespace)."""
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
-        try:
-            response = fn(*args, _preload_content=False, _request_timeout=(5, 30), **kwargs)
-        except ApiException as exc:
-            status = _status_of(exc)
-            details = status.get("details") or {}
-            if exc.status == 404 and details.get("kind") == "namespaces":
-                raise StageError(
-                    f"namespace {details.get('name')!r} does not exist on {self.host}: create it "
-                    f"(kubectl create namespace {details.get('name')}) or set the namespace"
-                ) from None
-            if exc.status == 404:
-                return None
-            message = status.get("message") or exc.reason or ""
-            if exc.status == 403:
-                raise StageError(
-                    f"forbidden by the cluster's RBAC ({what}): {message}; grant the "
-                    "credentials that permission or use others"
-                ) from None
-            if exc.status == 401:
-                raise StageError(
-                    f"the Kubernetes API at {self.host} rejected the credentials (401) while "
-                    f"trying to {what}: check the connection's token or kubeconfig user"
-                ) from None
-            raise StageError(
-                f"{what}: the Kubernetes API answered {exc.status}: {message}"
-            ) from None
-        except (HTTPError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise StageError(
-                f"cannot reach the Kubernetes API at {self.host}: {_short(reason)}"
-            ) from None
-        body = response.data
-        if text:
-            return body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-        return json.loads(body) if body else {}
-
-
-def _short(reason: object) -> str:
-    text = str(reason)
-    for known in ("Connection refused", "timed out", "Name or service not known"):
-        if known.lower() in text.lower():
-            return known.lower()
-    return text.splitlines()[0][:200]
-
-
-def _status_of(exc: Any) -> dict[str, Any]:
-    try:
-        data = json.loads(exc.body or "{}")
-    except (TypeError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _rolled_out(dep: dict[str, Any]) -> tuple[bool, str]:
@@ -187,7 +109,7 @@ class KubernetesTarget:
         objects = self._objects(ctx)
         name, namespace = objects[0]["metadata"]["name"], objects[0]["metadata"]["namespace"]
         with state.locked(ctx.workspace, name):
-            cluster = Cluster(ctx.connection)
+            cluster = KubernetesCluster(ctx.connection)
             ctx.log.line(f"deploy: {name} to namespace {namespace} on {cluster.host}")
             previous = self._apply(cluster, objects, ctx)
             deployment = objects[1]
@@ -225,7 +147,7 @@ class KubernetesTarget:
             )
 
     def _apply(
-        self, cluster: Cluster, objects: list[dict[str, Any]], ctx: DeployContext
+        self, cluster: KubernetesCluster, objects: list[dict[str, Any]], ctx: DeployContext
     ) -> dict[str, Any] | None:
         """Create or server-side-apply every object; return the Deployment's previous pod
         template (None on a first deployment)."""
@@ -261,7 +183,7 @@ class KubernetesTarget:
         return previous
 
     @staticmethod
-    def _verbs(cluster: Cluster, kind: str) -> tuple[Callable[..., Any], ...]:
+    def _verbs(cluster: KubernetesCluster, kind: str) -> tuple[Callable[..., Any], ...]:
         api, suffix = {
             "Service": (cluster.core, "service"),
             "Deployment": (cluster.apps, "deployment"),
@@ -273,7 +195,12 @@ class KubernetesTarget:
         )
 
     def _wait(
-        self, cluster: Cluster, name: str, namespace: str, timeout: float, ctx: DeployContext
+        self,
+        cluster: KubernetesCluster,
+        name: str,
+        namespace: str,
+        timeout: float,
+        ctx: DeployContext,
     ) -> float:
         began = time.monotonic()
         last = ""
@@ -298,7 +225,9 @@ class KubernetesTarget:
             time.sleep(self.poll_interval)
 
     @staticmethod
-    def _pods(cluster: Cluster, dep: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
+    def _pods(
+        cluster: KubernetesCluster, dep: dict[str, Any], namespace: str
+    ) -> list[dict[str, Any]]:
         labels = dep["spec"]["selector"]["matchLabels"]
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
         listed = cluster.call(
@@ -314,7 +243,7 @@ class KubernetesTarget:
             if labels.items() <= (pod.get("metadata", {}).get("labels") or {}).items()
         ]
 
-    def _check_pods(self, cluster: Cluster, dep: dict[str, Any], namespace: str) -> None:
+    def _check_pods(self, cluster: KubernetesCluster, dep: dict[str, Any], namespace: str) -> None:
         """Fail at once on what no amount of waiting fixes (an image that cannot be pulled)."""
         image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
         for pod in self._pods(cluster, dep, namespace):
@@ -334,7 +263,7 @@ class KubernetesTarget:
 
     def _fail(
         self,
-        cluster: Cluster,
+        cluster: KubernetesCluster,
         ctx: DeployContext,
         deployment: dict[str, Any],
         previous: dict[str, Any] | None,
@@ -382,7 +311,7 @@ class KubernetesTarget:
             f"\n{evidence}" if evidence else ""
         )
 
-    def _evidence(self, cluster: Cluster, name: str, namespace: str) -> str:
+    def _evidence(self, cluster: KubernetesCluster, name: str, namespace: str) -> str:
         """The pods' recent warning events and log tails (best effort: each may be missing)."""
         lines: list[str] = []
         try:

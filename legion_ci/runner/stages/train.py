@@ -18,7 +18,7 @@ from legion_ci import fs
 from legion_ci.atomic import atomic_output
 from legion_ci.errors import ModelError, Problem
 from legion_ci.fs import inside
-from legion_ci.integrations.base import TrainContext
+from legion_ci.integrations.base import TrainContext, TrainerNeeds
 from legion_ci.integrations.mlflow_store import ensure_store, sqlite_path
 from legion_ci.integrations.registry import Registry
 from legion_ci.processes import StageLog, terminate_group
@@ -26,10 +26,8 @@ from legion_ci.records import RunRecord, StageRecord
 from legion_ci.runner.gates import evaluate_gates, load_baseline, raise_on_failures
 from legion_ci.spec.pipeline import Pipeline
 from legion_ci.spec.stage_checks import PIPELINE_FIELDS, integration_problems, split_field_path
+from legion_ci.training.handoff import IN_TRAINING_POD
 from legion_ci.yaml_loader import Located
-
-# Set inside the training Job's pod, where the same pipeline runs the train stage locally.
-IN_TRAINING_POD = "LEGION_CI_TRAINING_POD"
 
 
 def artifact_path(folder: Path, pipeline: Pipeline) -> Path:
@@ -119,7 +117,10 @@ def run_train(
     if stage.get("cluster") and not os.environ.get(IN_TRAINING_POD):
         from legion_ci.runner.stages.train_cluster import train_on_cluster
 
-        train_on_cluster(pipeline, record, stage_record, log)
+        # The artifact's path is handed over, so the cluster side need not import this module.
+        train_on_cluster(
+            pipeline, record, stage_record, log, artifact_path(record.folder, pipeline)
+        )
         return
     registration = pipeline.registration("train")
     project_dir = pipeline.resolve_path(stage["workDir"])
@@ -128,8 +129,10 @@ def run_train(
         shutil.rmtree(scratch)
     output_dir = scratch / "gppi"
     output_dir.mkdir(parents=True)
-    # The built-in MLflow toolchain makes scikit-learn-style models: worth warming up for.
-    checker = SelfCheck(warm=registration.name == "mlflow")
+    trainer = registration.load()
+    # Asked of the class, not its registered name, so a renamed registration behaves the same.
+    needs = TrainerNeeds.of(trainer)
+    checker = SelfCheck(warm=needs.warm_self_check)
     try:
         if stage.get("data"):
             from legion_ci.data.bindings import place_data
@@ -138,7 +141,7 @@ def run_train(
             stage_record.data = place_data(stage["data"], pipeline.connections, project_dir, log)
         tracking_uri, tracking_env = tracking_settings(pipeline, stage)
         store = sqlite_path(tracking_uri)
-        if store is not None and registration.name == "mlflow":
+        if store is not None and needs.tracking_store:
             ensure_store(store, log)
         tags = {
             "legion.model.name": pipeline.model_name,
@@ -166,7 +169,7 @@ def run_train(
             data=list(stage.get("data") or []),
         )
         log.line(f"toolchain {registration.name!r} ({registration.mode}), project {project_dir}")
-        result = registration.load().train(ctx)
+        result = trainer.train(ctx)
         stage_record.metrics = dict(result.metrics)
         stage_record.tags = dict(result.tags)
         stage_record.outputs.update(result.outputs)

@@ -17,11 +17,15 @@ from legion_ci.spec.pipeline import Pipeline
 
 
 def train_on_cluster(
-    pipeline: Pipeline, record: RunRecord, stage_record: StageRecord, log: StageLog
+    pipeline: Pipeline,
+    record: RunRecord,
+    stage_record: StageRecord,
+    log: StageLog,
+    artifact: Path,
 ) -> None:
-    from legion_ci.runner.stages.train import artifact_path
-    from legion_ci.targets.kubernetes import Cluster
-    from legion_ci.targets.training_job import TrainingJob, run_training_job
+    """Train as a Kubernetes Job and put its binary at `artifact` (the train stage's path)."""
+    from legion_ci.integrations.clients import KubernetesCluster
+    from legion_ci.training.job import TrainingJob, run_training_job
 
     spec = pipeline.stage("train")["cluster"]
     connection = pipeline.connections[spec["connection"]]
@@ -47,10 +51,9 @@ def train_on_cluster(
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         result = run_training_job(
-            Cluster(connection), job, scratch, log, timeout=float(spec["timeout"])
+            KubernetesCluster(connection), job, scratch, log, timeout=float(spec["timeout"])
         )
         fetched = Path(result["artifact"])
-        artifact = artifact_path(record.folder, pipeline)
         artifact.parent.mkdir(parents=True, exist_ok=True)
         os.replace(fetched, artifact)
         digest = sha256_file(artifact)

@@ -1,6 +1,6 @@
 """What a Kubernetes training Job's pod runs: the train stage, then the result to object storage.
 
-    python -m legion_ci.targets.training_pod --pipeline PIPELINE --upload s3://BUCKET/PREFIX
+    python -m legion_ci.training.pod --pipeline PIPELINE --upload s3://BUCKET/PREFIX
 
 Runs `legion-ci stage train PIPELINE` in-process (data bindings, tracking, gates and the
 self-check as usual), then uploads `<prefix>/<model>-<version>.zip` and `<prefix>/result.json`
@@ -18,14 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-ENDPOINT_ENV = "LEGION_S3_ENDPOINT"
-
-
-def split_s3(url: str) -> tuple[str, str]:
-    if not url.startswith("s3://") or "/" not in url[5:]:
-        raise ValueError(f"not an s3://bucket/prefix URL: {url!r}")
-    bucket, _, prefix = url[5:].partition("/")
-    return bucket, prefix.strip("/")
+from legion_ci.training.handoff import ENDPOINT_ENV, IN_TRAINING_POD, split_s3
 
 
 def upload(record_stage: dict, upload_url: str) -> dict:
@@ -52,14 +45,12 @@ def upload(record_stage: dict, upload_url: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="legion_ci.targets.training_pod")
+    parser = argparse.ArgumentParser(prog="legion_ci.training.pod")
     parser.add_argument("--pipeline", required=True)
     parser.add_argument("--upload", required=True, metavar="s3://BUCKET/PREFIX")
     options = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # The pipeline may say `cluster:`: inside the pod the train stage runs here, not again.
-    from legion_ci.runner.stages.train import IN_TRAINING_POD
-
     os.environ[IN_TRAINING_POD] = "1"
 
     from botocore.exceptions import BotoCoreError, ClientError

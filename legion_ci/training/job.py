@@ -1,7 +1,7 @@
 """Training that outgrows the CI agent: the train stage as a Kubernetes Job.
 
-The Job runs `python -m legion_ci.targets.training_pod --pipeline P --upload s3://B/PREFIX` in
-a toolchain image that holds legion-ci and the project (training_pod.py: the train stage with
+The Job runs `python -m legion_ci.training.pod --pipeline P --upload s3://B/PREFIX` in
+a toolchain image that holds legion-ci and the project (pod.py: the train stage with
 its data bindings, tracking, gates and self-check, then the binary and a result.json to
 S3-compatible storage). This side creates the Job, follows its pod's log into the stage log,
 waits for it to succeed or fail (or times out and deletes it), then downloads the binary and
@@ -23,9 +23,9 @@ from typing import Any
 
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import Connection
-from legion_ci.targets.kubernetes import Cluster
+from legion_ci.integrations.clients import KubernetesCluster
 from legion_ci.targets.manifests import LABEL_PREFIX, label_value
-from legion_ci.targets.training_pod import ENDPOINT_ENV, split_s3
+from legion_ci.training.handoff import ENDPOINT_ENV, split_s3
 
 
 @dataclass
@@ -94,7 +94,7 @@ def render_job(job: TrainingJob) -> dict[str, Any]:
                             "command": [
                                 "python",
                                 "-m",
-                                "legion_ci.targets.training_pod",
+                                "legion_ci.training.pod",
                                 "--pipeline",
                                 job.pipeline,
                                 "--upload",
@@ -131,7 +131,7 @@ def _job_state(obj: dict[str, Any]) -> str | None:
 class _LogFollower:
     """Copies the Job's pod log into the stage log, the new part on each poll."""
 
-    def __init__(self, cluster: Cluster, job: TrainingJob, log: Any):
+    def __init__(self, cluster: KubernetesCluster, job: TrainingJob, log: Any):
         self.cluster, self.job, self.log = cluster, job, log
         self.seen = 0
         self.lines: list[str] = []
@@ -165,7 +165,7 @@ class _LogFollower:
 
 
 def run_training_job(
-    cluster: Cluster,
+    cluster: KubernetesCluster,
     job: TrainingJob,
     dest: Path,
     log: Any,
