@@ -36,14 +36,12 @@ import httptools
 
 from legion_ci.server.accept import Acceptor
 from legion_ci.server.app import ModelApp, Response
-from legion_ci.server.process import leave_port, listen_when_loaded
 from legion_ci.server.protocols import RequestError, bad, body_too_large, body_too_slow
+from legion_ci.server.sockets import MAX_HEAD_BYTES, leave_port, linger_close, listen_when_loaded
 
 log = logging.getLogger("legion_ci.server")
 
-LINGER_S = 2.0  # after an early answer (413), read and drop what the client still sends
 MAX_PIPELINED = 32  # parsed requests waiting on one connection before reading pauses
-MAX_HEAD_BYTES = 64 * 1024  # request line and headers together; more gets 431
 
 _REASONS = {
     200: b"OK",
@@ -476,17 +474,10 @@ class HttpProtocol(asyncio.Protocol):
         if not early:
             transport.close()
             return
-        # Answered before the body was read: closing with unread data would reset the
-        # connection and could lose the answer. Send FIN, drop what still arrives, close when
-        # the client does or after a moment.
+        # Answered before the body was read: what still arrives is dropped (discarding).
         if self.paused or self.write_paused:
             transport.resume_reading()
-        try:
-            transport.write_eof()
-        except (OSError, RuntimeError, NotImplementedError):
-            transport.close()
-            return
-        self.loop.call_later(LINGER_S, transport.close)
+        linger_close(self.loop, transport)
 
 
 async def serve_native(app: ModelApp, sock: socket.socket) -> int:
