@@ -14,6 +14,7 @@ from typing import Any
 
 from legion_ci.server.accept import Acceptor
 from legion_ci.server.app import _JSON, ModelApp, _new_id
+from legion_ci.server.asgi import AsgiApp, response_headers
 from legion_ci.server.config import ServeSettings
 from legion_ci.server.sockets import (
     MAX_HEAD_BYTES,
@@ -29,7 +30,7 @@ def run_uvicorn(app: ModelApp, settings: ServeSettings, sock: socket.socket) -> 
     import uvicorn
 
     config = uvicorn.Config(
-        app,
+        AsgiApp(app),
         loop="uvloop",
         http=_uvicorn_protocol(app),
         lifespan="on",
@@ -217,7 +218,7 @@ def _uvicorn_protocol(app: ModelApp) -> type:
             reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
             head = b"HTTP/1.1 %d %s\r\n" % (status, reason) + b"".join(
                 k + b": " + v + b"\r\n"
-                for k, v in app.response_headers(_JSON, len(body), rid, True)
+                for k, v in response_headers(app, _JSON, len(body), rid, True)
             )
             self.transport.write(head + b"\r\n" + body)
             app.metrics.observe_request("other", status, timeout if status == 408 else 0.0)
