@@ -126,9 +126,10 @@ class ModelApp(ServedModel):
             (b"model-name", manifest.model_name.encode("utf-8")),
             (b"model-version", manifest.model_version.encode("utf-8")),
         ]
-        self._version = (
-            manifest.toolchain_version if manifest.toolchain_name == "mlflow" else ""
-        ) or _legion_version()
+        # /version: the version of the toolchain that made the binary, as its manifest says
+        # (MLflow's for an MLflow model, as `mlflow models serve` answers), whatever name the
+        # toolchain is registered under; legion-ci's when the manifest names none.
+        self._version = manifest.toolchain_version or _legion_version()
         self._routes: dict[tuple[str, str], tuple[Callable[[Request], Awaitable[Answer]], str]] = {
             ("POST", "/api/model/invoke"): (self.invoke, "invoke"),
             ("POST", "/invocations"): (self.invocations, "invocations"),
