@@ -94,6 +94,13 @@ class ServedModel:
         from legion_ci.server.openapi import build_openapi
 
         began = time.perf_counter()
+        tuned_gc = os.environ.get("LEGION_SERVE_GC", "tuned") == "tuned"
+        if tuned_gc:
+            # Loading (the model's libraries imported, the model unpickled) makes hundreds of
+            # thousands of objects that live for good; the collector scanning them over and
+            # over as they appear cost about a tenth of the load's CPU time (rf). One
+            # collection once it is done (below) finds the little garbage there is.
+            gc.disable()
         try:
             model = await asyncio.to_thread(load_model, self.root)
             schema = InputSchema(model.input_fields)
@@ -115,8 +122,11 @@ class ServedModel:
             if self.on_fatal is not None:
                 self.on_fatal()
             return
+        finally:
+            if tuned_gc:
+                gc.enable()
         columns = schema.columns
-        if os.environ.get("LEGION_SERVE_GC", "tuned") == "tuned":
+        if tuned_gc:
             # The model and the libraries are loaded for good: move them out of the garbage
             # collector's sight and collect less often, so full collections over hundreds of
             # thousands of long-lived objects stop showing up as tail latency.
