@@ -9,7 +9,8 @@ after the other. Prints requests/s and p99 per server and scenario, the ratios l
 and legion/mlserver, start-to-ready time and resident memory per process. `legion-uvicorn` is
 the same server through `--http uvicorn`: the native front end earns its place only by the
 native/uvicorn ratio printed from the same run (`--servers legion,legion-uvicorn` for that
-alone).
+alone). `--starts N` measures only start-to-ready: each server started N times, the servers
+taking turns (so a burst of load on a shared machine hits them alike), medians and ratios.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -56,10 +58,14 @@ def _predictions(run: Running, model, rows: int = 3) -> list[float]:
     return list(doc["outputs"][0]["data"])
 
 
-def bench_server(kind, model, args, workdir, wrk) -> dict:
+def _start(kind: str, model, args, workdir: Path) -> Running:
     # legion-uvicorn: the same server and model through the uvicorn front end.
     base, http = ("legion", "uvicorn") if kind == "legion-uvicorn" else (kind, args.legion_http)
-    run = start(base, model, workdir, legion_workers=args.legion_workers, legion_http=http)
+    return start(base, model, workdir, legion_workers=args.legion_workers, legion_http=http)
+
+
+def bench_server(kind, model, args, workdir, wrk) -> dict:
+    run = _start(kind, model, args, workdir)
     try:
         result = {"start_to_ready_s": round(run.start_to_ready_s, 2), "scenarios": {}}
         result["check"] = _predictions(run, model)
@@ -124,6 +130,28 @@ def report(results: dict, models: list[str], servers: list[str], scenarios: list
             )
 
 
+def bench_starts(models: list[str], servers: list[str], args, workdir: Path) -> None:
+    """Start-to-ready only: every server started `args.starts` times, taking turns."""
+    for key in models:
+        model = build(CACHE / "models", key)
+        times: dict[str, list[float]] = {k: [] for k in servers}
+        for _ in range(args.starts):
+            for kind in servers:
+                run = _start(kind, model, args, workdir)
+                run.stop()
+                times[kind].append(run.start_to_ready_s)
+        print(f"\nmodel {key}: start to ready, {args.starts} starts each, servers taking turns")
+        median = {k: statistics.median(v) for k, v in times.items()}
+        for kind in servers:
+            ratios = "".join(
+                f"  {median[kind] / median[peer]:.2f}x {peer}"
+                for peer in ("mlflow", "mlserver")
+                if peer in median and peer != kind
+            )
+            spread = f"{min(times[kind]):.2f}-{max(times[kind]):.2f}"
+            print(f"  {kind:14} median {median[kind]:5.2f} s (range {spread}){ratios}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time per scenario")
@@ -144,6 +172,9 @@ def main() -> int:
         help="subset of ROWSxCONNS, e.g. 1x64",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--starts", type=int, default=0, help="measure only start-to-ready, N starts per server"
+    )
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     servers = [k for k in SERVERS if k in args.servers.split(",")]
@@ -151,9 +182,13 @@ def main() -> int:
     if not servers or not args.scenario_list:
         parser.error("no server or no scenario selected")
 
-    wrk = ensure_wrk()
     if "mlserver" in servers:
         ensure_mlserver()
+    if args.starts > 0:
+        with tempfile.TemporaryDirectory(prefix="legion-bench-") as tmp:
+            bench_starts(models, servers, args, Path(tmp))
+        return 0
+    wrk = ensure_wrk()
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="legion-bench-") as tmp:
         workdir = Path(tmp)

@@ -83,6 +83,13 @@ def test_health_routes(server: Server) -> None:
     assert server.request("GET", "/health")[0] == 200
 
 
+def test_version_is_the_toolchain_version_whatever_the_toolchain_is_called(server: Server) -> None:
+    # tiny's manifest says `toolchain: {name: handmade, version: '0'}`: its version is answered
+    # as an MLflow binary's is, not legion-ci's own.
+    status, _, body = server.request("GET", "/version")
+    assert (status, body) == (200, 0)  # the text "0", read as JSON
+
+
 def test_info_is_an_openapi_document_with_examples(server: Server) -> None:
     status, _, doc = server.request("GET", "/api/model/info")
     assert status == 200
