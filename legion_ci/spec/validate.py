@@ -11,6 +11,7 @@ from typing import Any
 
 from legion_ci import fs
 from legion_ci.errors import InputError, LegionError, Problem, SpecError
+from legion_ci.integrations.arguments import fill_defaults as fill_schema_defaults
 from legion_ci.integrations.base import Connection
 from legion_ci.integrations.registry import Registry, load_registry
 from legion_ci.redact import Redactor, register
@@ -231,28 +232,18 @@ def _stage_problems(
     return problems
 
 
-def _defaults(schema: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
-    """`value` with the schema's property defaults filled in, recursively into objects."""
-    filled = dict(value)
-    for key, sub in (schema.get("properties") or {}).items():
-        if key not in filled and "default" in sub:
-            filled[key] = sub["default"]
-        if isinstance(filled.get(key), dict) and sub.get("properties"):
-            filled[key] = _defaults(sub, filled[key])
-    return filled
-
-
 def fill_defaults(data: dict[str, Any], registry: Registry) -> None:
     """Fill every stage's defaults, and its integration's `arguments` defaults, once, at load,
-    from the same schemas that validated them."""
+    from the same schemas that validated them (with the one fill function the integrations
+    use for hand-built contexts, so the two cannot fill differently)."""
     stages = data.get("stages") or {}
     for stage_type in STAGES:
         spec = stages.get(stage_type.name)
         if not isinstance(spec, dict):
             continue
-        spec = _defaults({"properties": stage_type.properties}, spec)
+        spec = fill_schema_defaults({"properties": stage_type.properties}, spec)
         registration = registry.for_stage_named(stage_type.name, spec[stage_type.integration_key])
-        spec["arguments"] = _defaults(registration.arguments, spec.get("arguments") or {})
+        spec["arguments"] = fill_schema_defaults(registration.arguments, spec.get("arguments"))
         stages[stage_type.name] = spec
 
 
