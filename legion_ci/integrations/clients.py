@@ -7,9 +7,8 @@ when a client is first asked for, so importing this module (and `legion-ci --hel
 
 from __future__ import annotations
 
-import importlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -105,7 +104,7 @@ class Clients:
         self._docker: docker.DockerClient | None = None
         # The connection type table whose factories `connection()` calls: the pipeline's
         # registry's (with plugin types) once the pipeline hands it over, else the built-ins.
-        self.connection_types: Mapping[str, ConnectionType] = BUILT_IN
+        self.connection_types: dict[str, ConnectionType] = BUILT_IN
         self._by_connection: dict[str, Any] = {}
 
     def connection(self, connection: Connection) -> Any:
@@ -117,6 +116,8 @@ class Clients:
                 raise StageError(
                     f"connection {connection.name!r}: a {connection.type} connection has no client"
                 )
+            import importlib
+
             module, _, attr = factory.partition(":")
             target: Any = importlib.import_module(module)
             for part in attr.split("."):
