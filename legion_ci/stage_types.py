@@ -1,13 +1,14 @@
 """What each stage type is, in one table: everything that knows about stages reads it.
 
 A stage type names the registration kind that serves it, the key naming its integration, its
-own keys (a JSON Schema fragment, with defaults), which fields name connections and of which
-types, the functions that run, plan and validate it ("module:function", imported only when
-used, so `legion-ci validate` stays fast) and the outputs it declares. Adding a stage is one
-entry here plus its module under `legion_ci.runner.stages`.
+own keys (a JSON Schema fragment with defaults, from legion_ci.stage_schemas), which fields
+name connections (the types each accepts are in legion_ci.connection_types), the functions
+that run, plan and validate it ("module:function", imported only when used, so `legion-ci
+validate` stays fast) and the outputs it declares. Adding a stage is one entry here plus its
+module under `legion_ci.runner.stages`.
 
-Nearly pure data: it imports only `legion_ci.data.schema` (the data binding schema, itself
-plain data), so spec/, runner/ and integrations/ can all read it without importing each other.
+Nearly pure data: it imports only `legion_ci.stage_schemas` (plain data), so spec/, runner/
+and integrations/ can all read it without importing each other.
 """
 
 from __future__ import annotations
@@ -16,141 +17,16 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from legion_ci.data.schema import BINDING_SCHEMA
-
-GATE: dict[str, Any] = {
-    "type": "object",
-    "description": "Bounds on one training metric; the stage fails when a bound is broken.",
-    "additionalProperties": False,
-    "minProperties": 1,
-    "properties": {
-        "min": {"type": "number", "description": "Smallest acceptable value."},
-        "max": {"type": "number", "description": "Largest acceptable value."},
-        "maxIncrease": {
-            "type": "number",
-            "description": "Largest acceptable increase over the baseline value.",
-        },
-        "maxDecrease": {
-            "type": "number",
-            "description": "Largest acceptable decrease from the baseline value.",
-        },
-    },
-}
-
-BASELINE: dict[str, Any] = {
-    "description": "What the metrics are compared with: a metrics JSON file checked in on the"
-    " main branch, or an earlier succeeded run of the same model ({run: latest} or"
-    " {run: <run id>}).",
-    "oneOf": [
-        {"type": "string", "description": "Path to a JSON file {metric: value} or a summary.json."},
-        {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["run"],
-            "properties": {
-                "run": {"type": "string", "description": "'latest' or a run id."},
-            },
-        },
-    ],
-}
-
-TRAIN_PROPERTIES: dict[str, Any] = {
-    "workDir": {
-        "type": "string",
-        "default": ".",
-        "description": "Project folder, relative to the pipeline file.",
-    },
-    "entrypoint": {
-        "type": "string",
-        "default": "main",
-        "description": "Entry point of the project.",
-    },
-    "hyperParameters": {
-        "type": "object",
-        "additionalProperties": {"type": ["string", "number", "boolean"]},
-        "description": "Parameters passed to the training entry point.",
-    },
-    "tracking": {
-        "type": "string",
-        "description": "Name of an mlflow connection; default: $MLFLOW_TRACKING_URI,"
-        " else a sqlite store in the workspace.",
-    },
-    "data": {
-        "type": "array",
-        "items": BINDING_SCHEMA,
-        "description": "Data placed in the work dir before training (Data Bindings).",
-    },
-    "gates": {
-        "type": "object",
-        "additionalProperties": GATE,
-        "description": "Quality gates: metric name -> bounds.",
-    },
-    "baseline": BASELINE,
-    "cluster": {
-        "type": "object",
-        "description": "Run the training as a Kubernetes Job (`legion-ci stage train` in a"
-        " toolchain image holding legion-ci and the project), the binary coming back through"
-        " S3-compatible storage; the rest of the pipeline does not change.",
-        "additionalProperties": False,
-        "required": ["connection", "image", "storage", "credentialsSecret"],
-        "properties": {
-            "connection": {"type": "string", "description": "The kubernetes connection."},
-            "image": {"type": "string", "minLength": 1, "description": "The toolchain image."},
-            "storage": {"type": "string", "description": "The s3 connection for the binary."},
-            "credentialsSecret": {
-                "type": "string",
-                "minLength": 1,
-                "description": "Secret in the namespace with AWS_ACCESS_KEY_ID and"
-                " AWS_SECRET_ACCESS_KEY for the pod.",
-            },
-            "namespace": {"type": "string", "description": "Default: the connection's."},
-            "pipeline": {
-                "type": "string",
-                "description": "This pipeline file's path inside the image; default: its path"
-                " relative to the working folder.",
-            },
-            "timeout": {
-                "type": "number",
-                "exclusiveMinimum": 0,
-                "default": 21600,
-                "description": "Seconds the Job may take before it is deleted.",
-            },
-            "resources": {"type": "object", "description": "The pod's resources."},
-        },
-    },
-}
-
-PACKAGE_PROPERTIES: dict[str, Any] = {
-    "targets": {
-        "type": "array",
-        "description": "Where the packed model goes, e.g. a docker registry connection.",
-        "items": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["name", "connection"],
-            "properties": {
-                "name": {"type": "string", "description": "Target role, e.g. docker-push."},
-                "connection": {"type": "string", "description": "Connection name."},
-            },
-        },
-    }
-}
-
-DEPLOY_PROPERTIES: dict[str, Any] = {
-    "connection": {
-        "type": "string",
-        "description": "Connection of the place to deploy to (a kubernetes cluster, a docker"
-        " engine); local targets need none.",
-    },
-}
+from legion_ci.stage_schemas import DEPLOY_PROPERTIES, PACKAGE_PROPERTIES, TRAIN_PROPERTIES
 
 
 @dataclass(frozen=True)
 class ConnectionField:
-    """A stage field that names a connection: `path` under the stage, `*` for each item."""
+    """A stage field that names a connection: `path` under the stage, `*` for each item. The
+    types it accepts come from the connection type table (legion_ci.connection_types), so a
+    plugin's connection type can be accepted without an edit here."""
 
     path: tuple[str, ...]
-    types: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -186,10 +62,10 @@ STAGES: tuple[StageType, ...] = (
         protocol="Trainer",
         properties=TRAIN_PROPERTIES,
         connections=(
-            ConnectionField(("data", "*", "connection"), ("local", "http", "s3")),
-            ConnectionField(("tracking",), ("mlflow",)),
-            ConnectionField(("cluster", "connection"), ("kubernetes",)),
-            ConnectionField(("cluster", "storage"), ("s3",)),
+            ConnectionField(("data", "*", "connection")),
+            ConnectionField(("tracking",)),
+            ConnectionField(("cluster", "connection")),
+            ConnectionField(("cluster", "storage")),
         ),
         run="legion_ci.runner.stages.train:run_train",
         plan="legion_ci.runner.stages.train:plan_train",
@@ -211,7 +87,7 @@ STAGES: tuple[StageType, ...] = (
         noun="packaging integration",
         protocol="Packager",
         properties=PACKAGE_PROPERTIES,
-        connections=(ConnectionField(("targets", "*", "connection"), ("docker",)),),
+        connections=(ConnectionField(("targets", "*", "connection")),),
         run="legion_ci.runner.stages.package:run_package",
         plan="legion_ci.runner.stages.package:plan_package",
         outputs={
@@ -231,7 +107,7 @@ STAGES: tuple[StageType, ...] = (
         noun="deploy target",
         protocol="Deployer",
         properties=DEPLOY_PROPERTIES,
-        connections=(ConnectionField(("connection",), ("kubernetes", "docker")),),
+        connections=(ConnectionField(("connection",)),),
         run="legion_ci.runner.stages.deploy:run_deploy",
         plan="legion_ci.runner.stages.deploy:plan_deploy",
         outputs={

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from legion_ci.connection_types import BUILT_IN, ConnectionType
 from legion_ci.errors import InputError, StageError
 
 if TYPE_CHECKING:
@@ -103,6 +104,28 @@ class Clients:
         # What chose the engine ("docker connection 'x'"), so an error says where to look.
         self.source = source if docker_host_url else None
         self._docker: docker.DockerClient | None = None
+        # The connection type table whose factories `connection()` calls: the pipeline's
+        # registry's (with plugin types) once the pipeline hands it over, else the built-ins.
+        self.connection_types: dict[str, ConnectionType] = BUILT_IN
+        self._by_connection: dict[str, Any] = {}
+
+    def connection(self, connection: Connection) -> Any:
+        """The client of `connection`, made once by its type's factory (the table in
+        legion_ci.connection_types); StageError when its type has none."""
+        if connection.name not in self._by_connection:
+            factory = self.connection_types[connection.type].client
+            if factory is None:
+                raise StageError(
+                    f"connection {connection.name!r}: a {connection.type} connection has no client"
+                )
+            import importlib
+
+            module, _, attr = factory.partition(":")
+            target: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                target = getattr(target, part)
+            self._by_connection[connection.name] = target(connection)
+        return self._by_connection[connection.name]
 
     @classmethod
     def for_connections(cls, connections: Iterable[Connection]) -> Clients:
@@ -175,6 +198,11 @@ class Clients:
         if self._docker is not None:
             self._docker.close()
             self._docker = None
+
+
+def docker_clients(connection: Connection) -> Clients:
+    """The `docker` connection type's client factory: Clients on the engine its `host` names."""
+    return Clients.for_connections([connection])
 
 
 def kubernetes_configuration(connection: Connection | None) -> Any:

@@ -1,240 +1,31 @@
 """The `mlflow` Toolchain Train Integration: run an MLflow project, convert its model to GPPI.
 
-The project runs through MLflow's projects API (the same project loading, parameter
-substitution and run bookkeeping `mlflow run` uses), but the entry point's command goes through
-`run_logged`, so its output lands in the stage log, a cancelled stage kills it, and a failure
-shows its exit code and last lines. MLflow is imported once, in this process, and only inside
-`train()`: validation and `legion-ci --help` never pay for it.
+Reading the project for validate() is legion_ci.integrations.mlflow_project; finding the run's
+model and converting it, legion_ci.integrations.mlflow_model. The project runs through MLflow's
+projects API (the same project loading, parameter substitution and run bookkeeping `mlflow
+run` uses), but the entry point's command goes through `run_logged`, so its output lands in
+the stage log, a cancelled stage kills it, and a failure shows its exit code and last lines.
+MLflow is imported once, in this process, and only inside `train()`: validation and
+`legion-ci --help` never pay for it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 import os
 import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from legion_ci.errors import Cancelled, StageError
 from legion_ci.integrations.base import TrainContext, TrainResult
+from legion_ci.integrations.mlflow_model import RunModels, mlflow_error
+from legion_ci.integrations.mlflow_project import validate_stage
 from legion_ci.processes import StageLog, run_logged
-
-DEFAULT_ENTRYPOINT = "main"
-ENV_MANAGERS = ("local", "virtualenv")
-# MLflow turns an entry point that is not in MLproject but names a script into a command.
-SCRIPT_SUFFIXES = (".py", ".sh")
-FLOAT_TYPES = ("float", "double", "number")
-INT_TYPES = ("int", "integer", "long")
-
-Problems = list[tuple[str, str]]
-
-
-# --------------------------------------------------------------------------------------------
-# MLproject reading for validate(): plain YAML, so validation stays fast and works without
-# importing MLflow; train() re-reads the project with MLflow's own loader.
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    type: str
-    default: Any
-    required: bool
-
-
-def find_mlproject(project_dir: Path) -> Path | None:
-    """MLflow matches the file name case-insensitively; so do we."""
-    try:
-        names = sorted(os.listdir(project_dir))
-    except OSError:
-        return None
-    for name in names:
-        if name.lower() == "mlproject" and (project_dir / name).is_file():
-            return project_dir / name
-    return None
-
-
-def read_entry_points(mlproject: Path) -> tuple[dict[str, dict[str, Param]], str | None]:
-    """Entry points with their declared parameters, or an error message for a broken file."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(mlproject.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        return {}, f"{mlproject}: not valid YAML{where}"
-    except OSError as exc:
-        return {}, f"{mlproject}: cannot be read: {exc.strerror}"
-    if not isinstance(data, dict):
-        return {}, f"{mlproject}: must be a mapping with 'entry_points'"
-    raw_points = data.get("entry_points") or {}
-    if not isinstance(raw_points, dict):
-        return {}, f"{mlproject}: entry_points must be a mapping of name to entry point"
-    points: dict[str, dict[str, Param]] = {}
-    for name, raw in raw_points.items():
-        if not isinstance(raw, dict) or not isinstance(raw.get("command"), str):
-            return {}, f"{mlproject}: entry_points.{name}: needs a 'command' string"
-        raw_params = raw.get("parameters") or {}
-        if not isinstance(raw_params, dict):
-            return {}, f"{mlproject}: entry_points.{name}.parameters: must be a mapping"
-        params: dict[str, Param] = {}
-        for pname, spec in raw_params.items():
-            if isinstance(spec, str):  # `alpha: float` declares a required parameter
-                params[str(pname)] = Param(str(pname), spec, None, True)
-            elif isinstance(spec, dict):
-                default = spec.get("default")
-                ptype = str(spec.get("type", "string"))
-                params[str(pname)] = Param(str(pname), ptype, default, default is None)
-            else:
-                return {}, (
-                    f"{mlproject}: entry_points.{name}.parameters.{pname}: "
-                    "must be a type name or a mapping with type and default"
-                )
-        points[str(name)] = params
-    return points, None
-
-
-def type_problem(param: Param, value: Any) -> str | None:
-    """Why `value` does not fit the parameter's declared type, or None."""
-    ptype = param.type.lower()
-    if isinstance(value, (dict, list)):
-        return f"must be a single value, got a {'mapping' if isinstance(value, dict) else 'list'}"
-    if ptype in FLOAT_TYPES:
-        if isinstance(value, bool):
-            return f"must be a number ({param.type}), got {value!r}"
-        if isinstance(value, (int, float)):
-            return None
-        try:
-            float(str(value))
-        except ValueError:
-            return f"must be a number ({param.type}), got {value!r}"
-    elif ptype in INT_TYPES:
-        if isinstance(value, (bool, float)):
-            return f"must be an integer ({param.type}), got {value!r}"
-        if isinstance(value, int):
-            return None
-        try:
-            int(str(value))
-        except ValueError:
-            return f"must be an integer ({param.type}), got {value!r}"
-    return None
-
-
-def did_you_mean(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def is_script(entrypoint: str) -> bool:
-    return entrypoint.endswith(SCRIPT_SUFFIXES)
-
-
-def validate_stage(stage: Mapping[str, Any], project_dir: Path) -> Problems:
-    """Every problem with a training stage's project, entry point and parameters."""
-    problems: Problems = []
-    project_dir = Path(project_dir)
-    entrypoint = str(stage.get("entrypoint") or DEFAULT_ENTRYPOINT)
-    hyper = stage.get("hyperParameters") or {}
-    arguments = stage.get("arguments") or {}
-    if not isinstance(hyper, Mapping):
-        return [("hyperParameters", "must be a mapping of parameter name to value")]
-    env_manager = arguments.get("envManager", "local") if isinstance(arguments, Mapping) else None
-    if env_manager not in ENV_MANAGERS:
-        problems.append(
-            ("arguments.envManager", f"unknown {env_manager!r}; known: {', '.join(ENV_MANAGERS)}")
-        )
-    if not project_dir.is_dir():
-        return [*problems, ("workDir", f"{project_dir}: no such directory")]
-
-    mlproject = find_mlproject(project_dir)
-    script = project_dir / entrypoint
-    if mlproject is None:
-        if not is_script(entrypoint):
-            problems.append(
-                (
-                    "workDir",
-                    f"{project_dir}: no MLproject file; add one, or set entrypoint to a "
-                    f"{' or '.join(SCRIPT_SUFFIXES)} script in that folder",
-                )
-            )
-        elif not script.is_file():
-            problems.append(("entrypoint", f"no script {entrypoint!r} in {project_dir}"))
-        return problems
-
-    points, error = read_entry_points(mlproject)
-    if error:
-        return [*problems, ("workDir", error)]
-    if "docker_env" in _top_keys(mlproject):
-        problems.append(
-            (
-                "workDir",
-                f"{mlproject}: docker_env projects are not supported; use envManager "
-                "local or virtualenv",
-            )
-        )
-    if entrypoint not in points:
-        if is_script(entrypoint) and script.is_file():
-            return problems  # MLflow runs a script that is not an entry point as-is
-        known = ", ".join(sorted(points)) or "none"
-        problems.append(
-            (
-                "entrypoint",
-                f"unknown entry point {entrypoint!r} in {mlproject.name}"
-                f"{did_you_mean(entrypoint, sorted(points))} (known: {known})",
-            )
-        )
-        return problems
-
-    declared = points[entrypoint]
-    for name, param in declared.items():
-        if param.required and name not in hyper:
-            problems.append(
-                (
-                    f"hyperParameters.{name}",
-                    f"required by entry point {entrypoint!r} ({param.type}, no default) "
-                    "but not given",
-                )
-            )
-    for name, value in hyper.items():
-        name = str(name)
-        if name not in declared:
-            known = ", ".join(declared) or "none"
-            problems.append(
-                (
-                    f"hyperParameters.{name}",
-                    f"entry point {entrypoint!r} declares no parameter {name!r}"
-                    f"{did_you_mean(name, list(declared))} (declared: {known})",
-                )
-            )
-            continue
-        if value is None:
-            problems.append((f"hyperParameters.{name}", "has no value"))
-            continue
-        why = type_problem(declared[name], value)
-        if why:
-            problems.append((f"hyperParameters.{name}", why))
-    return problems
-
-
-def _top_keys(mlproject: Path) -> set[str]:
-    import yaml
-
-    with contextlib.suppress(Exception):
-        data = yaml.safe_load(mlproject.read_text(encoding="utf-8"))
-        if isinstance(data, dict):
-            return {str(k) for k in data}
-    return set()
-
-
-# --------------------------------------------------------------------------------------------
-# train()
 
 
 def param_text(value: Any) -> str:
@@ -243,10 +34,6 @@ def param_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def is_remote(uri: str) -> bool:
-    return urllib.parse.urlsplit(uri).scheme in ("http", "https", "databricks")
 
 
 def public_uri(uri: str) -> str:
@@ -313,25 +100,6 @@ def _warm_imports() -> None:
         import mlflow.artifacts
         import mlflow.models  # noqa: F401
         import yaml  # noqa: F401
-
-
-@dataclass(frozen=True)
-class FoundModel:
-    uri: str  # models:/<id> (MLflow 3 logged model) or runs:/<run id>/<path>
-    location: str  # where its files are, for download_artifacts
-    name: str  # what the user recognises: the logged model's name or its artifact path
-    label: str
-    flavors: tuple[str, ...]
-    identity: str  # model_id/model_uuid, to count a model seen twice once
-
-    @property
-    def is_pyfunc(self) -> bool:
-        return "python_function" in self.flavors
-
-
-def mlflow_error(exc: BaseException) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    return " ".join(str(message).split())[:500]
 
 
 class MlflowTrainer:
@@ -422,9 +190,10 @@ class _Training:
             run = self.client.get_run(run_id)
         except Exception as exc:
             raise StageError(f"mlflow: cannot read run {run_id}: {mlflow_error(exc)}") from None
-        model = self._single_model(run_id, experiment_id)
+        models = RunModels(self.client, ctx, self.arguments, self.where)
+        model = models.single(run_id, experiment_id)
         ctx.log.line(f"mlflow: converting model {model.label} ({model.uri})")
-        self._convert(model, run_id, experiment_id)
+        models.convert(model, run_id, experiment_id)
         tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
         return TrainResult(
             metrics={k: float(v) for k, v in run.data.metrics.items()},
@@ -593,158 +362,3 @@ class _Training:
             raise
         self._finish(run_id, "FINISHED")
         warm.join()
-
-    # -- the model -------------------------------------------------------------------------
-
-    def _models(self, run_id: str, experiment_id: str) -> list[FoundModel]:
-        """Every MLflow model the run logged: MLflow 3 logged models and MLmodel folders
-        among the run's own artifacts (MLflow 2, or save_model + log_artifacts)."""
-        found: dict[str, FoundModel] = {}
-        search = getattr(self.client, "search_logged_models", None)
-        token = None
-        while search is not None:
-            try:
-                page = search(
-                    experiment_ids=[str(experiment_id)],
-                    filter_string=f"source_run_id = '{run_id}'",
-                    page_token=token,
-                )
-            except Exception as exc:  # an MLflow 2 server has no logged-model API
-                self.ctx.log.line(f"mlflow: no logged-model search ({mlflow_error(exc)})")
-                break
-            for logged in page:
-                mlmodel = self._mlmodel(logged.artifact_location)
-                if mlmodel is None:
-                    continue  # an external model with no files: nothing to package
-                found.setdefault(
-                    logged.model_id,
-                    FoundModel(
-                        uri=f"models:/{logged.model_id}",
-                        location=logged.artifact_location,
-                        name=logged.name,
-                        label=f"{logged.name!r} ({logged.model_id})",
-                        flavors=tuple(sorted(mlmodel.get("flavors") or {})),
-                        identity=logged.model_id,
-                    ),
-                )
-            token = getattr(page, "token", None)
-            if not token:
-                break
-        for path in self._mlmodel_dirs(run_id, "", depth=0):
-            uri = f"runs:/{run_id}/{path}" if path else f"runs:/{run_id}"
-            mlmodel = self._mlmodel(uri)
-            if mlmodel is None:
-                continue
-            identity = str(mlmodel.get("model_id") or mlmodel.get("model_uuid") or uri)
-            found.setdefault(
-                identity,
-                FoundModel(
-                    uri=uri,
-                    location=uri,
-                    name=path,
-                    label=f"artifact path {path or '.'!r}",
-                    flavors=tuple(sorted(mlmodel.get("flavors") or {})),
-                    identity=identity,
-                ),
-            )
-        return list(found.values())
-
-    def _mlmodel_dirs(self, run_id: str, path: str, depth: int) -> list[str]:
-        if depth > 4:  # models sit at the top or a level or two down; don't crawl datasets
-            return []
-        try:
-            entries = self.client.list_artifacts(run_id, path or None)
-        except Exception:
-            return []
-        if any(not e.is_dir and Path(e.path).name == "MLmodel" for e in entries):
-            return [path]
-        dirs: list[str] = []
-        for entry in entries:
-            if entry.is_dir:
-                dirs += self._mlmodel_dirs(run_id, entry.path, depth + 1)
-        return dirs
-
-    def _mlmodel(self, uri: str) -> dict[str, Any] | None:
-        import yaml
-        from mlflow.artifacts import download_artifacts
-
-        target = self.ctx.scratch_dir / "mlmodel" / str(abs(hash(uri)))
-        target.mkdir(parents=True, exist_ok=True)
-        try:
-            local = download_artifacts(
-                artifact_uri=f"{uri.rstrip('/')}/MLmodel",
-                dst_path=str(target),
-                tracking_uri=self.ctx.tracking_uri,
-            )
-            data = yaml.safe_load(Path(local).read_text(encoding="utf-8"))
-        except Exception:
-            return None
-        return data if isinstance(data, dict) else None
-
-    def _single_model(self, run_id: str, experiment_id: str) -> FoundModel:
-        try:
-            models = self._models(run_id, experiment_id)
-        except Exception as exc:
-            raise StageError(
-                f"mlflow: cannot list the models of run {run_id}: {mlflow_error(exc)}"
-            ) from None
-        wanted = self.arguments.get("model")
-        if wanted:
-            chosen = [m for m in models if str(wanted) in (m.identity, m.name)]
-            if not chosen:
-                listed = "; ".join(f"{m.label}" for m in models) or "none"
-                raise StageError(
-                    f"mlflow: run {run_id} logged no model named {wanted!r} "
-                    f"(arguments.model); it logged: {listed}"
-                )
-            models = chosen
-        pyfunc = [m for m in models if m.is_pyfunc]
-        if len(pyfunc) == 1:
-            return pyfunc[0]
-        listed = "; ".join(f"{m.label} [flavors: {', '.join(m.flavors) or 'none'}]" for m in models)
-        if not models:
-            raise StageError(
-                f"mlflow: run {run_id} logged no model; the training must log one, "
-                "e.g. mlflow.sklearn.log_model(model, name='model', input_example=...)"
-            )
-        if not pyfunc:
-            raise StageError(
-                f"mlflow: run {run_id} logged no python_function (pyfunc) model, only: {listed}"
-            )
-        raise StageError(
-            f"mlflow: run {run_id} logged {len(pyfunc)} pyfunc models, expected one: {listed}; "
-            "log one, or pick one with arguments.model"
-        )
-
-    def _convert(self, model: FoundModel, run_id: str, experiment_id: str) -> None:
-        import mlflow
-        from mlflow.artifacts import download_artifacts
-
-        from legion_ci.gppi.mlflow_convert import convert_mlflow_model
-
-        ctx = self.ctx
-        dest = ctx.scratch_dir / "mlflow-model"
-        dest.mkdir(parents=True, exist_ok=True)
-        try:
-            local = download_artifacts(
-                artifact_uri=model.location, dst_path=str(dest), tracking_uri=ctx.tracking_uri
-            )
-        except Exception as exc:
-            raise StageError(
-                f"mlflow: cannot download model {model.uri}: {mlflow_error(exc)}"
-            ) from None
-        convert_mlflow_model(
-            Path(local),
-            ctx.output_dir,
-            name=ctx.model_name,
-            version=ctx.model_version,
-            toolchain_version=mlflow.__version__,
-            output={
-                "run_id": run_id,
-                "experiment_id": str(experiment_id),
-                "model_uri": model.uri,
-                # A local store's URI is a path of the machine that trained the model: it
-                # means nothing where the binary is served, so it stays in the run record only.
-                **({"tracking_uri": self.where} if is_remote(self.where) else {}),
-            },
-        )

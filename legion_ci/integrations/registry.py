@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from legion_ci import fs
+from legion_ci.connection_types import BUILT_IN, ConnectionType, conflicts
 from legion_ci.errors import InputError, Problem, SpecError
+from legion_ci.integrations.connection_registrations import registration_schema
 from legion_ci.stage_types import BY_KIND, STAGES
 
 ENTRY_POINT_GROUP = "legion_ci.integrations"
@@ -30,19 +32,14 @@ KINDS = {stage.kind: stage.name for stage in STAGES}
 METHODS = {"Trainer": "train", "Packager": "pack", "Deployer": "deploy"}
 
 REGISTRATION_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["kind", "name"],
-    "properties": {
-        "apiVersion": {"const": "legion-ci/v1"},
-        "kind": {"enum": list(KINDS)},
-        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$"},
-        "description": {"type": "string"},
-        "python": {"type": "string", "pattern": r"^[\w.]+:[\w.]+$"},
-        "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-        "arguments": {"type": "object"},
-    },
+    **registration_schema(
+        {"enum": list(KINDS)},
+        {
+            "python": {"type": "string", "pattern": r"^[\w.]+:[\w.]+$"},
+            "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "arguments": {"type": "object"},
+        },
+    ),
     "oneOf": [{"required": ["python"]}, {"required": ["command"]}],
 }
 
@@ -149,8 +146,17 @@ class Registration:
 class Registry:
     def __init__(self, registrations: list[Registration] | None = None):
         self._by_kind: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
+        # The connection type table the pipeline schema and the stage fields are built from:
+        # the built-ins, plus what `kind: ConnectionType` registrations bring.
+        self.connection_types: dict[str, ConnectionType] = dict(BUILT_IN)
         for registration in registrations or []:
             self.add(registration)
+
+    def add_connection_type(self, connection_type: ConnectionType) -> None:
+        problems = conflicts(self.connection_types, connection_type)
+        if problems:
+            raise InputError(f"{connection_type.source}: " + "; ".join(problems))
+        self.connection_types[connection_type.name] = connection_type
 
     def add(self, registration: Registration) -> None:
         table = self._by_kind[registration.kind]
@@ -247,10 +253,10 @@ def _validate_registration_fully(located: Any) -> None:
             raise SpecError([located.problem(path, message) for path, message in unsafe])
 
 
-def load_registration_file(path: Path) -> Registration:
+def load_registration_file(path: Path, located: Any = None) -> Registration:
     from legion_ci.yaml_loader import load_located
 
-    located = load_located(path)
+    located = located or load_located(path)
     if not isinstance(located.data, dict):
         raise SpecError([Problem(str(path), 1, 1, "", "a registration must be a mapping")])
     _validate_registration(located)
@@ -363,6 +369,18 @@ def _entry_point_registrations() -> list[Registration]:
     return found
 
 
+def _add_file(registry: Registry, path: Path) -> None:
+    """An integration's registration file, or a connection type's (`kind: ConnectionType`)."""
+    from legion_ci.integrations import connection_registrations as connection_files
+    from legion_ci.yaml_loader import load_located
+
+    located = load_located(path)
+    if connection_files.is_connection_type(located.data):
+        registry.add_connection_type(connection_files.connection_type(located, path))
+    else:
+        registry.add(load_registration_file(path, located))
+
+
 def load_registry(extra: list[Path] | tuple[Path, ...] = ()) -> Registry:
     registry = Registry()
     for path in _builtin_files():
@@ -371,8 +389,8 @@ def load_registry(extra: list[Path] | tuple[Path, ...] = ()) -> Registry:
         registry.add(registration)
     for chunk in filter(None, os.environ.get(ENV_PATHS, "").split(os.pathsep)):
         for path in _registration_files(Path(chunk)):
-            registry.add(load_registration_file(path))
+            _add_file(registry, path)
     for location in extra:
         for path in _registration_files(Path(location)):
-            registry.add(load_registration_file(path))
+            _add_file(registry, path)
     return registry

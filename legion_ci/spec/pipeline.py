@@ -57,9 +57,11 @@ class Pipeline:
         return (self.base_dir / value).resolve()
 
     def clients(self) -> Any:
-        """The Docker / Kubernetes clients, built once from the resolved connections."""
+        """The Docker / Kubernetes clients, built once from the resolved connections; a
+        connection's own client by its type's factory in the registry's table."""
         if self._clients is None:
             from legion_ci.integrations.clients import Clients
 
             self._clients = Clients.for_connections(self.connections.values())
+            self._clients.connection_types = self.registry.connection_types
         return self._clients

@@ -1,76 +1,28 @@
 """The pipeline file's JSON Schema (draft 2020-12), built from the integration registry.
 
-Integration names and the schema of each integration's `arguments` come from the registry, so
-a third-party registration extends validation without anyone editing this file.
+Integration names, the schema of each integration's `arguments` and the connection types come
+from the registry, so a third-party registration extends validation without anyone editing
+this file.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from legion_ci.connection_types import BUILT_IN, connection_schema, secret_fields
 from legion_ci.integrations.registry import Registry
-from legion_ci.stage_types import BASELINE, GATE, STAGES
+from legion_ci.stage_schemas import BASELINE, GATE
+from legion_ci.stage_types import STAGES
 
 __all__ = ["BASELINE", "CONNECTION", "GATE", "SECRET_FIELDS", "build_schema"]
 
 SCHEMA_ID = "https://legion-ci.dev/schemas/pipeline-v1.json"
-SECRET_REF = r"^\$\{(env|file):[^}]+\}$"
 MODEL_NAME = "^[a-z0-9][a-z0-9._-]*$"
 MODEL_VERSION = "^[A-Za-z0-9_][A-Za-z0-9._-]*$"
-# Fields of a connection that carry credentials: only secret references are accepted there.
-SECRET_FIELDS = ("password", "token", "keyID", "keySecret", "sessionToken")
-
-_secret_ref = {
-    "type": "string",
-    "pattern": SECRET_REF,
-    "description": "A secret reference: ${env:NAME} or ${file:path/relative/to/pipeline}.",
-}
-
-CONNECTION = {
-    "type": "object",
-    "description": "A named connection; credentials only as secret references.",
-    "additionalProperties": False,
-    "required": ["type"],
-    "properties": {
-        "type": {
-            "enum": ["local", "http", "s3", "mlflow", "docker", "kubernetes"],
-            "description": "What the connection points at.",
-        },
-        "uri": {
-            "type": "string",
-            "description": "Path (for a local connection, relative to the pipeline file), URL,"
-            " s3://bucket/prefix, registry host or API server.",
-        },
-        "endpoint": {"type": "string", "description": "S3-compatible endpoint URL."},
-        "region": {"type": "string", "description": "Object storage region."},
-        "username": {"type": "string", "description": "User name (may be a reference)."},
-        "password": _secret_ref,
-        "token": _secret_ref,
-        "keyID": _secret_ref,
-        "keySecret": _secret_ref,
-        "sessionToken": _secret_ref,
-        "headers": {
-            "type": "object",
-            "additionalProperties": {"type": "string"},
-            "description": "Extra HTTP headers.",
-        },
-        "namespace": {"type": "string", "description": "Kubernetes namespace."},
-        "kubeconfig": {
-            "type": "string",
-            "description": "Path to a kubeconfig file, relative to the pipeline file.",
-        },
-        "context": {"type": "string", "description": "Kubernetes context in the kubeconfig."},
-        "caFile": {
-            "type": "string",
-            "description": "CA bundle that verifies the API server of a uri + token"
-            " connection, relative to the pipeline file.",
-        },
-        "host": {
-            "type": "string",
-            "description": "Docker engine to use (unix:// or tcp://); default $DOCKER_HOST.",
-        },
-    },
-}
+# The built-in connection types' entry and credential fields; a pipeline's own schema is
+# built from its registry's table, which plugins may extend.
+CONNECTION = connection_schema(BUILT_IN)
+SECRET_FIELDS = secret_fields(BUILT_IN.values())
 
 
 def _stage_schema(
@@ -145,7 +97,7 @@ def build_schema(registry: Registry) -> dict[str, Any]:
             },
             "connections": {
                 "type": "object",
-                "additionalProperties": CONNECTION,
+                "additionalProperties": connection_schema(registry.connection_types),
                 "description": "Named connections: data stores, tracking, registry, cluster.",
             },
             "integrations": {

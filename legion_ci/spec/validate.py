@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from legion_ci import fs
+from legion_ci.connection_types import ConnectionType, accepted_types, secret_fields
 from legion_ci.errors import InputError, LegionError, Problem, SpecError
+from legion_ci.integrations.arguments import fill_defaults as fill_schema_defaults
 from legion_ci.integrations.base import Connection
 from legion_ci.integrations.registry import Registry, load_registry
 from legion_ci.redact import Redactor, register
 from legion_ci.spec.pipeline import Pipeline
-from legion_ci.spec.schema import SECRET_FIELDS, build_schema
+from legion_ci.spec.schema import build_schema
 from legion_ci.spec.secrets import resolve_references
 from legion_ci.spec.stage_checks import integration_problems, split_field_path
 from legion_ci.stage_types import BY_NAME, STAGES, ConnectionField, resolve
@@ -29,7 +31,9 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _schema_problems(located: Located, schema: dict[str, Any]) -> list[Problem]:
+def _schema_problems(
+    located: Located, schema: dict[str, Any], secrets: tuple[str, ...]
+) -> list[Problem]:
     from legion_ci.spec.fastcheck import is_valid
 
     if is_valid(schema, located.data):
@@ -40,7 +44,7 @@ def _schema_problems(located: Located, schema: dict[str, Any]) -> list[Problem]:
     validator = Draft202012Validator(schema)
     problems: list[Problem] = []
     for error in validator.iter_errors(located.data):
-        problems.extend(_explain(located, error, best_match))
+        problems.extend(_explain(located, error, best_match, secrets))
     # One mistake can break several branches of the schema; say it once.
     unique: dict[tuple[int, int, str, str], Problem] = {}
     for p in problems:
@@ -48,7 +52,9 @@ def _schema_problems(located: Located, schema: dict[str, Any]) -> list[Problem]:
     return list(unique.values())
 
 
-def _explain(located: Located, error: Any, best_match: Any) -> list[Problem]:
+def _explain(
+    located: Located, error: Any, best_match: Any, secrets: tuple[str, ...]
+) -> list[Problem]:
     path: PathT = tuple(error.absolute_path)
     kind = error.validator
     leaf = path[-1] if path else ""
@@ -82,7 +88,7 @@ def _explain(located: Located, error: Any, best_match: Any) -> list[Problem]:
                 f" known: {', '.join(known) or '(none registered)'}",
             )
         ]
-    if leaf in SECRET_FIELDS:
+    if leaf in secrets:
         # Never echo what was written in a credential field: it may be a real secret.
         return [
             located.problem(
@@ -92,13 +98,10 @@ def _explain(located: Located, error: Any, best_match: Any) -> list[Problem]:
     if kind == "const":
         return [located.problem(path, f"must be {error.validator_value!r}")]
     if kind in ("oneOf", "anyOf") and error.context:
-        return _explain(located, best_match(error.context), best_match)
+        return _explain(located, best_match(error.context), best_match, secrets)
     if kind == "minProperties" and error.validator_value == 1:
         return [located.problem(path, "must not be empty")]
     return [located.problem(path, error.message)]
-
-
-_PATH_OPTIONS = ("kubeconfig", "caFile")
 
 
 # The one subtree the training code alone judges: a multi-line string or an infinite value
@@ -141,7 +144,7 @@ def _value_problems(located: Located) -> list[Problem]:
 
 
 def _connections(
-    data: dict[str, Any], located: Located, base_dir: Path
+    data: dict[str, Any], located: Located, base_dir: Path, types: dict[str, ConnectionType]
 ) -> tuple[dict[str, Connection], list[Problem]]:
     connections: dict[str, Connection] = {}
     for name, raw in (data.get("connections") or {}).items():
@@ -149,7 +152,8 @@ def _connections(
         uri = str(raw.get("uri", ""))
         if raw["type"] == "local" and uri:
             uri = str((base_dir / uri).resolve())
-        for key in _PATH_OPTIONS:  # files a connection names, like every path in the pipeline
+        # Files a connection names, relative to the pipeline like every path in it.
+        for key in types[raw["type"]].paths:
             if options.get(key):
                 options[key] = str((base_dir / Path(options[key]).expanduser()).resolve())
         connections[name] = Connection(name=name, type=raw["type"], uri=uri, options=options)
@@ -178,7 +182,8 @@ def _connections(
         spec = stages.get(stage_type.name) or {}
         for conn_field in stage_type.connections:
             for path, name in _field_values(spec, conn_field):
-                need(("stages", stage_type.name, *path), name, conn_field.types)
+                accepted = accepted_types(types, stage_type.name, conn_field.path)
+                need(("stages", stage_type.name, *path), name, accepted)
     return connections, problems
 
 
@@ -231,35 +236,26 @@ def _stage_problems(
     return problems
 
 
-def _defaults(schema: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
-    """`value` with the schema's property defaults filled in, recursively into objects."""
-    filled = dict(value)
-    for key, sub in (schema.get("properties") or {}).items():
-        if key not in filled and "default" in sub:
-            filled[key] = sub["default"]
-        if isinstance(filled.get(key), dict) and sub.get("properties"):
-            filled[key] = _defaults(sub, filled[key])
-    return filled
-
-
 def fill_defaults(data: dict[str, Any], registry: Registry) -> None:
     """Fill every stage's defaults, and its integration's `arguments` defaults, once, at load,
-    from the same schemas that validated them."""
+    from the same schemas that validated them (with the one fill function the integrations
+    use for hand-built contexts, so the two cannot fill differently)."""
     stages = data.get("stages") or {}
     for stage_type in STAGES:
         spec = stages.get(stage_type.name)
         if not isinstance(spec, dict):
             continue
-        spec = _defaults({"properties": stage_type.properties}, spec)
+        spec = fill_schema_defaults({"properties": stage_type.properties}, spec)
         registration = registry.for_stage_named(stage_type.name, spec[stage_type.integration_key])
-        spec["arguments"] = _defaults(registration.arguments, spec.get("arguments") or {})
+        spec["arguments"] = fill_schema_defaults(registration.arguments, spec.get("arguments"))
         stages[stage_type.name] = spec
 
 
-def _secret_paths(data: dict[str, Any]) -> set[PathT]:
+def _secret_paths(data: dict[str, Any], registry: Registry) -> set[PathT]:
     paths: set[PathT] = set()
+    keys = secret_fields(registry.connection_types.values())
     for name, raw in (data.get("connections") or {}).items():
-        for key in SECRET_FIELDS:
+        for key in keys:
             if key in raw:
                 paths.add(("connections", name, key))
         for header in raw.get("headers") or {}:
@@ -329,7 +325,8 @@ def _load_pipeline(
         raise SpecError([Problem(shown, 1, 1, "integrations", str(exc))]) from None
 
     problems.extend(_value_problems(located))
-    problems.extend(_schema_problems(located, build_schema(registry)))
+    secret_keys = secret_fields(registry.connection_types.values())
+    problems.extend(_schema_problems(located, build_schema(registry), secret_keys))
     if problems:
         problems.extend(_project_problems_despite(problems, located, base_dir, registry, environ))
         raise SpecError(problems)
@@ -341,13 +338,13 @@ def _load_pipeline(
             ("connections", n) for n in used
         }
     data, secrets, ref_problems = resolve_references(
-        located, base_dir, _secret_paths(located.data), environ, optional
+        located, base_dir, _secret_paths(located.data, registry), environ, optional
     )
     # From here on every message may quote resolved values: register the secrets first.
     redactor = register(secrets)
     _register_connection_secrets(data, redactor)
     problems.extend(ref_problems)
-    connections, conn_problems = _connections(data, located, base_dir)
+    connections, conn_problems = _connections(data, located, base_dir, registry.connection_types)
     problems.extend(conn_problems)
     fill_defaults(data, registry)
     problems.extend(_stage_problems(data, located, base_dir, registry, strict_project))
@@ -394,7 +391,7 @@ def _project_problems_despite(
         return []
     try:
         data, secrets, _ = resolve_references(
-            located, base_dir, _secret_paths(located.data), environ
+            located, base_dir, _secret_paths(located.data, registry), environ
         )
         redactor = register(secrets)
         stages = {k: v for k, v in (data.get("stages") or {}).items() if k not in broken}
