@@ -1,14 +1,49 @@
 """The stages' own keys as JSON Schema fragments (with defaults), read by the stage table.
 
-Plain data: it imports only `legion_ci.data.schema` (the data binding schema, itself plain
-data), so the stage table and the pipeline schema can both read it.
+Plain data that imports nothing, so the stage table and the pipeline schema can both read it,
+and building the pipeline schema does not import the data-fetching code (urllib, http.client):
+`legion-ci validate` has a 150 ms budget.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from legion_ci.data.schema import BINDING_SCHEMA
+BINDING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Data placed inside the training's work dir before the training runs.",
+    "properties": {
+        "connection": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Name of a data connection (type local, http or s3).",
+        },
+        "remotePath": {
+            "type": "string",
+            "description": (
+                "Path on the connection, relative to its uri: a file, or a directory / S3 "
+                "prefix (ending with '/') copied recursively. Leave it out when the "
+                "connection's uri names the object itself (as Legion allowed)."
+            ),
+        },
+        "localPath": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Where to place the data, relative to the work dir (stays inside it).",
+        },
+        "sha256": {
+            "type": "string",
+            "pattern": "^[0-9a-fA-F]{64}$",
+            "description": (
+                "Expected sha256 of the file, or of the sorted sha256sum listing of a directory; "
+                "a mismatch fails the stage before training."
+            ),
+        },
+    },
+    "required": ["connection", "localPath"],
+    "additionalProperties": False,
+}
+
 
 GATE: dict[str, Any] = {
     "type": "object",

@@ -14,11 +14,12 @@ import jsonschema
 import pytest
 from data_support import HttpFiles, free_port, http_files, moto_server
 
-from legion_ci.data.bindings import BINDING_SCHEMA, connection_types, place_data
+from legion_ci.data.bindings import connection_types, place_data
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import Connection
 from legion_ci.processes import StageLog
 from legion_ci.redact import Redactor
+from legion_ci.stage_schemas import BINDING_SCHEMA
 
 KEY_ID = "AKIATESTDATABINDINGS"
 KEY_SECRET = "s3-secret-Zq8vW2nRx"

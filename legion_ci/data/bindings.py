@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from legion_ci.data.schema import BINDING_SCHEMA as BINDING_SCHEMA  # re-exported
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import Connection
 from legion_ci.integrations.clients import s3_client

@@ -1,7 +1,7 @@
 """Training that outgrows the CI agent: the train stage as a Kubernetes Job.
 
-The Job runs `python -m legion_ci.training.pod --pipeline P --upload s3://B/PREFIX` in
-a toolchain image that holds legion-ci and the project (pod.py: the train stage with
+The Job runs `python -m legion_ci.cli.training_pod --pipeline P --upload s3://B/PREFIX` in
+a toolchain image that holds legion-ci and the project (cli/training_pod.py: the train stage with
 its data bindings, tracking, gates and self-check, then the binary and a result.json to
 S3-compatible storage). This side creates the Job, follows its pod's log into the stage log,
 waits for it to succeed or fail (or times out and deletes it), then downloads the binary and
@@ -94,7 +94,7 @@ def render_job(job: TrainingJob) -> dict[str, Any]:
                             "command": [
                                 "python",
                                 "-m",
-                                "legion_ci.training.pod",
+                                "legion_ci.cli.training_pod",
                                 "--pipeline",
                                 job.pipeline,
                                 "--upload",

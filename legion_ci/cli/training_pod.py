@@ -1,6 +1,6 @@
 """What a Kubernetes training Job's pod runs: the train stage, then the result to object storage.
 
-    python -m legion_ci.training.pod --pipeline PIPELINE --upload s3://BUCKET/PREFIX
+    python -m legion_ci.cli.training_pod --pipeline PIPELINE --upload s3://BUCKET/PREFIX
 
 Runs `legion-ci stage train PIPELINE` in-process (data bindings, tracking, gates and the
 self-check as usual), then uploads `<prefix>/<model>-<version>.zip` and `<prefix>/result.json`
@@ -45,7 +45,7 @@ def upload(record_stage: dict, upload_url: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="legion_ci.training.pod")
+    parser = argparse.ArgumentParser(prog="legion_ci.cli.training_pod")
     parser.add_argument("--pipeline", required=True)
     parser.add_argument("--upload", required=True, metavar="s3://BUCKET/PREFIX")
     options = parser.parse_args(argv)
