@@ -28,8 +28,12 @@ inputs="$(cat constraints.txt setup.py pyproject.toml legion_ci/packaging/serve-
   | sha256sum | cut -c1-16)${extras}"
 have="$(cat "$stamp" 2>/dev/null || true)"
 # A test install holds the runtime one too.
+# Bytecode for the package, so that the first commands from a fresh clone (and every command
+# where PYTHONDONTWRITEBYTECODE is set) do not compile it again: it is an editable install.
+compile_package() { "$PWD/.venv/bin/python" -m compileall -q -j 0 legion_ci >/dev/null; }
 if { [ "$have" = "$inputs" ] || [ "$have" = "${inputs}[test]" ]; } \
   && .venv/bin/python -c 'import legion_ci' 2>/dev/null; then
+  compile_package
   exit 0
 fi
 # Exact versions from constraints.txt (scripts/refresh-constraints.sh makes it), so that a new
@@ -45,4 +49,5 @@ fi
 grep -E "^(Collecting|Successfully installed)" "$log" | sed -e 's/^/  pip: /' >&2 || true
 rm -f "$log"
 .venv/bin/python -c 'import legion_ci, mlflow' || { echo "legion-ci installation failed" >&2; exit 3; }
+compile_package
 echo "$inputs" >"$stamp"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -230,3 +233,21 @@ def test_validate_json_output(tmp_path: Path) -> None:
     result = json.loads(outcome.out)
     assert result["valid"] is False
     assert {e["path"] for e in result["errors"]} >= {"model.name", "stages"}
+
+
+def test_the_generated_validator_keeps_its_bytecode_where_python_writes_none(tmp_path: Path):
+    # Compiling the generated validator costs more than validating with it: its bytecode is
+    # written once even under PYTHONDONTWRITEBYTECODE (which CI machines often set).
+    env = {**os.environ, "LEGION_CI_CACHE": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    argv = [
+        sys.executable,
+        "-m",
+        "legion_ci.cli.main",
+        "validate",
+        str(REPO / "pipelines/wine.yaml"),
+    ]
+    subprocess.run(argv, env=env, check=True, capture_output=True)
+    generated = sorted((tmp_path / "validators").glob("schema_*.py"))
+    assert generated, "no validator generated"
+    compiled = sorted((tmp_path / "validators" / "__pycache__").glob("schema_*.pyc"))
+    assert [p.name.split(".")[0] for p in compiled] == [p.stem for p in generated]

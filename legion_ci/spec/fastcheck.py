@@ -103,6 +103,13 @@ def _validator(schema: dict[str, Any]) -> Callable[[Any], Any] | None:
     try:
         if not path.is_file():
             _compile(schema, path)
+        if not os.path.isfile(importlib.util.cache_from_source(str(path))):
+            # The generated module is large (compiling it costs more than validating); write
+            # its bytecode once even where PYTHONDONTWRITEBYTECODE keeps the import system from
+            # doing so, since that only stops writing, not reading.
+            import py_compile
+
+            py_compile.compile(str(path), doraise=True)
         spec = importlib.util.spec_from_file_location(f"legion_ci_schema_{key}", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
