@@ -67,10 +67,15 @@ CMD ["sh", "-c", "exec mlflow models serve -m /model --env-manager local -h 127.
 
 def mlflow_context(folder: Path, artifact_dir: Path, log) -> Path:
     """The MLflow image's build context: MLflow and the model's requirements, as trained."""
+    manifest = read_manifest(artifact_dir)
+    return mlflow_model_context(folder, artifact_dir / manifest.work_dir / "model", log)
+
+
+def mlflow_model_context(folder: Path, mlflow_model: Path, log) -> Path:
+    """The build context of an image serving the MLflow model in `mlflow_model` (a folder with
+    MLmodel and requirements.txt) with `mlflow models serve`."""
     import shutil
 
-    manifest = read_manifest(artifact_dir)
-    mlflow_model = artifact_dir / manifest.work_dir / "model"
     pins = [
         ln
         for ln in (mlflow_model / "requirements.txt").read_text().splitlines()
