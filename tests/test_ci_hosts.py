@@ -128,9 +128,12 @@ def test_one_json_document_on_exit_0_1_and_2(sh_project: Path, tmp_path: Path) -
 
 def test_gitlab_outputs_are_a_dotenv_and_the_log_a_section(sh_project: Path) -> None:
     pipeline = write(sh_project / "pipeline.yaml", PACKAGED)
-    dotenv = sh_project / "legion-ci.env"
-    env = {"GITLAB_CI": "true", "LEGION_CI_DOTENV": str(dotenv)}
-    outcome = run_cli("run", str(pipeline), env=env).assert_success()
+    dotenv, reports = sh_project / "legion-ci.env", sh_project / "legion-ci-reports"
+    env = {"GITLAB_CI": "true", "LEGION_CI_DOTENV": str(dotenv), "LEGION_CI_REPORTS": str(reports)}
+    outcome = run_cli("run", str(pipeline), cwd=sh_project, env=env).assert_success()
+    # the reports where the template's artifacts:reports find them, metrics in GitLab's format
+    assert (reports / "metrics.txt").read_text() == "train_r2 0.9\ntrain_rmse 0.5\n"
+    assert (reports / "junit.xml").is_file()
     values = dict(line.split("=", 1) for line in dotenv.read_text().splitlines())
     document = json.loads(run_cli("runs", "show", "--file", str(pipeline), "-o", "json").out)
     assert values["LEGION_RUN_ID"] == document["id"]
@@ -148,7 +151,9 @@ def test_gitlab_outputs_are_a_dotenv_and_the_log_a_section(sh_project: Path) -> 
     assert re.fullmatch(r"\x1b\[0Ksection_end:\d+:legion_ci_run", lines[end])
     assert start < lines.index("sh-trainer: done") < end
 
-    failed = run_cli("stage", "train", str(pipeline), env={**env, "FAKE_TRAINER_FAIL": "4"})
+    failed = run_cli(
+        "stage", "train", str(pipeline), cwd=sh_project, env={**env, "FAKE_TRAINER_FAIL": "4"}
+    )
     assert "legion-ci: reproduce locally with: legion-ci stage train" in failed.assert_failed(1).err
     local = run_cli("stage", "train", str(pipeline), env={"FAKE_TRAINER_FAIL": "4"})
     assert "reproduce locally" not in local.assert_failed(1).err

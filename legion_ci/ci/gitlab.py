@@ -11,11 +11,16 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Mapping
-from typing import IO
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from legion_ci.ci import shareable, terminal
+
+if TYPE_CHECKING:
+    from legion_ci.runner.records import RunRecord
 
 NAME = "gitlab"
 SHOWS_REPRODUCE = True
@@ -32,6 +37,10 @@ def variable(name: str) -> str:
     return "LEGION_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
 
 
+def _metric_name(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_:]", "_", text)
+
+
 def write_outputs(outputs: Mapping[str, object]) -> None:
     path = os.environ.get(DOTENV_ENV) or DEFAULT_DOTENV
     lines = []
@@ -44,7 +53,30 @@ def write_outputs(outputs: Mapping[str, object]) -> None:
         handle.writelines(lines)
 
 
-write_summary = terminal.write_summary
+REPORTS_ENV = "LEGION_CI_REPORTS"
+DEFAULT_REPORTS = "legion-ci-reports"
+
+
+def write_summary(record: RunRecord) -> None:
+    """The run's reports copied to one fixed folder of the project ($LEGION_CI_REPORTS), where
+    the template's `artifacts:reports` and `expose_as` find them (GitLab allows no variables
+    in an exposed artifact's paths), and the metrics as GitLab's metrics report."""
+    target = Path(os.environ.get(REPORTS_ENV) or DEFAULT_REPORTS)
+    target.mkdir(parents=True, exist_ok=True)
+    reports = record.folder / "reports"
+    for path in sorted(reports.iterdir()) if reports.is_dir() else ():
+        if path.is_file():
+            shutil.copyfile(path, target / path.name)
+    # GitLab's metrics report: `name value` per line (OpenMetrics text); GitLab shows the
+    # change against the target branch's report in the merge request.
+    lines = [
+        f"{_metric_name(f'{stage}_{name}')} {value}\n"
+        for stage, stage_record in record.stages.items()
+        for name, value in sorted(stage_record.metrics.items())
+    ]
+    (target / "metrics.txt").write_text("".join(lines), encoding="utf-8")
+
+
 annotate = terminal.annotate
 
 
