@@ -197,7 +197,7 @@ def test_whole_run_with_credentials_from_a_connection(
     assert secret not in outcome.log
     assert secret not in json.dumps(outcome.seen)
     for path in (pipeline.parent / ".legion").rglob("*"):
-        if path.is_file() and path.suffix in (".log", ".json", ".xml", ".md"):
+        if path.is_file() and path.suffix in (".log", ".json", ".xml", ".md", ".html"):
             assert secret not in path.read_text(errors="replace"), path
     # Invalid input: the task fails with legion-ci's one-line validation error.
     # Invalid input (exit 2): the task fails with the located error of legion-ci's JSON

@@ -58,7 +58,7 @@ def test_the_template_passes_gitlab_s_schema() -> None:
 
 def test_every_job_passes(pipeline: GitlabRun) -> None:
     assert pipeline.code == 0, pipeline.log[-8000:]
-    for job in ("legion-ci-validate", *STAGE_JOBS, "check-deployment"):
+    for job in ("legion-ci-validate", *STAGE_JOBS, "check-deployment", "legion-ci-report"):
         assert re.search(rf"PASS\s+{job}\b", pipeline.log), job
 
 
@@ -96,6 +96,11 @@ def test_reports_are_where_gitlab_collects_them(pipeline: GitlabRun) -> None:
         assert re.fullmatch(r"train_rmse \d+\.\d+", next(m for m in metrics if "rmse" in m))
         # the run folder, handed to the next job and kept
         assert list(uploaded.glob("pipelines/.legion/runs/*/record.json")), job
+    # the HTML summary of the last stage job, exposed by the last job of the pipeline
+    report = yaml.safe_load(TEMPLATE.read_text())["legion-ci-report"]["artifacts"]
+    assert report["expose_as"] and "*" not in "".join(report["paths"])  # GitLab: no globs
+    page = (pipeline.artifacts("legion-ci-report") / report["paths"][0]).read_text()
+    assert "<svg" in page and "deploy" in page and "<script" not in page
     # the stage log folds into one section per job (gitlab-ci-local prints a folded section
     # as "<name> took <ms>ms", as GitLab shows its duration)
     for job in STAGE_JOBS:
