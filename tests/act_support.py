@@ -30,9 +30,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from procs import free_port
-
-from legion_ci.processes import terminate_group
+from procs import free_port, run_group
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = Path(sys.executable).parent
@@ -365,22 +363,9 @@ def run_act(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "RUNNER_"))}
     env.pop("LEGION_CI_PIPELINE", None)
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    proc = subprocess.Popen(
-        argv,
-        cwd=repo,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
-        terminate_group(proc, grace=10)
+    code, out = run_group(argv, cwd=repo, env=env, timeout=timeout)
     (work / f"act-{event}-{number}.log").write_text(out, encoding="utf-8")
-    return ActRun(proc.returncode, out, artifacts)
+    return ActRun(code, out, artifacts)
 
 
 # --- A GitHub REST API emulator for the pull request comment ----------------------------------

@@ -56,6 +56,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("LEGION_CI_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     monkeypatch.delenv("JENKINS_URL", raising=False)
+    monkeypatch.delenv("GITLAB_CI", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("LEGION_CI_INTEGRATIONS", raising=False)
 

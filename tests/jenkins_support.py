@@ -23,7 +23,13 @@ JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
 # (LEGION_CI_COMMAND) except where a test installs one for real.
 LEGION_CI_BIN = str(Path(sys.executable).parent / "legion-ci")
 # What the runner of these tests may have set that would change legion-ci's behaviour.
-IGNORED_ENV = {"GITHUB_ACTIONS", "MLFLOW_TRACKING_URI", "LEGION_CI_INTEGRATIONS", "JENKINS_URL"}
+IGNORED_ENV = {
+    "GITHUB_ACTIONS",
+    "MLFLOW_TRACKING_URI",
+    "LEGION_CI_INTEGRATIONS",
+    "JENKINS_URL",
+    "GITLAB_CI",
+}
 SECRET = "jenkins-s3cr3t-7f1c"
 REGISTRY_SECRET = "registry-s3cr3t-9a2b"
 

@@ -108,6 +108,29 @@ def wait_gone(pid: int, timeout: float = 30.0, what: str = "process") -> None:
         time.sleep(0.05)
 
 
+def run_group(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float
+) -> tuple[int, str]:
+    """Run `argv` in a process group of its own to the end; its exit code and its stdout and
+    stderr together. The whole group is stopped afterwards, on a timeout too, so nothing a
+    CI runner's job started outlives the test."""
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        terminate_group(proc, grace=10)
+    return proc.returncode, out
+
+
 @contextlib.contextmanager
 def service(
     argv: Sequence[str],

@@ -115,19 +115,30 @@ def test_failure_messages_are_one_line(sh_project: Path, tmp_path: Path) -> None
         f"legion-ci run {result['run_id']}: stage train failed:"
         " quality gate failed: rmse = 0.9 > max 0.8"
     )
+    # Invalid input (exit 2): the message comes from the JSON document's error, located,
+    # with no stderr to read at all.
     invalid = write(tmp_path / "invalid.yaml", SH_PIPELINE)
     bad = run_cli("stage", "train", str(invalid), "-o", "json").assert_failed(2)
-    assert command.parse_result(bad.out) is None
-    message = command.failure_message(2, None, bad.err.splitlines(), "legion-ci stage train")
+    document = command.parse_result(bad.out)
+    assert document is not None and document["run_id"] is None
+    assert document["error"]["kind"] == "invalid-input"
+    located = [
+        (p["file"], p["line"], p["column"], p["field"]) for p in document["error"]["problems"]
+    ]
+    assert located == [
+        (str(invalid), 3, 16, "integrations[0]"),
+        (str(invalid), 9, 16, "stages.train.toolchain"),
+    ]
+    message = command.failure_message(2, document, [], "legion-ci stage train")
     assert "\n" not in message
     assert message.startswith(
-        f"legion-ci stage train exited with code 2: {invalid}: validation failed: 2 errors; "
+        f"legion-ci stage train exited with code 2: invalid-input: {invalid}:"
+        f" validation failed: 2 errors: {invalid}:3:16: integrations[0]: no such registration file"
     )
-    assert "no such registration file" in message
     missing = run_cli("stage", "package", str(pipeline), "--run-id", "nope", "-o", "json")
     missing.assert_failed(2)
-    message = command.failure_message(2, None, missing.err.splitlines(), "legion-ci stage package")
-    assert message.startswith("legion-ci stage package exited with code 2: error: ")
+    message = command.failure_message(2, command.parse_result(missing.out), [], "x")
+    assert message.startswith("x exited with code 2: invalid-input: ")
     assert "nope" in message
 
 
@@ -167,6 +178,7 @@ def test_stop_cancels_the_stage_and_its_trainer(sh_project: Path) -> None:
     assert code == 130  # legion-ci handled the SIGTERM (a SIGKILL would read -9)
     result = command.parse_result(out)
     assert result is not None and result["stages"]["train"]["status"] == "cancelled"
+    assert result["error"]["kind"] == "interrupted"  # the document on exit 130 too
     assert any("sh-trainer: sleeping 600s" in line for line in lines)  # streamed live
     wait_gone(trainer, 30, "the trainer")
     assert command.failure_message(code, result, lines, "x").startswith(

@@ -154,6 +154,7 @@ def test_one_liner_runs_each_stage_and_publishes(builds: dict[str, Build]) -> No
         f"{run}/logs/package.log",
         f"{run}/reports/junit.xml",
         f"{run}/reports/summary.md",
+        f"{run}/reports/summary.html",  # the page with the charts, for Jenkins' artifact view
     }
     assert not [f for f in archive["files"] if f.endswith(".zip")]  # archiveModel: false
     record = json.loads((build.root / "archive" / run / "record.json").read_text())

@@ -156,6 +156,11 @@ def test_plugin_crash_is_internal_error_with_log(tmp_path: Path, plugin_env: dic
     record = json.loads(run_cli("runs", "show", "--file", str(path), "-o", "json").out)
     assert record["stages"]["train"]["status"] == "failed"
     assert "internal error: RuntimeError: plugin bug" in record["stages"]["train"]["error"]
+    # --output json: the one JSON document on exit 3 too, naming the crash log.
+    crashed = run_cli("run", str(path), "-q", "-o", "json", env=plugin_env).assert_failed(3)
+    error = json.loads(crashed.out)["error"]
+    assert error["kind"] == "internal" and error["problems"] == []
+    assert error["message"].startswith("internal error: RuntimeError: plugin bug (details in ")
 
 
 def test_unknown_entry_point_kind(tmp_path: Path) -> None:

@@ -203,7 +203,7 @@ connections:
     assert "password=***" in outcome.err
     dry = run_cli("run", str(pipeline), "--dry-run", env=env).assert_success()
     for path in (sh_project / ".legion").rglob("*"):
-        if path.is_file() and path.suffix in (".log", ".json", ".xml", ".md"):
+        if path.is_file() and path.suffix in (".log", ".json", ".xml", ".md", ".html"):
             assert secret not in path.read_text(errors="replace"), path
     assert secret not in outcome.out + outcome.err + dry.out + dry.err
 

@@ -3,7 +3,8 @@
 The operators run `legion-ci run|stage ... --output json` as a child process in its own
 process group: a crash or a heavy import (MLflow, scikit-learn) stays in the child, and a
 cancel can stop the child and everything it started. Stderr (the stage log, which legion-ci
-echoes there) is followed line by line; stdout holds only the result JSON.
+echoes there) is followed line by line; stdout holds only the JSON document, read for the
+outputs and the error alike.
 """
 
 from __future__ import annotations
@@ -27,10 +28,6 @@ EXECUTABLE_ENV = "LEGION_CI_EXECUTABLE"
 # Airflow's own settings and secrets (its database URL, connections, variables) are of no use
 # to legion-ci; the child never sees them.
 AIRFLOW_ENV_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")
-# Exit codes of legion-ci (legion_ci/errors.py), repeated so this module imports nothing else.
-EXIT_CANCELLED = 130
-# XCom keys the operators always push; every stage output is pushed under its own name too.
-RESULT_KEYS = ("run_id", "status", "record")
 
 
 class LegionCIError(Exception):
@@ -81,7 +78,8 @@ def child_environment(base: Mapping[str, str], *layers: Mapping[str, str] | None
 
 
 def parse_result(stdout: str) -> dict[str, Any] | None:
-    """The result JSON legion-ci printed, or None (it printed none: invalid input, a crash)."""
+    """The JSON document legion-ci printed (it prints one on every exit code), or None when
+    it printed none (a broken install that never reached legion-ci's own code)."""
     text = stdout.strip()
     if not text:
         return None
@@ -93,52 +91,37 @@ def parse_result(stdout: str) -> dict[str, Any] | None:
 
 
 def xcom_values(result: dict[str, Any]) -> dict[str, Any]:
-    """What a task hands on: run id, status, record path, metrics, and every stage output
-    (artifact, artifact_sha256, image, digest, url, ...); later stages win a shared name."""
-    values: dict[str, Any] = {key: result.get(key) for key in RESULT_KEYS}
-    metrics: dict[str, Any] = {}
-    for stage in (result.get("stages") or {}).values():
-        if stage.get("status") != "succeeded":
-            continue
-        metrics.update(stage.get("metrics") or {})
-        for key, value in (stage.get("outputs") or {}).items():
-            if key not in ("return_value", *RESULT_KEYS):
-                values[key] = value
-    values["metrics"] = metrics
+    """What a task hands on: the document's outputs (named in legion-ci's stage table:
+    run_id, status, artifact, artifact_sha256, image, digest, url, metrics, ...), each under
+    its name with `-` made `_` as Airflow keys go, and the record's path."""
+    values: dict[str, Any] = {
+        key.replace("-", "_"): value for key, value in result.get("outputs", {}).items()
+    }
+    values["record"] = result.get("record")
+    values.setdefault("metrics", {})
     return values
 
 
 def failure_message(
     code: int, result: dict[str, Any] | None, stderr_tail: list[str], what: str
 ) -> str:
-    """One line saying why `what` failed: the failed stage's own error when there is a
-    record, else legion-ci's error line (invalid input, internal error)."""
-    if result is not None:
-        for name, stage in (result.get("stages") or {}).items():
+    """One line saying why `what` failed, from the document's `error` (never from stderr);
+    the last stderr line only when legion-ci printed no document at all (it never started)."""
+    error = (result or {}).get("error")
+    if error:
+        message = error["message"]
+        run_id = (result or {}).get("run_id")
+        for name, stage in ((result or {}).get("stages") or {}).items():
             if stage.get("status") in ("failed", "cancelled"):
-                error = (stage.get("error") or stage["status"]).strip().splitlines()[0]
-                return f"legion-ci run {result['run_id']}: stage {name} {stage['status']}: {error}"
-        if code == EXIT_CANCELLED:
-            return f"legion-ci run {result['run_id']}: cancelled"
+                detail = (stage.get("error") or stage["status"]).strip().splitlines()[0]
+                return f"legion-ci run {run_id}: stage {name} {stage['status']}: {detail}"
+        if run_id:
+            return f"legion-ci run {run_id}: {error['kind']}: {message}"
+        return f"{what} exited with code {code}: {error['kind']}: {message}"
     lines = [line.strip() for line in stderr_tail if line.strip()]
-    marks = ("legion-ci: error: ", "legion-ci: internal error: ")
-    errors = [i for i, line in enumerate(lines) if line.startswith(marks)]
-    if errors:
-        detail = lines[errors[-1]].removeprefix("legion-ci: ")
-        following = lines[errors[-1] + 1 : errors[-1] + 2]
-        if detail.startswith("internal error") and following:
-            detail += " " + following[0].removeprefix("legion-ci: ")  # names the crash log
-    elif any("validation failed" in line for line in lines):
-        # "<file>: validation failed: N errors", then each problem on its own line.
-        start = next(i for i, line in enumerate(lines) if "validation failed" in line)
-        detail = "; ".join(lines[start : start + 2])
-    elif lines:
-        # Not legion-ci's own words (a Python traceback from a broken install, a signal):
-        # its last line says the most.
-        detail = lines[-1]
-    else:
-        detail = "no output"
-    return f"{what} exited with code {code}: {detail}"
+    # Not legion-ci's own words (a Python traceback from a broken install, a signal): its
+    # last line says the most.
+    return f"{what} exited with code {code}: {lines[-1] if lines else 'no output'}"
 
 
 class LegionProcess:

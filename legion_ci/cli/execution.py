@@ -10,32 +10,16 @@ import click
 
 from legion_ci.errors import Cancelled, StageError
 from legion_ci.records import RunRecord
-from legion_ci.stage_types import BY_NAME
-
-
-def _outputs_for_ci(record: RunRecord) -> dict[str, Any]:
-    outputs: dict[str, Any] = {
-        "run-id": record.id,
-        "status": record.status,
-        "summary": str(record.folder / "reports" / "summary.json"),
-        "junit": str(record.folder / "reports" / "junit.xml"),
-    }
-    for name, stage in record.stages.items():
-        for key, ci_name in BY_NAME[name].ci_outputs.items():
-            value = stage.outputs.get(key)
-            if value is not None:
-                outputs[ci_name] = value
-    train = record.stages.get("train")
-    if train is not None:
-        outputs["metrics"] = json.dumps(train.metrics, sort_keys=True)
-    return outputs
 
 
 def _result_json(record: RunRecord) -> dict[str, Any]:
+    from legion_ci import ci
+
     return {
         "run_id": record.id,
         "status": record.status,
         "record": str(record.record_path),
+        "outputs": ci.outputs(record),
         "stages": {
             name: {
                 "status": stage.status,
@@ -102,16 +86,18 @@ def execute_command(
     output: str,
     quiet: bool,
 ) -> None:
+    from legion_ci import ci
     from legion_ci.cli import state
-    from legion_ci.reports.github import append_step_summary, in_github_actions, write_outputs
 
     state.reproduce = ["legion-ci", "stage", stage, file] if stage else ["legion-ci", "run", file]
+    state.json_output = output == "json"
     if dry_run:
         from legion_ci.api import plan_pipeline
 
         plan = plan_pipeline(file, stage=stage)
         if output == "json":
             click.echo(json.dumps(plan, indent=2))
+            state.json_output = False  # the plan is the document
         else:
             click.echo(f"dry run of {plan['pipeline']} (nothing is executed)")
             click.echo(
@@ -138,37 +124,26 @@ def execute_command(
     # Stage logs go to stderr in both output modes: stdout holds only the JSON, and wrappers
     # (the Airflow operators) stream stderr into their own logs.
     echo = None if quiet else sys.stderr
+    host = ci.detect()
+    title = f"legion-ci {stage}" if stage else "legion-ci run"
     record: RunRecord | None = None
     failure: BaseException | None = None
-    resume = None
-    if echo is not None and in_github_actions():
-        # Training output is echoed live; a line of it that looks like a workflow command
-        # (::add-mask::, ::set-env::, ::error::) must not be obeyed by the Actions runner.
-        import secrets
-
-        resume = secrets.token_hex(16)
-        echo.write(f"::stop-commands::{resume}\n")
-        echo.flush()
     try:
-        record = run_pipeline(file, stage=stage, run_id=run_id, echo=echo)
+        with host.guard(echo, title):
+            record = run_pipeline(file, stage=stage, run_id=run_id, echo=echo)
     except (StageError, Cancelled) as exc:
         failure = exc
         record = getattr(exc, "record", None)
-    finally:
-        if resume is not None and echo is not None:
-            echo.write(f"::{resume}::\n")
-            echo.flush()
     if record is not None:
         from legion_ci.reports import redacted
 
         record = redacted(record)
-        if in_github_actions():
-            from legion_ci.reports.markdown import render_markdown
-
-            append_step_summary(render_markdown(record))
-            write_outputs(_outputs_for_ci(record))
+        host.write_summary(record)
+        host.write_outputs(ci.outputs(record))
         if output == "json":
-            click.echo(json.dumps(_result_json(record), indent=2))
+            # Printed by the CLI's top level, with the error when the run failed: one
+            # document on every exit code.
+            state.document = _result_json(record)
         else:
             _print_summary(record)
     if failure is not None:

@@ -14,6 +14,7 @@ from legion_ci.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_INVALID_INPUT,
+    EXIT_STAGE_FAILED,
     LegionError,
     SpecError,
 )
@@ -71,8 +72,17 @@ def cli() -> None:
     """
 
 
-def in_ci() -> bool:
-    return bool(os.environ.get("GITHUB_ACTIONS") == "true" or os.environ.get("JENKINS_URL"))
+def _wants_json(argv: list[str]) -> bool:
+    """Whether `run`/`stage` was asked for --output json, read before click parses the
+    arguments, so that a usage error too answers with the JSON document."""
+    verbs = [arg for arg in argv if not arg.startswith("-")][:1]
+    if verbs not in (["run"], ["stage"]):
+        return False
+    pairs = zip(argv, [*argv[1:], ""], strict=True)
+    return any(
+        arg in ("--output=json", "-ojson") or (arg in ("--output", "-o") and nxt == "json")
+        for arg, nxt in pairs
+    )
 
 
 def _crash_log(exc: BaseException) -> str:
@@ -114,38 +124,61 @@ def _crash_log(exc: BaseException) -> str:
     return str(path)
 
 
-def _internal_error(exc: BaseException) -> int:
+def _internal_error(exc: BaseException) -> tuple[int, str]:
     log = _crash_log(exc)
-    click.echo(
-        f"legion-ci: internal error: {type(exc).__name__}: {exc}\n"
-        f"legion-ci: details (versions, traceback) in {log}",
-        err=True,
-    )
-    return EXIT_INTERNAL
+    message = f"internal error: {type(exc).__name__}: {exc}"
+    click.echo(f"legion-ci: {message}\nlegion-ci: details (versions, traceback) in {log}", err=True)
+    return EXIT_INTERNAL, f"{message} (details in {log})"
 
 
-def _report_error(exc: LegionError) -> None:
+def _report_error(exc: LegionError) -> dict[str, Any]:
+    """Print the error for people and hand it to the CI host; the `error` object of the
+    JSON document."""
+    from legion_ci import ci
+
+    problems: list[Any] = []
     if isinstance(exc, SpecError):
         count = len(exc.problems)
         files = sorted({p.file for p in exc.problems})
-        click.echo(
-            f"{', '.join(files)}: validation failed: {count} error{'s' if count != 1 else ''}",
-            err=True,
+        headline = (
+            f"{', '.join(files)}: validation failed: {count} error{'s' if count != 1 else ''}"
         )
+        click.echo(headline, err=True)
         for line in exc.lines():
             click.echo(line, err=True)
-        from legion_ci.reports.github import in_github_actions, print_annotations
-
-        if in_github_actions():
-            # The Actions runner reads workflow commands from stderr too; stdout stays clean
-            # for --output json.
-            print_annotations(exc.shown, sys.stderr)
+        problems = exc.shown
+        message = f"{headline}: {exc.problems[0]}" if exc.problems else headline
     else:
         click.echo(f"legion-ci: error: {exc}", err=True)
-        from legion_ci.reports.github import escape_data, in_github_actions
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    ci.detect().annotate(problems, str(exc), sys.stderr)
+    return {
+        "message": message,
+        "problems": [
+            {"file": p.file, "line": p.line, "column": p.col, "field": p.path, "message": p.message}
+            for p in problems
+        ],
+    }
 
-        if in_github_actions():
-            click.echo(f"::error title=legion-ci::{escape_data(str(exc))}", err=True)
+
+# exit code -> the `kind` of the JSON document's error
+ERROR_KINDS = {
+    EXIT_STAGE_FAILED: "stage-failed",
+    EXIT_INVALID_INPUT: "invalid-input",
+    EXIT_INTERNAL: "internal",
+    EXIT_INTERRUPTED: "interrupted",
+}
+
+
+def _print_document(code: int, error: dict[str, Any] | None) -> None:
+    """The one JSON document of `run`/`stage --output json`, whatever the exit code."""
+    import json
+
+    document = dict(state.document or {"run_id": None, "status": "error", "outputs": {}})
+    if code != 0:
+        error = error or {"message": f"exited with code {code}", "problems": []}
+        document["error"] = {"kind": ERROR_KINDS.get(code, "internal"), **error}
+    click.echo(json.dumps(document, indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -153,38 +186,51 @@ def main(argv: list[str] | None = None) -> None:
 
     # Everything printed from here on (results, errors, plans, echoed logs) is redacted.
     install_streams()
+    args = sys.argv[1:] if argv is None else argv
+    state.json_output = _wants_json(args)
     code = 0
+    error: dict[str, Any] | None = None
     try:
-        result: Any = cli.main(args=argv, prog_name="legion-ci", standalone_mode=False)
+        result: Any = cli.main(args=args, prog_name="legion-ci", standalone_mode=False)
         code = result if isinstance(result, int) else 0
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.ClickException as exc:
         exc.show()
         code = EXIT_INVALID_INPUT
+        error = {"message": exc.format_message(), "problems": []}
     except click.Abort:
         code = EXIT_INTERRUPTED
     except KeyboardInterrupt:
         click.echo("legion-ci: interrupted", err=True)
         code = EXIT_INTERRUPTED
+        error = {"message": "interrupted", "problems": []}
     except LegionError as exc:
-        _report_error(exc)
+        error = _report_error(exc)
         code = exc.exit_code
     except OSError as exc:
         from legion_ci.errors import storage_error
 
         full = storage_error(exc)
         if full is None:
-            code = _internal_error(exc)
+            code, message = _internal_error(exc)
+            error = {"message": message, "problems": []}
         else:
-            _report_error(full)
+            error = _report_error(full)
             code = full.exit_code
     except Exception as exc:
-        code = _internal_error(exc)
-    if code not in (0, EXIT_INVALID_INPUT) and state.reproduce and in_ci():
-        import shlex
+        code, message = _internal_error(exc)
+        error = {"message": message, "problems": []}
+    if state.json_output:
+        _print_document(code, error)
+    if code not in (0, EXIT_INVALID_INPUT) and state.reproduce:
+        from legion_ci import ci
 
-        click.echo(f"legion-ci: reproduce locally with: {shlex.join(state.reproduce)}", err=True)
+        if ci.detect().SHOWS_REPRODUCE:
+            import shlex
+
+            line = shlex.join(state.reproduce)
+            click.echo(f"legion-ci: reproduce locally with: {line}", err=True)
     sys.exit(code)
 
 

@@ -1,4 +1,4 @@
-"""Reports written after every run or stage: JSON, JUnit XML, Markdown, GitHub outputs."""
+"""Reports written after every run or stage: JSON, JUnit XML, Markdown, HTML."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def redacted(record: RunRecord) -> RunRecord:
 
 
 def write_reports(record: RunRecord) -> Path:
-    """Write summary.json, junit.xml and summary.md into the run folder and the workspace."""
+    """Write summary.json, junit.xml, summary.md and summary.html into the run folder and the
+    workspace."""
+    from legion_ci.reports.html import render_html
     from legion_ci.reports.junit import render_junit
     from legion_ci.reports.markdown import render_markdown
 
@@ -42,6 +44,7 @@ def write_reports(record: RunRecord) -> Path:
         "summary.json": json.dumps(summary(record), indent=2),
         "junit.xml": render_junit(record),
         "summary.md": render_markdown(record),
+        "summary.html": render_html(record),
     }
     # The run's own copy, and the latest run's at a stable path for CI globs.
     for target in (folder, workspace / "reports"):

@@ -49,12 +49,17 @@ def recent_runs(
     return [*runs, record][-limit:]
 
 
-def _chart(metric: str, runs: list[RunRecord], baseline: float | None) -> list[str]:
-    points = [
+def metric_points(metric: str, runs: list[RunRecord]) -> list[tuple[str, float]]:
+    """(run id, value) of each run with a finite value of the train metric, in order."""
+    return [
         (r.id, r.stages["train"].metrics[metric])
         for r in runs
         if math.isfinite(r.stages["train"].metrics.get(metric, math.nan))
     ]
+
+
+def _chart(metric: str, runs: list[RunRecord], baseline: float | None) -> list[str]:
+    points = metric_points(metric, runs)
     if not points:
         return []
     values = [v for _, v in points] + ([baseline] if baseline is not None else [])

@@ -7,6 +7,7 @@
 set -euo pipefail
 cache="${LEGION_CI_CI_CACHE:-$HOME/.cache/legion-ci-ci}"
 . "$(dirname "$0")/../lib/apt.sh"
+. "$(dirname "$0")/../lib/npm.sh"
 
 java_home=/usr/lib/jvm/java-17-openjdk-amd64
 need_tools java17 groovy
@@ -14,15 +15,8 @@ need_tools java17 groovy
 # npm-groovy-lint ships CodeNarc and its jars inside the npm package; --noserver runs them
 # with the machine's java, so nothing is downloaded at lint time.
 lint_version="16.2.0"   # the last line that runs on Node 20
+need_npm_tool "$cache" npm-groovy-lint "$lint_version" npm-groovy-lint
 prefix="$cache/npm-groovy-lint-$lint_version"
-if [ ! -x "$prefix/bin/npm-groovy-lint" ]; then
-  need_tools node npm
-  mkdir -p "$prefix"
-  npm install --silent --no-fund --no-audit --prefix "$prefix" -g \
-    "npm-groovy-lint@$lint_version" >/dev/null
-fi
-# A stable path for the tests, whatever the version.
-ln -sfn "$prefix" "$cache/npm-groovy-lint"
 JAVA_HOME="$java_home" groovy --version >/dev/null
 "$prefix/bin/npm-groovy-lint" --version >/dev/null
 # --version starts CodeNarc's server (on 127.0.0.1:7484), --noserver or not: stop it, so no

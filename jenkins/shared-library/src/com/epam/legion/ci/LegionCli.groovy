@@ -61,7 +61,7 @@ class LegionCli implements Serializable {
     Map plan() {
         Map outcome = exec(LegionCommand.plan(config.pipeline), 'legion-ci validate')
         if (outcome.code != 0 || !outcome.stdout.trim()) {
-            steps.error("legion-ci validate: ${LegionResult.cliError(outcome.stderr) ?: "exit ${outcome.code}"}")
+            steps.error("legion-ci validate: ${LegionResult.error(outcome.stdout) ?: "exit ${outcome.code}"}")
         }
         return LegionResult.planFromJson(outcome.stdout)
     }
@@ -72,7 +72,7 @@ class LegionCli implements Serializable {
      */
     Map stage(String name, String runId) {
         Map outcome = exec(LegionCommand.stage(name, config.pipeline, runId), "legion-ci stage ${name}")
-        if (outcome.stdout.trim()) {
+        if (LegionResult.isRun(outcome.stdout)) {
             lastResult = LegionResult.fromJson(outcome.stdout)
             lastResult.stage = name
             showLog(name)
@@ -80,7 +80,7 @@ class LegionCli implements Serializable {
         }
         if (outcome.code != 0) {
             String message = LegionResult.stageError(lastResult, name) ?:
-                LegionResult.cliError(outcome.stderr) ?: "legion-ci exited with code ${outcome.code}"
+                LegionResult.error(outcome.stdout) ?: "legion-ci exited with code ${outcome.code}"
             steps.error("${name}: ${message}")
         }
         return lastResult
@@ -125,7 +125,10 @@ class LegionCli implements Serializable {
         }
     }
 
-    /** Run legion-ci with `args` inside withCredentials; [code, stdout, stderr]. */
+    /**
+     * Run legion-ci with `args` inside withCredentials; [code, stdout, stderr]. Only stdout (the
+     * JSON document) is read; stderr is kept for people reading the build.
+     */
     Map exec(List<String> args, String label) {
         String scratch = absolute('.legion-ci/tmp/' + UUID.randomUUID())
         List<String> environment = LegionCommand.argvEnvironment(args) + [

@@ -7,25 +7,19 @@ import java.nio.file.Path
 import java.nio.file.Paths
 
 /**
- * What a step hands back, read from legion-ci's `--output json` (never scraped from the log):
- * `{"run_id", "status", "record", "stages": {name: {"status", "outputs", "metrics", "error"}}}`.
+ * What a step hands back, read from legion-ci's `--output json` (never scraped from the log).
+ * legion-ci prints that document on every exit code: `{"run_id", "status", "record",
+ * "outputs": {CI name: value}, "stages": {name: {"status", "outputs", "metrics", "error"}},
+ * "error": {"kind", "message", "problems"}}` (`run_id` is null when no run started, `error` is
+ * there when it failed). The output names are legion-ci's (its stage table); none is listed here.
  * Everything here is plain data; legion-ci has already replaced every secret by ***.
  */
 class LegionResult {
 
-    /** Output keys lifted to the top of the returned Map, as a Jenkinsfile names them. */
-    static final Map<String, String> OUTPUTS = [
-        artifact: 'artifact',
-        artifact_sha256: 'artifactSha256',
-        image: 'image',
-        digest: 'digest',
-        url: 'url',
-    ]
-
     /**
      * The Map a stage step returns: runId, status, record, stages (as legion-ci printed them),
-     * outputs and metrics of every stage merged in order, and artifact, artifactSha256, image,
-     * digest, url when a stage produced them.
+     * outputs and metrics of every stage merged in order, and each of the run's CI outputs in
+     * camelCase (artifact, artifactSha256, image, digest, url, runFolder, summary, junit).
      */
     @NonCPS
     static Map fromJson(String text) {
@@ -45,9 +39,11 @@ class LegionResult {
             outputs: outputs,
             metrics: metrics,
         ]
-        OUTPUTS.each { String key, String name ->
-            if (outputs[key] != null) {
-                result[name] = outputs[key]
+        Map named = json.outputs instanceof Map ? json.outputs : [:]
+        named.each { String key, Object value ->
+            String name = camelCase(key)
+            if (value != null && !result.containsKey(name)) {
+                result[name] = value
             }
         }
         return result
@@ -94,23 +90,29 @@ class LegionResult {
         return error ? firstLine(error.toString()) : null
     }
 
+    /** True when the document is a run's result (a run started), not only an error. */
+    @NonCPS
+    static boolean isRun(String text) {
+        return (text ?: '').trim() && parse(text).run_id != null
+    }
+
     /**
-     * The one-line message of a legion-ci failure from its stderr: the error line, and for a
-     * validation failure its first located problem.
+     * The one-line message of a legion-ci failure, from the document's `error` (for a
+     * validation failure it already names the first located problem), or null.
      */
     @NonCPS
-    static String cliError(String stderr) {
-        List<String> lines = (stderr ?: '').readLines()*.trim().findAll { String line ->
-            line && !line.startsWith('legion-ci: reproduce locally')
-        }
-        if (!lines) {
+    static String error(String text) {
+        if (!(text ?: '').trim()) {
             return null
         }
-        String first = lines[0].replaceFirst(/^legion-ci: error: /, '')
-        if (first.contains('validation failed') && lines.size() > 1) {
-            return "${first}: ${lines[1]}".toString()
-        }
-        return first
+        Object error = parse(text).error
+        return error instanceof Map && error.message ? firstLine(error.message.toString()) : null
+    }
+
+    /** run-id -> runId, artifact-sha256 -> artifactSha256: a CI output name as a Map key. */
+    @NonCPS
+    static String camelCase(String name) {
+        return name.replaceAll(/-([a-z0-9])/) { String all, String letter -> letter.toUpperCase() }
     }
 
     @NonCPS
