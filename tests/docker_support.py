@@ -241,7 +241,8 @@ def manifest_digest(address: str, repository: str, tag: str) -> str | None:
     status, headers, _ = registry_get(
         address,
         f"/v2/{repository}/manifests/{tag}",
-        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json,"
+        "application/vnd.oci.image.manifest.v1+json",
     )
     return (
         {k.lower(): v for k, v in headers.items()}["docker-content-digest"]

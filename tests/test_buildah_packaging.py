@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,17 +34,29 @@ pytestmark = [pytest.mark.slow]
 ARGS = {"baseImage": BASE_IMAGE}
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> buildah.Storage:
+def _storage_with_base(root: Path) -> buildah.Storage:
     """A private containers storage with the debootstrap base image imported (as the Docker
     tests `docker import` it)."""
-    found = buildah.storage(tmp_path_factory.mktemp("buildah"))
-    subprocess.run(
+    found = buildah.storage(root)
+    done = subprocess.run(
         ["podman", *found.options, "import", str(base_tarball()), BASE_IMAGE],
-        check=True,
         capture_output=True,
+        text=True,
     )
+    assert done.returncode == 0, done.stderr
     return found
+
+
+def _unmount(store: buildah.Storage) -> None:
+    # The overlay driver bind-mounts its own folder; left mounted, the tmp folder cannot go.
+    subprocess.run(["umount", str(store.root / "storage" / "overlay")], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[buildah.Storage]:
+    found = _storage_with_base(tmp_path_factory.mktemp("buildah"))
+    yield found
+    _unmount(found)
 
 
 @pytest.fixture
@@ -144,3 +157,19 @@ def test_missing_podman_is_one_line_naming_it(no_engine, tmp_path, monkeypatch):
         DockerRestPackager().pack(ctx)
     message = str(info.value)
     assert "'podman' is not installed" in message and "\n" not in message
+
+
+def test_two_clean_builds_of_the_same_inputs_give_the_same_digest(no_engine, tmp_path, monkeypatch):
+    # Two storages (no shared layer cache) and two output folders; the same binary and run.
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    artifact = tiny_binary(tmp_path, "repro")
+    ids = []
+    for side in ("a", "b"):
+        store = _storage_with_base(tmp_path / f"store-{side}")
+        monkeypatch.setenv(buildah.ROOT_ENV, str(store.root))
+        ctx = package_ctx(artifact, tmp_path / side, arguments={**ARGS, "smokeTest": False})
+        try:
+            ids.append(DockerRestPackager().pack(ctx).outputs["image_id"])
+        finally:
+            _unmount(store)
+    assert ids[0] == ids[1]

@@ -10,6 +10,7 @@ owner-only auth file in a private temporary folder, removed after use.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import resource
@@ -51,18 +52,25 @@ class Storage:
     driver: str
 
     @property
+    def runroot(self) -> Path:
+        # podman refuses a runroot over 50 characters; it holds only transient state (locks,
+        # mount records), so a short folder named after the storage root does.
+        key = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"lcb-{key}"
+
+    @property
     def options(self) -> list[str]:
         return [
             "--root",
             str(self.root / "storage"),
             "--runroot",
-            str(self.root / "run"),
+            str(self.runroot),
             "--storage-driver",
             self.driver,
         ]
 
     def skopeo_ref(self, image: str) -> str:
-        where = f"{self.driver}@{self.root / 'storage'}+{self.root / 'run'}"
+        where = f"{self.driver}@{self.root / 'storage'}+{self.runroot}"
         return f"containers-storage:[{where}]localhost/{image}"
 
 
@@ -94,7 +102,7 @@ def storage(root: Path | None = None) -> Storage:
             driver = "overlay"
     if driver == "vfs":
         shutil.rmtree(base / "storage", ignore_errors=True)
-        shutil.rmtree(base / "run", ignore_errors=True)
+        shutil.rmtree(probe.runroot, ignore_errors=True)
     chosen.write_text(driver)
     return Storage(base, driver)
 
@@ -105,6 +113,15 @@ def _ulimits() -> list[str]:
     # model server never reaches.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return ["--ulimit", f"nofile={soft}:{hard}", "--ulimit", "nproc=4096:4096"]
+
+
+def _reproducible() -> list[str]:
+    """With SOURCE_DATE_EPOCH set: every file, layer and the config stamped with it, and pip
+    told too (hash-based .pyc), so the same inputs give the same image digest."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not epoch:
+        return []
+    return ["--timestamp", epoch, "--build-arg", f"SOURCE_DATE_EPOCH={epoch}"]
 
 
 def build(store: Storage, folder: str, name: str, log: StageLog) -> dict[str, Any]:
@@ -123,10 +140,11 @@ def build(store: Storage, folder: str, name: str, log: StageLog) -> dict[str, An
             "host",
             "--pull=never",
             "--layers",
-            # Docker's manifest format: what the Docker engine path pushes, and what every
-            # registry and engine (older ones too) takes.
+            # OCI: buildah's Docker-format config carries a random container id and hostname,
+            # which would make every build's digest differ; Docker engines pull OCI images.
             "--format",
-            "docker",
+            "oci",
+            *_reproducible(),
             "-t",
             name,
             folder,

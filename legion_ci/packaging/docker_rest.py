@@ -8,6 +8,7 @@ context; then the build, the smoke test, and only after it passes, the pushes.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -79,7 +80,7 @@ def labels(ctx: PackageContext, manifest: Manifest, base_image: str) -> dict[str
         "org.opencontainers.image.description": (
             f"legion-ci model server for {ctx.model_name} {ctx.model_version}"
         ),
-        "org.opencontainers.image.created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "org.opencontainers.image.created": _created().isoformat(timespec="seconds"),
         "org.opencontainers.image.revision": ctx.git_commit,
         "org.opencontainers.image.base.name": base_image,
         "legion.model.name": ctx.model_name,
@@ -90,6 +91,18 @@ def labels(ctx: PackageContext, manifest: Manifest, base_image: str) -> dict[str
         "legion.toolchain": f"{manifest.toolchain_name} {manifest.toolchain_version}".strip(),
     }
     return {key: str(value) for key, value in found.items() if value}
+
+
+def _created() -> datetime:
+    """SOURCE_DATE_EPOCH when set (reproducible builds: the same inputs, the same label), else
+    now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        try:
+            return datetime.fromtimestamp(int(epoch), UTC)
+        except ValueError:
+            raise StageError(f"SOURCE_DATE_EPOCH: {epoch!r} is not whole seconds") from None
+    return datetime.now(UTC)
 
 
 def _write_result(artifact_dir: Path, outputs: dict[str, Any]) -> None:
