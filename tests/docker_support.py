@@ -241,13 +241,32 @@ def manifest_digest(address: str, repository: str, tag: str) -> str | None:
     status, headers, _ = registry_get(
         address,
         f"/v2/{repository}/manifests/{tag}",
-        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json,"
+        "application/vnd.oci.image.manifest.v1+json",
     )
     return (
         {k.lower(): v for k, v in headers.items()}["docker-content-digest"]
         if status == 200
         else None
     )
+
+
+def registry_tags(address: str, repository: str) -> list[str]:
+    """The tags the registry holds for `repository` ([] when it has none)."""
+    status, _, body = registry_get(address, f"/v2/{repository}/tags/list")
+    if status == 404:
+        return []
+    assert status == 200, body
+    return json.loads(body).get("tags") or []
+
+
+def assert_refused_in_one_line(info, reg, repository: str, password: str) -> None:
+    """A wrong password's StageError: one line, saying so, without the password; and the
+    registry holds nothing of `repository`."""
+    message = str(info.value)
+    assert "wrong username or password" in message and "\n" not in message
+    assert password not in message
+    assert registry_tags(reg.address, repository) == []
 
 
 # -- trained binaries and package contexts ------------------------------------------------------

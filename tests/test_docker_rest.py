@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from docker_support import (
     BASE_IMAGE,
+    assert_refused_in_one_line,
     manifest_digest,
     package_ctx,
     push_target,
-    registry_get,
+    registry_tags,
     tiny_binary,
     train_wine,
 )
@@ -40,14 +41,6 @@ ARGS = {"baseImage": BASE_IMAGE}
 
 def _client(engine):
     return Clients(engine.host).docker()
-
-
-def _tags(reg, repository: str) -> list[str]:
-    status, _, body = registry_get(reg.address, f"/v2/{repository}/tags/list")
-    if status == 404:
-        return []
-    assert status == 200, body
-    return json.loads(body).get("tags") or []
 
 
 def test_build_smoke_test_push_and_pull_back_by_digest(engine, reg, wine, tmp_path):
@@ -178,10 +171,7 @@ def test_wrong_password_fails_in_one_line_and_pushes_nothing(engine, reg, tmp_pa
     )
     with pytest.raises(StageError) as info:
         DockerRestPackager().pack(ctx)
-    message = str(info.value)
-    assert "wrong username or password" in message and "\n" not in message
-    assert "not-the-password" not in message
-    assert _tags(reg, "badpass") == []
+    assert_refused_in_one_line(info, reg, "badpass", "not-the-password")
     assert "Step 1/" not in (tmp_path / "w" / "package.log").read_text()  # failed before building
 
 
@@ -206,7 +196,7 @@ def test_image_whose_server_does_not_answer_is_never_pushed(engine, reg, tmp_pat
     )
     with pytest.raises(StageError, match=r"^smoke test: .*HTTP 500.*the image is not pushed$"):
         DockerRestPackager().pack(ctx)
-    assert _tags(reg, "broken") == []
+    assert registry_tags(reg.address, "broken") == []
     client = _client(engine)
     assert not client.containers.list(all=True, filters={"label": "legion-ci.smoke-test"})
 

@@ -21,8 +21,11 @@ from legion_ci.packaging.docker_rest import DockerRestPackager, image_name
 
 @pytest.fixture
 def no_engine(tmp_path, monkeypatch) -> str:
+    """No Docker engine and no buildah: builder auto writes only the build context (this
+    machine has buildah, tests/test_buildah_packaging.py covers auto choosing it)."""
     host = f"unix://{tmp_path}/nothing-listens.sock"
     monkeypatch.setenv("DOCKER_HOST", host)
+    monkeypatch.setattr("legion_ci.packaging.buildah.installed", lambda: False)
     return host
 
 

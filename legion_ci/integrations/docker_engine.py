@@ -92,6 +92,11 @@ def model_example(client: Any, image_id: str) -> Example:
         ) from None
     except APIError as exc:
         raise StageError(f"smoke test: cannot start the image: {api_error_text(exc)}") from None
+    return example_from_info(raw)
+
+
+def example_from_info(raw: bytes | str) -> Example:
+    """The example row from `legion-ci model info --json` output (any engine ran it)."""
     try:
         info = json.loads(raw)
         fields = info.get("input") or []

@@ -8,8 +8,10 @@ context; then the build, the smoke test, and only after it passes, the pushes.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -21,7 +23,7 @@ from legion_ci.integrations import docker_engine
 from legion_ci.integrations.arguments import fill_defaults
 from legion_ci.integrations.base import PackageContext, PackageResult
 from legion_ci.integrations.clients import Clients, RegistryAuth, registry_auth
-from legion_ci.packaging import build, image_smoke, push, requirements, wheelhouse
+from legion_ci.packaging import build, buildah, image_smoke, push, requirements, wheelhouse
 from legion_ci.packaging.context import write_context
 from legion_ci.packaging.dockerfile import ImageSpec
 
@@ -78,7 +80,7 @@ def labels(ctx: PackageContext, manifest: Manifest, base_image: str) -> dict[str
         "org.opencontainers.image.description": (
             f"legion-ci model server for {ctx.model_name} {ctx.model_version}"
         ),
-        "org.opencontainers.image.created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "org.opencontainers.image.created": _created().isoformat(timespec="seconds"),
         "org.opencontainers.image.revision": ctx.git_commit,
         "org.opencontainers.image.base.name": base_image,
         "legion.model.name": ctx.model_name,
@@ -91,10 +93,54 @@ def labels(ctx: PackageContext, manifest: Manifest, base_image: str) -> dict[str
     return {key: str(value) for key, value in found.items() if value}
 
 
+def _created() -> datetime:
+    """SOURCE_DATE_EPOCH when set (reproducible builds: the same inputs, the same label), else
+    now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        try:
+            return datetime.fromtimestamp(int(epoch), UTC)
+        except ValueError:
+            raise StageError(f"SOURCE_DATE_EPOCH: {epoch!r} is not whole seconds") from None
+    return datetime.now(UTC)
+
+
 def _write_result(artifact_dir: Path, outputs: dict[str, Any]) -> None:
     # Legion's packager contract: result.json in the artifact dir, {"image": ...}.
     result = {"image": outputs.get("image"), **outputs}
     (artifact_dir / "result.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+
+
+def _smoke_then_push(
+    ctx: PackageContext,
+    args: dict[str, Any],
+    outputs: dict[str, Any],
+    smoke: Callable[[float, str], dict[str, Any]],
+    pushes: list[Callable[[], tuple[str, str]]],
+) -> None:
+    """Either engine's smoke test, then (only once it passed) its pushes, into `outputs`."""
+    if args.get("smokeTest", True):
+        found = smoke(float(args["smokeTestTimeout"]), f"legion-smoke-{ctx.run_id}")
+        outputs["smoke_test_ready_s"] = found["ready_s"]
+    else:
+        ctx.log.line("smoke test: skipped (arguments.smokeTest is false)")
+    pushed = [push_one() for push_one in pushes]
+    if pushed:
+        outputs["image"], outputs["digest"] = pushed[0]
+        outputs["pushed"] = [{"image": ref, "digest": digest} for ref, digest in pushed]
+
+
+def _choose_builder(wanted: str, engine: bool, no_engine: str | None) -> str:
+    """`builder` resolved: docker, buildah, or none (the build context only)."""
+    if wanted == "docker" and not engine:
+        raise StageError(f"arguments.builder docker: {no_engine}")
+    if wanted == "buildah" and not buildah.installed():
+        raise StageError("arguments.builder buildah: 'buildah' is not installed (on PATH)")
+    if wanted == "auto":
+        if engine:
+            return "docker"
+        return "buildah" if buildah.installed() else "none"
+    return wanted
 
 
 class DockerRestPackager:
@@ -133,7 +179,12 @@ class DockerRestPackager:
         )
 
         client, no_engine = clients.docker_or_reason()
-        if client is None and targets:
+        builder = _choose_builder(str(args["builder"]), client is not None, no_engine)
+        if builder == "buildah":
+            client = None
+            for auth in auths:
+                buildah.check_login(auth)
+        elif client is None and targets:
             raise StageError(f"{no_engine} (needed to push to {auths[0].registry})")
         if client is not None:
             for auth in auths:
@@ -170,6 +221,10 @@ class DockerRestPackager:
         )
         log.line(f"build context: {folder}")
         outputs: dict[str, Any] = {"context": str(folder)}
+        if builder == "buildah":
+            outputs.update(self._with_buildah(ctx, args, str(folder), name, auths))
+            _write_result(ctx.artifact_dir, outputs)
+            return PackageResult(outputs=outputs)
         if client is None:
             log.line(f"no image built: {no_engine}")
             log.line(
@@ -179,6 +234,7 @@ class DockerRestPackager:
             _write_result(ctx.artifact_dir, outputs)
             return PackageResult(outputs=outputs)
 
+        outputs["builder"] = "docker"
         started = time.monotonic()
         built = build.build(client, str(folder), name, log)
         build_s = round(time.monotonic() - started, 2)
@@ -197,24 +253,50 @@ class DockerRestPackager:
             f"built {name} ({built.image_id[:19]}, {outputs['size'] / 1e6:.1f} MB, "
             f"in {build_s:.1f} s, {built.cached_steps} of {built.steps} steps from the cache)"
         )
-        if args.get("smokeTest", True):
-            smoke = image_smoke.smoke_test(
+        _smoke_then_push(
+            ctx,
+            args,
+            outputs,
+            lambda timeout, smoke_name: image_smoke.smoke_test(
                 client,
                 built.image_id,
                 docker_engine.model_example(client, built.image_id),
                 log,
-                timeout=float(args["smokeTestTimeout"]),
-                name=f"legion-smoke-{ctx.run_id}",
-            )
-            outputs["smoke_test_ready_s"] = smoke["ready_s"]
-        else:
-            log.line("smoke test: skipped (arguments.smokeTest is false)")
-        pushed = [self._push(client, auth, name, built.image_id, log) for auth in auths]
-        if pushed:
-            outputs["image"], outputs["digest"] = pushed[0]
-            outputs["pushed"] = [{"image": ref, "digest": digest} for ref, digest in pushed]
+                timeout=timeout,
+                name=smoke_name,
+            ),
+            [
+                lambda auth=auth: self._push(client, auth, name, built.image_id, log)
+                for auth in auths
+            ],
+        )
         _write_result(ctx.artifact_dir, outputs)
         return PackageResult(outputs=outputs)
+
+    @staticmethod
+    def _with_buildah(
+        ctx: PackageContext, args: dict[str, Any], folder: str, name: str, auths: list[RegistryAuth]
+    ) -> dict[str, Any]:
+        """Build with buildah, smoke-test with podman, push with skopeo: the Docker path's
+        outputs, plus `builder`."""
+        log = ctx.log
+        store = buildah.storage()
+        log.line(f"builder: buildah ({store.driver} storage under {store.root})")
+        started = time.monotonic()
+        built = buildah.build(store, folder, name, log)
+        outputs: dict[str, Any] = {"builder": "buildah", "image": name, **built}
+        outputs["build_s"] = round(time.monotonic() - started, 2)
+        log.line(f"built {name} ({built['image_id'][:19]}, {built['size'] / 1e6:.1f} MB)")
+        _smoke_then_push(
+            ctx,
+            args,
+            outputs,
+            lambda timeout, smoke_name: buildah.smoke_test(
+                store, name, log, timeout=timeout, name=smoke_name
+            ),
+            [lambda auth=auth: buildah.push(store, name, auth, log) for auth in auths],
+        )
+        return outputs
 
     @staticmethod
     def _push(

@@ -58,49 +58,81 @@ def smoke_test(
         )
     except APIError as exc:
         raise StageError(f"smoke test: cannot start the image: {api_error_text(exc)}") from None
-    started = time.monotonic()
+    handle = _DockerContainer(container, name, log)
     try:
-        deadline = started + timeout
-        while True:
-            try:
-                status, _ = _http("GET", f"{base}/readyz", timeout=2)
-            except OSError:
-                status = 0
-            if status == 200:
-                break
-            container.reload()
-            if container.status in ("exited", "dead"):
-                _log_container(container, log)
-                code = container.attrs.get("State", {}).get("ExitCode")
-                raise StageError(
-                    f"smoke test: the image's server exited with {code} before it was ready; "
-                    "the image is not pushed"
-                )
-            if time.monotonic() > deadline:
-                _log_container(container, log)
-                raise StageError(
-                    f"smoke test: the image's server was not ready within {timeout:g} s; "
-                    "the image is not pushed"
-                )
-            time.sleep(0.1)
-        ready_s = time.monotonic() - started
-        log.line(f"smoke test: ready after {ready_s:.2f} s")
-        body = {"columns": example.columns, "data": example.rows}
-        try:
-            status, raw = _http("POST", f"{base}/api/model/invoke", body, timeout=30)
-        except OSError as exc:
-            raise StageError(f"smoke test: invoke failed: {exc}; the image is not pushed") from None
-        problem = _check_answer(status, raw, example)
-        if problem:
-            _log_container(container, log)
-            raise StageError(f"smoke test: {problem}; the image is not pushed")
-        log.line(f"smoke test: invoke answered {one_line(raw.decode(errors='replace'), 200)}")
-        return {"ready_s": round(ready_s, 3), "port": port}
+        return wait_and_invoke(handle, base, port, example, log, timeout=timeout)
     finally:
+        handle.remove()
+
+
+class _DockerContainer:
+    """A container run by the Docker engine, as wait_and_invoke sees one (podman has its own,
+    in packaging/buildah.py)."""
+
+    def __init__(self, container: Any, name: str, log: StageLog) -> None:
+        self.container, self.name, self.log = container, name, log
+
+    def exit_code(self) -> int | None:
+        self.container.reload()
+        if self.container.status in ("exited", "dead"):
+            return self.container.attrs.get("State", {}).get("ExitCode")
+        return None
+
+    def logs(self, lines: int) -> str:
+        return self.container.logs(tail=lines).decode(errors="replace")
+
+    def remove(self) -> None:
+        from docker.errors import APIError
+
         try:
-            container.remove(force=True)
+            self.container.remove(force=True)
         except APIError as exc:
-            log.line(f"smoke test: could not remove container {name}: {api_error_text(exc)}")
+            self.log.line(
+                f"smoke test: could not remove container {self.name}: {api_error_text(exc)}"
+            )
+
+
+def wait_and_invoke(
+    container: Any, base: str, port: int, example: Example, log: StageLog, *, timeout: float
+) -> dict[str, Any]:
+    """Wait until the server at `base` is ready (failing early if `container` exits), invoke it
+    with the binary's example and check the answer; the caller removes the container."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        try:
+            status, _ = _http("GET", f"{base}/readyz", timeout=2)
+        except OSError:
+            status = 0
+        if status == 200:
+            break
+        code = container.exit_code()
+        if code is not None:
+            _log_container(container, log)
+            raise StageError(
+                f"smoke test: the image's server exited with {code} before it was ready; "
+                "the image is not pushed"
+            )
+        if time.monotonic() > deadline:
+            _log_container(container, log)
+            raise StageError(
+                f"smoke test: the image's server was not ready within {timeout:g} s; "
+                "the image is not pushed"
+            )
+        time.sleep(0.1)
+    ready_s = time.monotonic() - started
+    log.line(f"smoke test: ready after {ready_s:.2f} s")
+    body = {"columns": example.columns, "data": example.rows}
+    try:
+        status, raw = _http("POST", f"{base}/api/model/invoke", body, timeout=30)
+    except OSError as exc:
+        raise StageError(f"smoke test: invoke failed: {exc}; the image is not pushed") from None
+    problem = _check_answer(status, raw, example)
+    if problem:
+        _log_container(container, log)
+        raise StageError(f"smoke test: {problem}; the image is not pushed")
+    log.line(f"smoke test: invoke answered {one_line(raw.decode(errors='replace'), 200)}")
+    return {"ready_s": round(ready_s, 3), "port": port}
 
 
 def _check_answer(status: int, raw: bytes, example: Example) -> str | None:
@@ -124,7 +156,7 @@ def _check_answer(status: int, raw: bytes, example: Example) -> str | None:
 
 def _log_container(container: Any, log: StageLog, lines: int = 30) -> None:
     try:
-        tail = container.logs(tail=lines).decode(errors="replace")
+        tail = container.logs(lines)
     except Exception:  # the container may be gone already; the stage error says enough
         return
     log.line("smoke test: the container's last log lines:")

@@ -9,6 +9,8 @@ CACHE="${LEGION_CI_CI_CACHE:-$HOME/.cache/legion-ci-ci}"
 SUDO="$LEGION_SUDO"
 
 need_tools dockerd containerd runc iptables docker-registry htpasswd debootstrap
+# Building, smoke-testing and pushing without a Docker engine (docker-rest builder: buildah).
+need_tools buildah podman skopeo
 
 # The machine's configured Debian mirror (deb822 .sources first, then one-line lists).
 mirror="$(awk '/^URIs:/ && $2 ~ /debian\/?$/ && $2 !~ /security/ {print $2; exit}' \

@@ -1,0 +1,175 @@
+"""The docker-rest packager with no Docker engine: buildah builds, podman smoke-tests, skopeo
+pushes to Debian's registry (htpasswd, 127.0.0.1) and reads the manifest back; then the real
+dockerd pulls the same image and serves a prediction (one image, both engines)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from docker_support import (
+    BASE_IMAGE,
+    assert_refused_in_one_line,
+    base_tarball,
+    manifest_digest,
+    package_ctx,
+    push_target,
+    tiny_binary,
+)
+
+from legion_ci.errors import StageError
+from legion_ci.integrations.clients import Clients
+from legion_ci.integrations.docker_engine import model_example
+from legion_ci.packaging import buildah, image_smoke
+from legion_ci.packaging.docker_rest import DockerRestPackager
+from legion_ci.processes import StageLog
+from legion_ci.redact import Redactor
+
+pytestmark = [pytest.mark.slow]
+
+ARGS = {"baseImage": BASE_IMAGE}
+
+
+def _storage_with_base(root: Path) -> buildah.Storage:
+    """A private containers storage with the debootstrap base image imported (as the Docker
+    tests `docker import` it)."""
+    found = buildah.storage(root)
+    done = subprocess.run(
+        ["podman", *found.options, "import", str(base_tarball()), BASE_IMAGE],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return found
+
+
+def _unmount(store: buildah.Storage) -> None:
+    # The overlay driver bind-mounts its own folder; left mounted, the tmp folder cannot go.
+    subprocess.run(["umount", str(store.root / "storage" / "overlay")], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[buildah.Storage]:
+    found = _storage_with_base(tmp_path_factory.mktemp("buildah"))
+    yield found
+    _unmount(found)
+
+
+@pytest.fixture
+def no_engine(store, wheel_cache, tmp_path, monkeypatch) -> None:
+    """DOCKER_HOST at a socket that does not exist, and proof that nothing answers there."""
+    import docker
+
+    host = f"unix://{tmp_path}/no-dockerd.sock"
+    monkeypatch.setenv("DOCKER_HOST", host)
+    monkeypatch.setenv(buildah.ROOT_ENV, str(store.root))
+    monkeypatch.setenv("LEGION_CI_CACHE", str(wheel_cache))
+    with pytest.raises(docker.errors.DockerException):
+        docker.DockerClient(base_url=host).ping()
+    assert Clients().docker_or_reason()[0] is None
+
+
+def test_auto_builds_with_buildah_and_the_image_runs_on_dockerd_too(
+    no_engine, reg, tmp_path, request
+):
+    ctx = package_ctx(
+        tiny_binary(tmp_path, "tinybh"),
+        tmp_path / "w",
+        targets=[push_target(reg.address, reg.user, reg.password)],
+        arguments=ARGS,
+    )
+    out = DockerRestPackager().pack(ctx).outputs
+    assert out["builder"] == "buildah"
+    assert out["image"].startswith(f"{reg.address}/tinybh:1.0-")
+    assert re.fullmatch(rf"{re.escape(reg.address)}/tinybh@sha256:[0-9a-f]{{64}}", out["digest"])
+    assert out["image_id"].startswith("sha256:") and out["size"] > 0
+    # The digest the registry serves for the tag is the one the stage reported.
+    tag = out["image"].rsplit(":", 1)[1]
+    assert manifest_digest(reg.address, "tinybh", tag) == out["digest"].split("@")[1]
+    log = (tmp_path / "w" / "package.log").read_text()
+    assert "buildah" in log and "smoke test: ready after" in log and "verified:" in log
+    secret = reg.password.encode()
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and secret in p.read_bytes()]
+    assert leaked == [] and reg.password not in str(out)
+
+    # The same image, pulled by digest on a real dockerd, answers a prediction.
+    engine = request.getfixturevalue("engine")
+    client = Clients(engine.host).docker()
+    pulled = client.images.pull(
+        out["digest"], auth_config={"username": reg.user, "password": reg.password}
+    )
+    smoke = image_smoke.smoke_test(
+        client,
+        pulled.id,
+        model_example(client, pulled.id),
+        StageLog(tmp_path / "dockerd.log", Redactor(())),
+        timeout=60,
+        name="legion-bh-on-dockerd",
+    )
+    assert smoke["ready_s"] > 0
+    assert "invoke answered" in (tmp_path / "dockerd.log").read_text()
+
+
+def test_wrong_password_is_one_line_pushes_nothing_leaves_no_auth_file(
+    no_engine, reg, tmp_path, monkeypatch
+):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    ctx = package_ctx(
+        tiny_binary(tmp_path, "badbh"),
+        tmp_path / "w",
+        targets=[push_target(reg.address, reg.user, "not-the-password")],
+        arguments={**ARGS, "builder": "buildah"},
+        secrets=("not-the-password",),
+    )
+    with pytest.raises(StageError) as info:
+        DockerRestPackager().pack(ctx)
+    assert_refused_in_one_line(info, reg, "badbh", "not-the-password")
+    assert list(temp.iterdir()) == []
+
+
+def test_auth_file_is_owner_only_and_removed_even_on_failure(tmp_path):
+    from legion_ci.integrations.clients import RegistryAuth
+
+    auth = RegistryAuth("127.0.0.1:5000", "u", "s3cret")
+    with pytest.raises(RuntimeError), buildah.auth_file(auth) as argv:
+        path = Path(argv[1])
+        assert argv[0] == "--authfile" and oct(path.stat().st_mode & 0o777) == "0o600"
+        assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
+        raise RuntimeError("the push failed")
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_missing_podman_is_one_line_naming_it(no_engine, tmp_path, monkeypatch):
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("buildah", "skopeo"):
+        os.symlink(subprocess.check_output(["which", tool], text=True).strip(), tools / tool)
+    monkeypatch.setenv("PATH", str(tools))
+    ctx = package_ctx(tiny_binary(tmp_path, "nopodman"), tmp_path / "w", arguments=ARGS)
+    with pytest.raises(StageError) as info:
+        DockerRestPackager().pack(ctx)
+    message = str(info.value)
+    assert "'podman' is not installed" in message and "\n" not in message
+
+
+def test_two_clean_builds_of_the_same_inputs_give_the_same_digest(no_engine, tmp_path, monkeypatch):
+    # Two storages (no shared layer cache) and two output folders; the same binary and run.
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    artifact = tiny_binary(tmp_path, "repro")
+    ids = []
+    for side in ("a", "b"):
+        store = _storage_with_base(tmp_path / f"store-{side}")
+        monkeypatch.setenv(buildah.ROOT_ENV, str(store.root))
+        ctx = package_ctx(artifact, tmp_path / side, arguments={**ARGS, "smokeTest": False})
+        try:
+            ids.append(DockerRestPackager().pack(ctx).outputs["image_id"])
+        finally:
+            _unmount(store)
+    assert ids[0] == ids[1]
