@@ -107,6 +107,20 @@ def storage(root: Path | None = None) -> Storage:
     return Storage(base, driver)
 
 
+def has_image(image: str) -> bool:
+    """True when `image` is in the storage: builds run with --pull=never, so `auto` picks
+    buildah only where a build can start."""
+    if not installed():
+        return False
+    store = storage()
+    found = subprocess.run(
+        [_need("buildah"), *store.options, "inspect", "--type", "image", image],
+        capture_output=True,
+        check=False,
+    )
+    return found.returncode == 0
+
+
 def _ulimits() -> list[str]:
     # runc here may not raise limits above the agent's own (no CAP_SYS_RESOURCE in a pod), and
     # podman's defaults are higher: ask for the agent's open-files limit and a process cap a

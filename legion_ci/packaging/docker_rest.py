@@ -180,6 +180,11 @@ class DockerRestPackager:
 
         client, no_engine = clients.docker_or_reason()
         builder = _choose_builder(str(args["builder"]), client is not None, no_engine)
+        if builder == "buildah" and args["builder"] == "auto" and not buildah.has_image(base_image):
+            # Not an error for `auto`: the agent has buildah but not the base (no registry to
+            # pull it from), so it does what it did before buildah: the context only.
+            builder = "none"
+            no_engine = f"{no_engine}; buildah has no {base_image} image to build on"
         if builder == "buildah":
             client = None
             for auth in auths:
