@@ -35,6 +35,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -86,6 +87,16 @@ def wait_ready(url: str, container, limit: float = 300) -> None:
         time.sleep(0.05)
 
 
+def run_or_exit(argv: list[str], what: str, **options: Any) -> str:
+    """stdout of `argv`; the benchmark stops with the tail of its stderr when it fails."""
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, check=False, timeout=1800, **options
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    return proc.stdout
+
+
 def commit(root: Path, message: str) -> None:
     git = ["git", "-C", str(root), "-c", "user.name=b", "-c", "user.email=b@example.invalid"]
     subprocess.run([*git, "add", "-A"], check=True)
@@ -116,16 +127,8 @@ class LegionWay:
 
     def run(self) -> float:
         started = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, "-m", "legion_ci.cli.main", "run", str(self.pipeline), "-o", "json"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=1800,
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"legion-ci run failed ({proc.returncode}): {proc.stderr[-3000:]}")
-        document = json.loads(proc.stdout)
+        argv = [sys.executable, "-m", "legion_ci.cli.main", "run", str(self.pipeline), "-o", "json"]
+        document = json.loads(run_or_exit(argv, "legion-ci run"))
         stages = document["stages"]
         post(stages["deploy"]["outputs"]["url"].rstrip("/") + "/api/model/invoke", wine_row())
         elapsed = time.monotonic() - started
@@ -163,12 +166,13 @@ class MlflowWay:
         started = time.monotonic()
         tracking = f"sqlite:///{self.root / 'mlflow.db'}"
         bin_dir = str(Path(sys.executable).parent)
-        proc = subprocess.run(
+        run_or_exit(
             [
                 *(str(Path(bin_dir) / "mlflow"), "run", str(self.project)),
                 *("--env-manager", "local", "-e", "main"),
                 *("-P", f"alpha={alpha}", "-P", "l1_ratio=0.5"),
             ],
+            "mlflow run",
             cwd=self.root,
             # The project's command is `python train.py`: this environment's python.
             env={
@@ -176,13 +180,7 @@ class MlflowWay:
                 "MLFLOW_TRACKING_URI": tracking,
                 "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
             },
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=1800,
         )
-        if proc.returncode != 0:
-            raise SystemExit(f"mlflow run failed ({proc.returncode}): {proc.stderr[-3000:]}")
         models = sorted(
             (p.parent for p in self.root.rglob("MLmodel")), key=lambda p: p.stat().st_mtime
         )
