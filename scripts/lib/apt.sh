@@ -6,6 +6,9 @@
 LEGION_APT_TABLE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/setup.d/system-packages.tsv"
 LEGION_SUDO=""; [ "$(id -u)" -eq 0 ] || LEGION_SUDO="sudo"
 _legion_apt_updated=0
+# Another apt (a second set-up on the same agent, unattended-upgrades) holds dpkg's lock for a
+# while: wait for it instead of failing the set-up.
+LEGION_APT_LOCK=(-o DPkg::Lock::Timeout=600)
 
 _legion_apt_row() {
   awk -v tool="$1" '$1 == tool && $1 !~ /^#/ {print $2 "\t" $3; found = 1; exit} END {exit !found}' \
@@ -23,7 +26,7 @@ _legion_tool_present() {
 
 _legion_apt_update_once() {
   [ "$_legion_apt_updated" -eq 1 ] && return 0
-  $LEGION_SUDO apt-get update -qq
+  $LEGION_SUDO apt-get "${LEGION_APT_LOCK[@]}" update -qq
   _legion_apt_updated=1
 }
 
@@ -44,7 +47,7 @@ install_tool() {
     return 3
   fi
   echo "setup: installing $chosen (for $1)" >&2
-  DEBIAN_FRONTEND=noninteractive $LEGION_SUDO apt-get install -y -qq --no-install-recommends \
+  DEBIAN_FRONTEND=noninteractive $LEGION_SUDO apt-get "${LEGION_APT_LOCK[@]}" install -y -qq --no-install-recommends \
     "$chosen" >/dev/null
 }
 
