@@ -1,0 +1,200 @@
+"""The `docker` deploy target against podman's Docker-compatible API (`podman system service`)
+with no dockerd anywhere: buildah builds the model image into a containers storage, podman's
+API serves that storage on a socket of the test's own, DOCKER_HOST points there only, and the
+target deploys, proves, replaces and deletes the container as it does on dockerd."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from docker_support import (
+    BASE_IMAGE,
+    buildah_store_with_base,
+    package_ctx,
+    podman_service,
+    tiny_binary,
+    unmount_store,
+)
+
+from legion_ci import deployment_state as state
+from legion_ci.cli.deployments import deployments
+from legion_ci.integrations.base import Connection, DeployContext
+from legion_ci.integrations.clients import Clients
+from legion_ci.packaging import buildah
+from legion_ci.packaging.docker_rest import DockerRestPackager
+from legion_ci.processes import StageLog
+from legion_ci.targets.arguments import resolve_arguments
+from legion_ci.targets.docker import LABEL, DockerTarget
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[buildah.Storage]:
+    found = buildah_store_with_base(tmp_path_factory.mktemp("buildah"))
+    yield found
+    unmount_store(found)
+
+
+@pytest.fixture(scope="module")
+def packed(store, wheel_cache, tmp_path_factory) -> dict:
+    """The tiny model's image, built by buildah (builder: buildah, no push: the image stays
+    in the storage podman's API serves) and smoke-tested by podman."""
+    work = tmp_path_factory.mktemp("package")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(buildah.ROOT_ENV, str(store.root))
+        patch.setenv("LEGION_CI_CACHE", str(wheel_cache))
+        patch.setenv("DOCKER_HOST", f"unix://{work}/no-dockerd.sock")
+        ctx = package_ctx(
+            tiny_binary(work, "tinypod"),
+            work,
+            arguments={"baseImage": BASE_IMAGE, "builder": "buildah"},
+        )
+        outputs = DockerRestPackager().pack(ctx).outputs
+    assert outputs["builder"] == "buildah", outputs
+    return {"outputs": outputs, "artifact": ctx.artifact}
+
+
+@pytest.fixture(scope="module")
+def podman_host(store) -> Iterator[str]:
+    root = Path(tempfile.mkdtemp(prefix="lcp-", dir="/tmp"))  # a socket path under 108 bytes
+    with podman_service(store, root) as host:
+        yield host
+
+
+@pytest.fixture
+def only_podman(podman_host, monkeypatch) -> str:
+    """DOCKER_HOST names podman's socket and nothing else; what answers there is podman."""
+    import docker
+
+    monkeypatch.setenv("DOCKER_HOST", podman_host)
+    for key in ("DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT"):
+        monkeypatch.delenv(key, raising=False)
+    client = docker.from_env()
+    try:
+        version = client.version()
+    finally:
+        client.close()
+    components = {c["Name"] for c in version.get("Components", [])}
+    assert "Podman Engine" in components, version
+    # The default socket answers nothing either: no dockerd on this machine for this test.
+    with pytest.raises(docker.errors.DockerException):
+        docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=5).ping()
+    return podman_host
+
+
+def context(
+    workspace: Path,
+    packed: dict,
+    version: str,
+    *,
+    clients: Clients | None = None,
+    **arguments: object,
+) -> DeployContext:
+    scratch = workspace / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return DeployContext(
+        model_name="tinypod",
+        model_version=version,
+        run_id=f"run-{version}",
+        artifact=packed["artifact"],
+        package_outputs=packed["outputs"],
+        arguments=resolve_arguments("docker", {"name": "tinypod", **arguments}),
+        connection=None,
+        workspace=workspace,
+        scratch_dir=scratch,
+        log=StageLog(workspace / f"deploy-{version}.log"),
+        clients=clients,
+    )
+
+
+def invoke(url: str, value: float = 2.0) -> list:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        body = json.dumps({"columns": ["a"], "data": [[value]]})
+        conn.request("POST", "/api/model/invoke", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        raw = resp.read()
+        assert resp.status == 200, (resp.status, raw[:300])
+        return json.loads(raw)["prediction"]
+    finally:
+        conn.close()
+
+
+def test_deploy_replace_and_delete_on_podmans_docker_api(only_podman, packed, tmp_path):
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    client = Clients().docker()
+    try:
+        first = DockerTarget().deploy(context(workspace, packed, "1.0", memory="256m")).outputs
+        url = first["url"]
+        assert url.startswith("http://127.0.0.1:") and first["replaced"] is None
+        assert invoke(url) == [[4.0]]
+
+        container = client.containers.get(first["container_id"])
+        host_config, config = container.attrs["HostConfig"], container.attrs["Config"]
+        assert host_config["NetworkMode"] == "host" and host_config["ReadonlyRootfs"] is True
+        assert "/tmp" in host_config["Tmpfs"] and host_config["Memory"] == 256 * 1024 * 1024
+        assert host_config["RestartPolicy"]["Name"] == "unless-stopped"
+        assert config["User"] == "10001:10001"
+        # The very image buildah built, from the storage the service shares: nothing pulled.
+        assert container.image.id == packed["outputs"]["image_id"]
+        assert "pulling" not in (workspace / "deploy-1.0.log").read_text()
+        assert config["Labels"][f"{LABEL}/model-version"] == "1.0"
+        assert config["Labels"][f"{LABEL}/deployment"] == "tinypod"
+        recorded = state.load(workspace, "tinypod")
+        assert recorded is not None and recorded.details["docker_host"] == only_podman
+
+        # Replacement: the new container beside the old on the same port, then the old goes.
+        second = DockerTarget().deploy(context(workspace, packed, "1.1")).outputs
+        assert second["url"] == url and second["replaced"] == "1.0"
+        assert second["container_id"] != first["container_id"]
+        running = client.containers.list(filters={"label": f"{LABEL}/deployment=tinypod"})
+        assert [c.id for c in running] == [second["container_id"]]
+        assert invoke(url, 3.0) == [[6.0]]
+        log = (workspace / "deploy-1.1.log").read_text()
+        assert "beside the running 1.0" in log and "old container stopped and removed" in log
+
+        runner = CliRunner()
+        ws = ["--workspace", str(workspace)]
+        status = runner.invoke(deployments, ["status", "tinypod", *ws, "--output", "json"])
+        assert status.exit_code == 0, status.output
+        assert json.loads(status.output)["healthy"] is True
+        deleted = runner.invoke(deployments, ["delete", "tinypod", *ws, "--drain-timeout", "10"])
+        assert deleted.exit_code == 0 and "stopped and removed" in deleted.output, deleted.output
+        assert client.containers.list(all=True, filters={"label": f"{LABEL}/deployment"}) == []
+    finally:
+        for leftover in client.containers.list(all=True, filters={"label": f"{LABEL}/deployment"}):
+            leftover.remove(force=True)
+        client.close()
+
+
+def test_a_docker_connections_host_names_podmans_socket(podman_host, packed, tmp_path, monkeypatch):
+    """DOCKER_HOST names nothing that answers; the pipeline's docker connection's `host` is
+    podman's socket, and the deployment (and `legion-ci deployments`) use it."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-dockerd.sock")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    connection = Connection(name="podman", type="docker", uri=None, options={"host": podman_host})
+    clients = Clients.for_connections([connection])
+    client = clients.docker()
+    try:
+        out = DockerTarget().deploy(context(workspace, packed, "2.0", clients=clients)).outputs
+        assert invoke(out["url"], 5.0) == [[10.0]]
+        assert state.load(workspace, "tinypod").details["docker_host"] == podman_host
+        runner = CliRunner()
+        ws = ["--workspace", str(workspace)]
+        deleted = runner.invoke(deployments, ["delete", "tinypod", *ws, "--drain-timeout", "10"])
+        assert deleted.exit_code == 0 and "stopped and removed" in deleted.output, deleted.output
+        assert client.containers.list(all=True, filters={"label": f"{LABEL}/deployment"}) == []
+    finally:
+        for leftover in client.containers.list(all=True, filters={"label": f"{LABEL}/deployment"}):
+            leftover.remove(force=True)
+        clients.close()
