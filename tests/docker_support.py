@@ -573,13 +573,16 @@ def buildah_store_with_base(root: Path):
 def unmount_store(store) -> None:
     # The overlay driver bind-mounts its own folder; left mounted, the tmp folder cannot go.
     subprocess.run(["umount", str(store.root / "storage" / "overlay")], capture_output=True)
+    shutil.rmtree(store.runroot, ignore_errors=True)  # under /tmp, outside the test's folder
 
 
 @contextlib.contextmanager
-def podman_service(store, root: Path) -> Iterator[str]:
+def podman_service(
+    storage_options: list[str], root: Path, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """`podman system service` (the Docker-compatible API) on a socket under `root`, over the
-    packager's storage: the image buildah built is the one the API serves. Yields the host URL;
-    every container it started is removed when the block ends."""
+    storage `storage_options` name (the packager's: the image buildah built is the one the API
+    serves). Yields the host URL; every container it started is removed when the block ends."""
     root.mkdir(parents=True, exist_ok=True)
     sock = root / "podman.sock"  # `root` is short: a socket path stays under 108 bytes
     host = f"unix://{sock}"
@@ -596,16 +599,17 @@ def podman_service(store, root: Path) -> Iterator[str]:
 
     def remove_containers() -> None:
         subprocess.run(
-            ["podman", *store.options, "rm", "--all", "--force", "--time", "0"],
+            ["podman", *storage_options, "rm", "--all", "--force", "--time", "0"],
             capture_output=True,
             check=False,
         )
 
     with service(
-        ["podman", *store.options, "system", "service", "--time=0", host],
+        ["podman", *storage_options, "system", "service", "--time=0", host],
         root / "podman-service.log",
         ready=ready,
         timeout=60,
+        env=env,
         unset=("DOCKER_HOST",),
         name="podman system service",
         on_stop=remove_containers,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from docker_support import (
     buildah_store_with_base,
     package_ctx,
     podman_service,
+    push_target,
     tiny_binary,
     unmount_store,
 )
@@ -64,8 +66,9 @@ def packed(store, wheel_cache, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def podman_host(store) -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="lcp-", dir="/tmp"))  # a socket path under 108 bytes
-    with podman_service(store, root) as host:
+    with podman_service(store.options, root) as host:
         yield host
+    subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
 @pytest.fixture
@@ -198,3 +201,70 @@ def test_a_docker_connections_host_names_podmans_socket(podman_host, packed, tmp
         for leftover in client.containers.list(all=True, filters={"label": f"{LABEL}/deployment"}):
             leftover.remove(force=True)
         clients.close()
+
+
+def test_a_pushed_image_is_pulled_by_digest_through_podmans_api(
+    store, wheel_cache, reg, tmp_path, monkeypatch
+):
+    """A deploy machine with podman only and an empty storage: the package stage pushed the
+    image to the registry (htpasswd); the target pulls it by digest through podman's API with
+    the registry connection's login, and serves it."""
+    monkeypatch.setenv(buildah.ROOT_ENV, str(store.root))
+    monkeypatch.setenv("LEGION_CI_CACHE", str(wheel_cache))
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-dockerd.sock")
+    work = tmp_path / "package"
+    ctx = package_ctx(
+        tiny_binary(work, "tinypod"),
+        work,
+        targets=[push_target(reg.address, reg.user, reg.password)],
+        arguments={"baseImage": BASE_IMAGE, "builder": "buildah", "smokeTest": False},
+    )
+    pushed = {"outputs": DockerRestPackager().pack(ctx).outputs, "artifact": ctx.artifact}
+    digest = pushed["outputs"]["digest"]
+    assert digest.startswith(f"{reg.address}/tinypod@sha256:"), pushed["outputs"]
+
+    # A storage of its own (nothing in it), and the local plain-HTTP registry listed insecure,
+    # as a deploy machine's /etc/containers/registries.conf would.
+    root = Path(tempfile.mkdtemp(prefix="lcq-", dir="/tmp"))
+    conf = root / "registries.conf"
+    conf.write_text(f'[[registry]]\nlocation = "{reg.address}"\ninsecure = true\n')
+    options = [
+        *("--root", str(root / "storage"), "--runroot", str(root / "run")),
+        *("--storage-driver", store.driver),
+    ]
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    connection = Connection(
+        name="registry",
+        type="docker",
+        uri=reg.address,
+        options={"username": reg.user, "password": reg.password},
+    )
+    try:
+        with podman_service(
+            options, root / "svc", {"CONTAINERS_REGISTRIES_CONF": str(conf)}
+        ) as host:
+            monkeypatch.setenv("DOCKER_HOST", host)
+            clients = Clients()
+            client = clients.docker()
+            try:
+                assert client.images.list() == []
+                deploy = context(workspace, pushed, "3.0")
+                deploy.connection = connection
+                out = DockerTarget().deploy(deploy).outputs
+                assert out["image"] == digest and invoke(out["url"], 1.5) == [[3.0]]
+                log = (workspace / "deploy-3.0.log").read_text()
+                assert f"pulling {digest}" in log and reg.password not in log
+                assert (
+                    client.containers.get(out["container_id"]).image.id
+                    == (pushed["outputs"]["image_id"])
+                )
+                runner = CliRunner()
+                ws = ["--workspace", str(workspace)]
+                deleted = runner.invoke(deployments, ["delete", "tinypod", *ws])
+                assert deleted.exit_code == 0, deleted.output
+            finally:
+                clients.close()
+    finally:
+        subprocess.run(["umount", str(root / "storage" / "overlay")], capture_output=True)
+        subprocess.run(["rm", "-rf", str(root)], check=False)
