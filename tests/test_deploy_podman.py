@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from docker_support import (
     podman_service,
     push_target,
     tiny_binary,
+    train_wine,
     unmount_store,
 )
 
@@ -268,3 +270,65 @@ def test_a_pushed_image_is_pulled_by_digest_through_podmans_api(
     finally:
         subprocess.run(["umount", str(root / "storage" / "overlay")], capture_output=True)
         subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def test_the_wine_model_built_with_buildah_serves_on_podman(
+    store, wheel_cache, only_podman, tmp_path, monkeypatch
+):
+    """The README's wine model (MLflow, scikit-learn): trained, built with buildah into the
+    storage podman's API serves, deployed through that API, and its example row predicted."""
+    wine = train_wine(tmp_path / "wine")
+    monkeypatch.setenv(buildah.ROOT_ENV, str(store.root))
+    monkeypatch.setenv("LEGION_CI_CACHE", str(wheel_cache))
+    ctx = package_ctx(
+        wine.artifact,
+        tmp_path / "package",
+        run_id=wine.run_id,
+        git_commit=wine.git_commit,
+        train_outputs=wine.outputs,
+        arguments={"baseImage": BASE_IMAGE, "builder": "buildah"},
+    )
+    outputs = DockerRestPackager().pack(ctx).outputs
+    assert outputs["builder"] == "buildah"
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    deploy = DeployContext(
+        model_name="wine",
+        model_version="1.0",
+        run_id=wine.run_id,
+        artifact=ctx.artifact,
+        package_outputs=outputs,
+        arguments=resolve_arguments("docker", {}),
+        connection=None,
+        workspace=workspace,
+        scratch_dir=workspace,
+        log=StageLog(workspace / "deploy.log"),
+    )
+    out = DockerTarget().deploy(deploy).outputs
+    host, port = out["url"].removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        body = {"columns": wine.outputs["input_columns"], "data": [wine.outputs["example_row"]]}
+        conn.request(
+            "POST", "/api/model/invoke", json.dumps(body), {"Content-Type": "application/json"}
+        )
+        resp = conn.getresponse()
+        raw = resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 200, raw[:300]
+    served = json.loads(raw)["prediction"]
+    # The same number the trainer's self-check got from the binary on the same row.
+    (train_log,) = (tmp_path / "wine").rglob("train.log")
+    found = re.search(
+        r"self-check passed: .* prediction (\S+) on the example row", train_log.read_text()
+    )
+    assert found is not None
+    expected = json.loads(found.group(1))
+    assert _flat(served) == pytest.approx(_flat(expected), rel=1e-9), (served, expected)
+    deleted = CliRunner().invoke(deployments, ["delete", "wine", "--workspace", str(workspace)])
+    assert deleted.exit_code == 0, deleted.output
+
+
+def _flat(value: object) -> list:
+    return [y for x in value for y in _flat(x)] if isinstance(value, list) else [value]
