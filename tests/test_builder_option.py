@@ -84,6 +84,10 @@ def test_the_github_run_action_passes_its_builder_input(project: Path, tmp_path:
     odd = _run_action(project, BUILDER="--help; touch pwned")
     assert odd.returncode == 2 and "is not one of" in odd.stderr
     assert not (project.parent / "pwned").exists()
+    # Empty (the input's default) or unset: no option, the file's builder.
+    for inputs in ({"BUILDER": ""}, {}):
+        trained = _run_action(project, STAGE="train", **inputs)
+        assert trained.returncode == 0, trained.stderr
     newline = _run_action(project, BUILDER="docker\nx")
     assert (
         newline.returncode == 2 and "the BUILDER input holds a control character" in newline.stdout
