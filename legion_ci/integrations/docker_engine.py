@@ -101,7 +101,7 @@ def model_example(client: Any, image_id: str) -> Example:
             network_mode="none",
             read_only=True,
             tmpfs={"/tmp": "rw,size=64m"},
-            ulimits=engine_ulimits(client),
+            ulimits=engine_ulimits(client) or None,  # None: dockerd as before
             stdout=True,
             stderr=False,
         )

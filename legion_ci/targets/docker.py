@@ -335,7 +335,7 @@ class DockerTarget:
                 environment=container_environment(port, args),
                 restart_policy=restart_policy(str(args["restartPolicy"])),
                 labels=self._labels(ctx, name),
-                ulimits=engine_ulimits(client),
+                ulimits=engine_ulimits(client) or None,  # None: dockerd as before
                 **limits,
             )
         except APIError as exc:
