@@ -27,24 +27,37 @@ def run_pipeline(
     stage: str | None = None,
     run_id: str | None = None,
     echo: IO[str] | None = None,
+    builder: str | None = None,
 ) -> RunRecord:
     """Run all stages of a pipeline (or one `stage`, continuing `run_id` or the latest run).
 
     Raises StageError (exit 1) when a stage fails and Cancelled (exit 130) when interrupted;
-    the run record and reports are written in every case.
+    the run record and reports are written in every case. `builder` overrides the package
+    stage's `arguments.builder` (auto, docker, buildah).
     """
     from legion_ci.runner.engine import execute
     from legion_ci.spec.validate import load_pipeline
 
     pipeline = load_pipeline(path, strict_project=False, stage=stage)
+    if builder:
+        from legion_ci.spec.overrides import set_builder
+
+        set_builder(pipeline, builder)
     return execute(pipeline, only=stage, run_id=run_id, echo=echo)
 
 
-def plan_pipeline(path: Path | str, *, stage: str | None = None) -> dict[str, Any]:
+def plan_pipeline(
+    path: Path | str, *, stage: str | None = None, builder: str | None = None
+) -> dict[str, Any]:
     """The resolved plan of a run, secrets redacted, without running anything."""
     from legion_ci.runner.engine import plan
 
-    return plan(validate_pipeline(path), stage)
+    pipeline = validate_pipeline(path)
+    if builder:
+        from legion_ci.spec.overrides import set_builder
+
+        set_builder(pipeline, builder)
+    return plan(pipeline, stage)
 
 
 def pipeline_schema(extra_registrations: list[Path] | None = None) -> dict[str, Any]:

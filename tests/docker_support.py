@@ -552,3 +552,66 @@ class RestartableRegistry:
     @property
     def storage(self) -> Path:
         return self.root / "storage"
+
+
+# -- buildah/podman: the containers storage the packager builds into, and podman's API ---------
+def buildah_store_with_base(root: Path):
+    """A private containers storage (legion_ci.packaging.buildah) with the debootstrap base
+    image imported, as the Docker tests `docker import` it."""
+    from legion_ci.packaging import buildah
+
+    found = buildah.storage(root)
+    done = subprocess.run(
+        ["podman", *found.options, "import", str(base_tarball()), BASE_IMAGE],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return found
+
+
+def unmount_store(store) -> None:
+    # The overlay driver bind-mounts its own folder; left mounted, the tmp folder cannot go.
+    subprocess.run(["umount", str(store.root / "storage" / "overlay")], capture_output=True)
+    shutil.rmtree(store.runroot, ignore_errors=True)  # under /tmp, outside the test's folder
+
+
+@contextlib.contextmanager
+def podman_service(
+    storage_options: list[str], root: Path, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`podman system service` (the Docker-compatible API) on a socket under `root`, over the
+    storage `storage_options` name (the packager's: the image buildah built is the one the API
+    serves). Yields the host URL; every container it started is removed when the block ends."""
+    root.mkdir(parents=True, exist_ok=True)
+    sock = root / "podman.sock"  # `root` is short: a socket path stays under 108 bytes
+    host = f"unix://{sock}"
+
+    def ready() -> bool:
+        import docker
+
+        if not sock.exists():
+            return False
+        try:
+            return docker.DockerClient(base_url=host, timeout=5).ping()
+        except (docker.errors.DockerException, OSError):  # requests' errors are OSErrors
+            return False
+
+    def remove_containers() -> None:
+        subprocess.run(
+            ["podman", *storage_options, "rm", "--all", "--force", "--time", "0"],
+            capture_output=True,
+            check=False,
+        )
+
+    with service(
+        ["podman", *storage_options, "system", "service", "--time=0", host],
+        root / "podman-service.log",
+        ready=ready,
+        timeout=60,
+        env=env,
+        unset=("DOCKER_HOST",),
+        name="podman system service",
+        on_stop=remove_containers,
+    ):
+        yield host

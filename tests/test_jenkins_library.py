@@ -6,12 +6,13 @@ ones, whose servers are stopped after, a batch of their own)."""
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import SH_PIPELINE, run_cli
 from jenkins_support import (
     DEPLOY_PIPELINE,
     EXAMPLES,
@@ -71,6 +72,19 @@ ODD_JENKINSFILE = (
     + "/legion-ci.yaml') }"
 )
 
+# The shell trainer, then docker-rest: with `builder: docker` and no engine the package stage
+# fails at once naming the builder it was given, which proves the value arrived.
+DOCKER_REST_PIPELINE = SH_PIPELINE + "  package:\n    integration: docker-rest\n"
+NO_ENGINE = {"DOCKER_HOST": "unix:///nowhere/docker.sock"}
+BUILDER_ERROR = (
+    "package: arguments.builder docker: no Docker engine at unix:///nowhere/docker.sock: "
+    "start one or set DOCKER_HOST"
+)
+BUILDER_PACKAGE = """
+Map trained = node { checkout scm; return legionTrain() }
+node { checkout scm; legionPackage(builder: 'docker', runId: trained.runId) }
+"""
+
 INVALID_PIPELINE = PIPELINE.replace("toolchain: sh-trainer", "toolchain: sh-trainr")
 
 
@@ -81,6 +95,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Build]:
     gated = make_project(base / "gated", PIPELINE % {"rmse_max": 0.1})
     secret = make_project(base / "secret", SECRET_PIPELINE)
     invalid = make_project(base / "invalid", INVALID_PIPELINE % {"rmse_max": 0.8})
+    docker_rest = make_project(base / "docker-rest", DOCKER_REST_PIPELINE)
     odd = base / "odd"
     make_project(odd / ODD_DIR, PIPELINE % {"rmse_max": 0.8})
     one_liner = (EXAMPLES / "one-liner" / "Jenkinsfile").read_text()
@@ -109,6 +124,10 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Build]:
         Scenario("odd-path", ODD_JENKINSFILE, odd),
         Scenario("invalid", "node { checkout scm; legionValidate() }", invalid),
         *(Scenario(name, call, plain) for name, call in BAD_CONFIGS.items()),
+        Scenario(
+            "builder-pipeline", "legionPipeline(builder: 'docker')", docker_rest, env=NO_ENGINE
+        ),
+        Scenario("builder-package", BUILDER_PACKAGE, docker_rest, env=NO_ENGINE),
     ]
     return run_builds(scenarios, base / "runs")
 
@@ -193,6 +212,21 @@ def test_arguments_reach_legion_ci_verbatim(builds: dict[str, Build]) -> None:
     assert build.returned["pipeline"].endswith(f"/{ODD_DIR}/legion-ci.yaml")
     assert build.returned["stages"] == ["train", "package"]
     assert not list(build.root.rglob("pwned*"))
+
+
+@pytest.mark.parametrize("scenario", ["builder-pipeline", "builder-package"])
+def test_builder_reaches_the_package_stage_as_an_option(
+    builds: dict[str, Build], scenario: str
+) -> None:
+    build = builds[scenario]
+    assert build.result == "FAILURE" and build.error == BUILDER_ERROR, build.log[-3000:]
+    assert build.stage_status().get("package", "failed") == "failed"
+    # Two arguments of the package stage's command line only; train runs without it.
+    package = (
+        r"legion-ci stage package legion-ci\.yaml( --run-id \S+)? --builder docker --output json"
+    )
+    assert re.search(package, build.log), build.log
+    assert "legion-ci stage train legion-ci.yaml --output json" in build.log
 
 
 def test_failing_gate_publishes_then_fails_with_its_one_line_error(

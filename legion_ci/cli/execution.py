@@ -85,16 +85,19 @@ def execute_command(
     dry_run: bool,
     output: str,
     quiet: bool,
+    builder: str | None = None,
 ) -> None:
     from legion_ci import ci
     from legion_ci.cli import state
 
     state.reproduce = ["legion-ci", "stage", stage, file] if stage else ["legion-ci", "run", file]
+    if builder:
+        state.reproduce += ["--builder", builder]
     state.json_output = output == "json"
     if dry_run:
         from legion_ci.api import plan_pipeline
 
-        plan = plan_pipeline(file, stage=stage)
+        plan = plan_pipeline(file, stage=stage, builder=builder)
         if output == "json":
             click.echo(json.dumps(plan, indent=2))
             state.json_output = False  # the plan is the document
@@ -130,7 +133,7 @@ def execute_command(
     failure: BaseException | None = None
     try:
         with host.guard(echo, title):
-            record = run_pipeline(file, stage=stage, run_id=run_id, echo=echo)
+            record = run_pipeline(file, stage=stage, run_id=run_id, echo=echo, builder=builder)
     except (StageError, Cancelled) as exc:
         failure = exc
         record = getattr(exc, "record", None)

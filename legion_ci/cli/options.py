@@ -74,3 +74,11 @@ extra_integrations_option = click.option(
     type=click.Path(exists=True),
     help="Also load these integration registration files or folders.",
 )
+
+
+builder_option = click.option(
+    "--builder",
+    type=click.Choice(["auto", "docker", "buildah"]),
+    default=None,
+    help="Override the package stage's arguments.builder (docker-rest): auto, docker, buildah.",
+)

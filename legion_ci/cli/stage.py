@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from legion_ci.cli.options import output_option, pipeline_argument
+from legion_ci.cli.options import builder_option, output_option, pipeline_argument
 from legion_ci.stage_types import STAGE_ORDER
 
 
@@ -15,8 +15,15 @@ from legion_ci.stage_types import STAGE_ORDER
 @click.option("--dry-run", is_flag=True, help="Print the resolved plan; run nothing.")
 @output_option
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo stage logs (they are still saved).")
+@builder_option
 def stage(
-    name: str, file: str, run_id: str | None, dry_run: bool, output: str, quiet: bool
+    name: str,
+    file: str,
+    run_id: str | None,
+    dry_run: bool,
+    output: str,
+    quiet: bool,
+    builder: str | None,
 ) -> None:
     """Run one stage NAME of FILE.
 
@@ -26,4 +33,12 @@ def stage(
     """
     from legion_ci.cli.execution import execute_command
 
-    execute_command(file, stage=name, run_id=run_id, dry_run=dry_run, output=output, quiet=quiet)
+    execute_command(
+        file,
+        stage=name,
+        run_id=run_id,
+        dry_run=dry_run,
+        output=output,
+        quiet=quiet,
+        builder=builder,
+    )

@@ -67,6 +67,27 @@ class Example:
     output_columns: list[str]
 
 
+def is_podman(client: Any) -> bool:
+    """True when the Docker API answering is podman's (`podman system service`)."""
+    components = client.version().get("Components") or []
+    return any(str(c.get("Name", "")).startswith("Podman") for c in components)
+
+
+def engine_ulimits(client: Any) -> list[Any]:
+    """Ulimits to ask for explicitly. podman gives containers nofile=1048576 by default, which
+    its runtime cannot set above the service's own hard limit without CAP_SYS_RESOURCE (an
+    agent pod, a container): the agent's own limits then, and a process cap a model server
+    never reaches (as the buildah smoke test does). dockerd's containers inherit its limits."""
+    if not is_podman(client):
+        return []
+    import resource
+
+    from docker.types import Ulimit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return [Ulimit(name="nofile", soft=soft, hard=hard), Ulimit(name="nproc", soft=4096, hard=4096)]
+
+
 def model_example(client: Any, image_id: str) -> Example:
     """The example row from the binary's info(), read inside the image itself (no network,
     read-only root): the agent needs none of the model's dependencies."""
@@ -80,6 +101,7 @@ def model_example(client: Any, image_id: str) -> Example:
             network_mode="none",
             read_only=True,
             tmpfs={"/tmp": "rw,size=64m"},
+            ulimits=engine_ulimits(client) or None,  # None: dockerd as before
             stdout=True,
             stderr=False,
         )

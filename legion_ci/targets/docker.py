@@ -28,7 +28,7 @@ from typing import Any
 from legion_ci import deployment_state as state
 from legion_ci.errors import StageError
 from legion_ci.integrations.base import DeployContext, DeployResult
-from legion_ci.integrations.docker_engine import api_error_text
+from legion_ci.integrations.docker_engine import api_error_text, engine_ulimits
 from legion_ci.targets import replacement, smoke
 from legion_ci.targets.arguments import with_defaults
 from legion_ci.targets.containers import log_tail, remove, remove_named, stop_container
@@ -335,6 +335,7 @@ class DockerTarget:
                 environment=container_environment(port, args),
                 restart_policy=restart_policy(str(args["restartPolicy"])),
                 labels=self._labels(ctx, name),
+                ulimits=engine_ulimits(client) or None,  # None: dockerd as before
                 **limits,
             )
         except APIError as exc:

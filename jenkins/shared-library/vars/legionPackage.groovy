@@ -9,6 +9,9 @@ Map call(Map userConfig = [:]) {
     // pipeline, legionCi, pipOptions, python, venv, legionCiCommand, credentials,
     // publish, archiveModel, description
     Map defaults = LegionConfig.install(env) + LegionConfig.publishing() + [
+        // How the package stage (docker-rest) builds: auto, docker, or buildah (buildah, podman
+        // and skopeo on an agent without a Docker engine); '' = the pipeline file's builder.
+        builder: '',
         // The run to continue, e.g. legionTrain(...).runId ('' = the workspace's latest run).
         runId: '',
         // Unstash the run record stashed by legionTrain under this name ('' = do not).

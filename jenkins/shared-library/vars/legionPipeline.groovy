@@ -10,6 +10,9 @@ Map call(Map userConfig = [:]) {
     // pipeline, legionCi, pipOptions, python, venv, legionCiCommand, credentials,
     // publish, archiveModel, description
     Map defaults = LegionConfig.install(env) + LegionConfig.publishing() + [
+        // How the package stage (docker-rest) builds: auto, docker, or buildah (buildah, podman
+        // and skopeo on an agent without a Docker engine); '' = the pipeline file's builder.
+        builder: '',
         // Allocate an agent (node) for the run; false inside a node block or declarative stage.
         node: true,
         // The label of the agent to allocate ('' = any agent).

@@ -59,7 +59,7 @@ class LegionCli implements Serializable {
 
     /** Validate the pipeline; its plan (stages, model, workspace) or the build fails. */
     Map plan() {
-        Map outcome = exec(LegionCommand.plan(config.pipeline), 'legion-ci validate')
+        Map outcome = exec(LegionCommand.plan(config.pipeline, config.builder ?: ''), 'legion-ci validate')
         if (outcome.code != 0 || !outcome.stdout.trim()) {
             steps.error("legion-ci validate: ${LegionResult.error(outcome.stdout) ?: "exit ${outcome.code}"}")
         }
@@ -71,7 +71,8 @@ class LegionCli implements Serializable {
      * with the stage's one-line error after the stage log and the result are recorded.
      */
     Map stage(String name, String runId) {
-        Map outcome = exec(LegionCommand.stage(name, config.pipeline, runId), "legion-ci stage ${name}")
+        String builder = name == 'package' ? (config.builder ?: '') : ''
+        Map outcome = exec(LegionCommand.stage(name, config.pipeline, runId, builder), "legion-ci stage ${name}")
         if (LegionResult.isRun(outcome.stdout)) {
             lastResult = LegionResult.fromJson(outcome.stdout)
             lastResult.stage = name

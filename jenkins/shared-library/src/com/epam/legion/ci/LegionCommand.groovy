@@ -10,18 +10,27 @@ class LegionCommand {
 
     /** Validate the pipeline and print its resolved plan as JSON (secrets shown as ***). */
     @NonCPS
-    static List<String> plan(String pipeline) {
-        return ['run', path(pipeline), '--dry-run', '--output', 'json']
+    static List<String> plan(String pipeline, String builder = '') {
+        return ['run', path(pipeline), '--dry-run', '--output', 'json'] + builderOption(builder)
     }
 
-    /** Run one stage; a later stage continues `runId` (or the workspace's latest run). */
+    /**
+     * Run one stage; a later stage continues `runId` (or the workspace's latest run). `builder`
+     * (auto, docker, buildah; '' = the pipeline file's) overrides the package stage's.
+     */
     @NonCPS
-    static List<String> stage(String name, String pipeline, String runId) {
+    static List<String> stage(String name, String pipeline, String runId, String builder = '') {
         List<String> args = ['stage', name, path(pipeline)]
         if (runId) {
             args += ['--run-id', runId]
         }
-        return args + ['--output', 'json']
+        return args + builderOption(builder) + ['--output', 'json']
+    }
+
+    /** `--builder VALUE` as two arguments; legion-ci refuses a value it does not know. */
+    @NonCPS
+    static List<String> builderOption(String builder) {
+        return builder ? ['--builder', builder] : []
     }
 
     /** Run every stage in order, in one process. */
