@@ -179,6 +179,15 @@ def replica_sets(kubeconfig_path: Path, name: str) -> dict[str, dict]:
     return {rs["metadata"]["name"]: rs for rs in json.loads(listed.data)["items"]}
 
 
+def test_the_cluster_is_the_real_kubernetes_release(cluster) -> None:
+    """The API server the tests deploy to is Kubernetes' own, at the pinned release."""
+    from kubernetes import client
+
+    kubeconfig_path, _token = cluster
+    info = client.VersionApi(api_client(kubeconfig_path)).get_code()
+    assert info.git_version == "v1.37.2" and (info.major, info.minor) == ("1", "37")
+
+
 def test_deploy_update_and_roll_back_on_a_real_control_plane(tmp_path: Path, cluster) -> None:
     kubeconfig_path, token = cluster
     ws = tmp_path / "ws"
