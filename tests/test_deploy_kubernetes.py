@@ -215,9 +215,7 @@ def test_deploy_update_and_roll_back_on_a_real_control_plane(tmp_path: Path, clu
     assert reasons["Progressing"] in ("NewReplicaSetAvailable", "ReplicaSetUpdated")
     [first_rs] = replica_sets(kubeconfig_path, "wine-a")
 
-    second = deployer.deploy(
-        context(ws, kubeconfig_path, "2.0", name="wine-a", replicas=2, progressDeadlineSeconds=4)
-    ).outputs
+    second = deployer.deploy(context(ws, kubeconfig_path, "2.0", name="wine-a", replicas=2)).outputs
     dep = read(kubeconfig_path, "Deployment", "wine-a")
     assert dep["metadata"]["generation"] == 2
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == second["image"]
@@ -236,7 +234,8 @@ def test_deploy_update_and_roll_back_on_a_real_control_plane(tmp_path: Path, clu
             "3.0",
             name="wine-a",
             replicas=2,
-            progressDeadlineSeconds=4,
+            # The real controller's clock: this long without progress is a failed rollout.
+            progressDeadlineSeconds=4 if broken == "never-ready" else 300,
             image=f"127.0.0.1:5000/wine:{broken}",
         )
         with pytest.raises(StageError) as failed:
