@@ -200,8 +200,10 @@ def engine_env(engine, wheel_cache: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("LEGION_CI_CACHE", str(wheel_cache))
 
 
-# -- Kubernetes: one real control plane (tests/kube_support.py) and node agent per session -----
-@pytest.fixture(scope="session")
+# -- Kubernetes: a real control plane (tests/kube_support.py) and node agent per module -------
+# Per module rather than per session: it starts in seconds, and does not sit polling beside
+# the unrelated modules that run between the two that use it.
+@pytest.fixture(scope="module")
 def kube(tmp_path_factory: pytest.TempPathFactory):
     """The control plane with namespace `ml` and the node agent (tests/kube_node.py) running;
     yields (ControlPlane, NodeAgent). The agent's `workdir` is where Job pods run: a test

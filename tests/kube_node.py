@@ -88,7 +88,7 @@ class NodeAgent(threading.Thread):
     """See the module docstring. Bounded: stops when told (`stop`) or after `seconds`;
     failures of its own are kept in `errors` for the test to assert on."""
 
-    def __init__(self, api: Any, workdir: Path, cert: Path, ca: Path, seconds: float = 900.0):
+    def __init__(self, api: Any, workdir: Path, cert: Path, ca: Path, seconds: float = 1800.0):
         super().__init__(daemon=True)
         from kubernetes import client
 

@@ -149,7 +149,7 @@ def test_image_reference() -> None:
 
 @pytest.fixture(scope="module")
 def cluster(kube, tmp_path_factory: pytest.TempPathFactory):
-    """The session's control plane, and a kubeconfig with three contexts: `admin`,
+    """The module's control plane, and a kubeconfig with three contexts: `admin`,
     `limited` (a ServiceAccount token from the TokenRequest API, allowed only to read
     Services and Deployments in `ml`) and `nowhere` (a port nothing listens on); yields
     (kubeconfig, limited token)."""

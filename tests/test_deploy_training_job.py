@@ -30,7 +30,7 @@ KEY_ID, SECRET = "AKIATESTKEY0001", "test-secret-value-0123456789"
 
 @pytest.fixture(scope="module")
 def cluster_and_storage(kube, tmp_path_factory: pytest.TempPathFactory):
-    """The session's control plane with the pods' S3 credentials in Secret `training-s3`, and
+    """The module's control plane with the pods' S3 credentials in Secret `training-s3`, and
     moto; yields (admin kubeconfig, S3 endpoint, node agent)."""
     from kubernetes import client
 
