@@ -10,11 +10,10 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 "$PYTHON" -m venv "$tmp/venv"
 "$tmp/venv/bin/python" -m pip install -q --upgrade pip
-# kmock too: it gets a venv of its own (scripts/setup.d/25-kubernetes.sh) but its pins live here.
-"$tmp/venv/bin/python" -m pip install -q ".[test]" kmock
+"$tmp/venv/bin/python" -m pip install -q ".[test]"
 {
   echo "# Exact versions of every PyPI package the set-up installs: .venv (scripts/setup.sh, pip install"
-  echo "# -c constraints.txt) and the kmock emulator's venv (scripts/setup.d/25-kubernetes.sh). Airflow's"
+  echo "# -c constraints.txt). Airflow's"
   echo "# own venv is pinned by scripts/setup.d/airflow-requirements.txt (its pins conflict with MLflow's)."
   echo "# Made by scripts/refresh-constraints.sh on $(date -u +%Y-%m-%d) with $("$tmp/venv/bin/python" --version)."
   "$tmp/venv/bin/python" -m pip freeze --exclude-editable | grep -v -i '^legion-ci[= ]'

@@ -198,3 +198,33 @@ def engine_env(engine, wheel_cache: Path, monkeypatch: pytest.MonkeyPatch) -> No
     shares one wheelhouse cache (the suite isolates LEGION_CI_CACHE per test)."""
     monkeypatch.setenv("DOCKER_HOST", engine.host)
     monkeypatch.setenv("LEGION_CI_CACHE", str(wheel_cache))
+
+
+# -- Kubernetes: a real control plane (tests/kube_support.py) and node agent per module -------
+# Per module rather than per session: it starts in seconds, and does not sit polling beside
+# the unrelated modules that run between the two that use it.
+@pytest.fixture(scope="module")
+def kube(tmp_path_factory: pytest.TempPathFactory):
+    """The control plane with namespace `ml` and the node agent (tests/kube_node.py) running;
+    yields (ControlPlane, NodeAgent). The agent's `workdir` is where Job pods run: a test
+    points it at its project."""
+    from kube_node import NodeAgent
+    from kube_support import binary, control_plane, create_namespace
+
+    if not binary().exists():
+        pytest.fail(f"{binary()} is missing: run scripts/setup.d/26-kube-control-plane.sh")
+    folder = Path(tempfile.mkdtemp(prefix="lck-", dir="/tmp"))
+    with control_plane(folder) as plane:
+        api = plane.api_client()
+        agent = NodeAgent(api, folder, plane.kubelet_cert, plane.pki.ca)
+        agent.register()
+        agent.start()
+        try:
+            create_namespace(api, "ml")
+            print(f"\nkube control plane ready in {plane.startup_seconds:.1f} s", flush=True)
+            yield plane, agent
+        finally:
+            agent.stop.set()
+            agent.join(30)
+    subprocess.run(["rm", "-rf", str(folder)], check=False)
+    assert agent.errors == [], agent.errors[:5]

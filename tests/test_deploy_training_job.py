@@ -1,8 +1,9 @@
-"""Training as a Kubernetes Job (legion_ci/training/job.py), checked without a cluster:
-the Job manifest against the real 1.33 schemas; the client side (create, follow the log, wait,
-time out and delete, fetch and check the binary) against the kmock emulator, with
-`k8s_support.Kubelet` doing the pod's work itself with the real `legion-ci` training code and
-the result travelling through the moto S3 emulator (not AWS) on 127.0.0.1.
+"""Training as a Kubernetes Job (legion_ci/training/job.py) on a real control plane
+(tests/kube_support.py): the real Job controller makes the pod, the real scheduler binds it to
+the tests' node agent (tests/kube_node.py), which runs its command as a real local process with
+the real `legion-ci` training code, reading the credentials from the Secret through the API;
+the log comes back through the API server's `pods/log`; the result travels through the moto S3
+emulator (not AWS) on 127.0.0.1. The Job manifest is also checked against the 1.33 schemas.
 """
 
 from __future__ import annotations
@@ -22,15 +23,27 @@ from legion_ci.integrations.clients import KubernetesCluster as Cluster
 from legion_ci.processes import StageLog
 from legion_ci.redact import Redactor
 from legion_ci.training.job import TrainingJob, render_job, run_training_job
-from tests.k8s_support import Kubelet, api_client, emulator
+from tests.kube_support import api_client
 
 KEY_ID, SECRET = "AKIATESTKEY0001", "test-secret-value-0123456789"
 
 
 @pytest.fixture(scope="module")
-def cluster_and_storage(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("cluster")
-    with emulator(folder) as (kubeconfig, _port), moto_server(folder / "moto.log") as endpoint:
+def cluster_and_storage(kube, tmp_path_factory: pytest.TempPathFactory):
+    """The module's control plane with the pods' S3 credentials in Secret `training-s3`, and
+    moto; yields (admin kubeconfig, S3 endpoint, node agent)."""
+    from kubernetes import client
+
+    plane, agent = kube
+    folder = tmp_path_factory.mktemp("storage")
+    client.CoreV1Api(plane.api_client()).create_namespaced_secret(
+        "ml",
+        {
+            "metadata": {"name": "training-s3"},
+            "stringData": {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET},
+        },
+    )
+    with moto_server(folder / "moto.log") as endpoint:
         s3 = boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -39,7 +52,7 @@ def cluster_and_storage(tmp_path_factory: pytest.TempPathFactory):
             region_name="us-east-1",
         )
         s3.create_bucket(Bucket="models")
-        yield kubeconfig, endpoint
+        yield plane.admin, endpoint, agent
 
 
 @pytest.fixture
@@ -70,23 +83,17 @@ def job(endpoint: str, name: str, pipeline: str, image: str = "toolchain:1") -> 
     )
 
 
-def run(kubeconfig: Path, folder: Path, spec: TrainingJob, timeout: float = 240):
+def run(cluster_and_storage, folder: Path, spec: TrainingJob, timeout: float = 240):
+    kubeconfig, _endpoint, agent = cluster_and_storage
+    agent.workdir = folder  # the node's "image": the project, run in place
     log = StageLog(folder / "train.log", Redactor([SECRET]))
     cluster = Cluster(Connection("c", "kubernetes", options={"kubeconfig": str(kubeconfig)}))
-    kubelet = Kubelet(
-        api_client(kubeconfig),
-        folder,
-        {"training-s3": {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}},
-    )
-    kubelet.start()
     try:
         return run_training_job(
             cluster, spec, folder / "fetched", log, timeout=timeout, poll_interval=0.2
         ), (folder / "train.log")
     finally:
-        kubelet.stop.set()
-        kubelet.join(30)
-        assert kubelet.errors == [], kubelet.errors[:5]
+        assert agent.errors == [], agent.errors[:5]
 
 
 def test_the_job_manifest_passes_the_schemas_and_holds_no_secret() -> None:
@@ -103,8 +110,8 @@ def test_the_job_manifest_passes_the_schemas_and_holds_no_secret() -> None:
 def test_training_runs_as_a_job_and_the_binary_comes_back(
     tmp_path: Path, image: Path, cluster_and_storage
 ) -> None:
-    kubeconfig, endpoint = cluster_and_storage
-    result, log = run(kubeconfig, image, job(endpoint, "linear-train-ok", "pipeline.yaml"))
+    _kubeconfig, endpoint, _agent = cluster_and_storage
+    result, log = run(cluster_and_storage, image, job(endpoint, "linear-train-ok", "pipeline.yaml"))
     artifact = Path(result["artifact"])
     assert artifact.name == "linear-1.0.zip" and artifact.is_file()
     assert result["outputs"]["artifact_sha256"] == result["sha256"]
@@ -119,9 +126,9 @@ def test_training_runs_as_a_job_and_the_binary_comes_back(
 def test_a_failed_job_fails_the_stage_with_its_log(
     tmp_path: Path, image: Path, cluster_and_storage
 ) -> None:
-    kubeconfig, endpoint = cluster_and_storage
+    _kubeconfig, endpoint, _agent = cluster_and_storage
     with pytest.raises(StageError) as failed:
-        run(kubeconfig, image, job(endpoint, "linear-train-bad", "missing.yaml"))
+        run(cluster_and_storage, image, job(endpoint, "linear-train-bad", "missing.yaml"))
     message = str(failed.value)
     assert "training Job ml/linear-train-bad failed: BackoffLimitExceeded" in message, message
     assert "missing.yaml" in message, message  # the pod's own error, from its log
@@ -130,10 +137,10 @@ def test_a_failed_job_fails_the_stage_with_its_log(
 def test_a_job_that_never_finishes_times_out_and_is_deleted(
     tmp_path: Path, image: Path, cluster_and_storage
 ) -> None:
-    kubeconfig, endpoint = cluster_and_storage
+    kubeconfig, endpoint, _agent = cluster_and_storage
     spec = job(endpoint, "linear-train-stuck", "pipeline.yaml", image="toolchain:never-runs")
     with pytest.raises(StageError, match=r"did not finish within 1 s; it was deleted"):
-        run(kubeconfig, image, spec, timeout=1)
+        run(cluster_and_storage, image, spec, timeout=1)
     from kubernetes import client
 
     batch = client.BatchV1Api(api_client(kubeconfig))
@@ -146,11 +153,11 @@ def test_the_train_stage_runs_on_the_cluster_from_the_pipeline_file(
     sh_project: Path, cluster_and_storage
 ) -> None:
     """`train: {cluster: ...}` in the pipeline: `legion-ci stage train` submits the Job, the
-    (stand-in) kubelet runs the same pipeline's train stage in the pod, and the binary, its
+    node agent runs the same pipeline's train stage in the pod, and the binary, its
     sha256 and metrics come back into this run's record, ready for package and deploy."""
     from conftest import SH_PIPELINE, write
 
-    kubeconfig, endpoint = cluster_and_storage
+    kubeconfig, endpoint, agent = cluster_and_storage
     text = SH_PIPELINE + (
         "    cluster:\n"
         "      connection: cluster\n"
@@ -167,19 +174,10 @@ def test_the_train_stage_runs_on_the_cluster_from_the_pipeline_file(
     )
     pipeline = write(sh_project / "pipeline.yaml", text)
     env = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}
-    kubelet = Kubelet(
-        api_client(kubeconfig),
-        sh_project,
-        {"training-s3": {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}},
-    )
-    kubelet.start()
-    try:
-        outcome = run_cli("stage", "train", str(pipeline), "-o", "json", env=env, timeout=400)
-    finally:
-        kubelet.stop.set()
-        kubelet.join(30)
+    agent.workdir = sh_project
+    outcome = run_cli("stage", "train", str(pipeline), "-o", "json", env=env, timeout=400)
     outcome.assert_success()
-    assert kubelet.errors == [], kubelet.errors[:5]
+    assert agent.errors == [], agent.errors[:5]
     train = json.loads(outcome.out)["stages"]["train"]
     artifact = Path(train["outputs"]["artifact"])
     assert artifact.is_file() and artifact.name == "linear-1.0.zip"

@@ -279,10 +279,13 @@ class KubernetesTarget:
                 f"kubectl delete deployment,service -n {namespace} {name})"
             )
         else:
+            # The previous template exactly as it was, so the Deployment controller finds its
+            # ReplicaSet and scales it back up (`kubectl rollout undo`); the reason goes on the
+            # Deployment, since a pod template changed in any way would start a third
+            # ReplicaSet and replace every healthy pod.
             template = copy.deepcopy(previous["template"])
-            template.setdefault("metadata", {}).setdefault("annotations", {})[
-                ROLLBACK_ANNOTATION
-            ] = str(exc)[:200]
+            meta = copy.deepcopy(deployment["metadata"])
+            meta.setdefault("annotations", {})[ROLLBACK_ANNOTATION] = str(exc)[:200]
             try:
                 cluster.call(
                     f"roll back Deployment {namespace}/{name}",
@@ -291,7 +294,11 @@ class KubernetesTarget:
                     namespace,
                     # The whole object: server-side apply drops the fields this manager set
                     # before and leaves out now (replicas, selector, strategy...).
-                    {**deployment, "spec": {**deployment["spec"], "template": template}},
+                    {
+                        **deployment,
+                        "metadata": meta,
+                        "spec": {**deployment["spec"], "template": template},
+                    },
                     field_manager="legion-ci",
                     force=True,
                     _content_type="application/apply-patch+yaml",
