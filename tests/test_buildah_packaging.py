@@ -163,13 +163,32 @@ def test_two_clean_builds_of_the_same_inputs_give_the_same_digest(no_engine, tmp
     # Two storages (no shared layer cache) and two output folders; the same binary and run.
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     artifact = tiny_binary(tmp_path, "repro")
-    ids = []
+    ids, documents = [], []
     for side in ("a", "b"):
         store = _storage_with_base(tmp_path / f"store-{side}")
         monkeypatch.setenv(buildah.ROOT_ENV, str(store.root))
         ctx = package_ctx(artifact, tmp_path / side, arguments={**ARGS, "smokeTest": False})
         try:
-            ids.append(DockerRestPackager().pack(ctx).outputs["image_id"])
+            out = DockerRestPackager().pack(ctx).outputs
+            ids.append(out["image_id"])
+            # The SBOM and provenance are in the image (and so in its digest).
+            run = [
+                "podman",
+                *store.options,
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                *buildah._ulimits(),
+            ]
+            listed = subprocess.run(
+                [*run, out["image"], "ls", "/opt/legion/attestations"],
+                capture_output=True,
+                text=True,
+            )
+            assert listed.stdout.split() == ["provenance.intoto.json", "sbom.cdx.json"]
+            documents.append([Path(out[key]).read_bytes() for key in ("sbom", "provenance")])
         finally:
             _unmount(store)
     assert ids[0] == ids[1]
+    assert documents[0] == documents[1]
