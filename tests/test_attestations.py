@@ -219,3 +219,55 @@ def test_no_secret_in_either_document(packed, reg):
     for path in found:
         assert secret not in path.read_text(), path
     assert secret not in packed["log"] and secret not in json.dumps(out)
+
+
+def test_the_docker_engine_path_attests_and_pushes_too(engine, reg, wheel_cache, tmp_path):
+    """The same documents from a build on the Docker engine: the SBOM against the image's own
+    environment, the builder and its version, the pair beside the pushed image."""
+    from legion_ci.integrations.clients import Clients
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DOCKER_HOST", engine.host)
+        patch.setenv("LEGION_CI_CACHE", str(wheel_cache))
+        patch.setenv("SOURCE_DATE_EPOCH", str(COMMIT_TIME))
+        ctx = package_ctx(
+            tiny_binary(tmp_path, "tinyattd"),
+            tmp_path / "w",
+            run_id=RUN_ID,
+            targets=[push_target(reg.address, reg.user, reg.password)],
+            arguments={"baseImage": BASE_IMAGE, "builder": "docker", "smokeTest": False},
+        )
+        out = DockerRestPackager().pack(ctx).outputs
+        client = Clients(engine.host).docker()
+        script = (
+            "import importlib.metadata as m, json; "
+            "print(json.dumps(sorted({(d.metadata['Name'], d.version) "
+            "for d in m.distributions()})))"
+        )
+        installed = json.loads(
+            client.containers.run(
+                out["image_id"], ["/opt/legion/venv/bin/python", "-c", script], remove=True
+            )
+        )
+        inside = client.containers.run(
+            out["image_id"],
+            ["cat", f"{attestations.IMAGE_DIR}/{attestations.SBOM_FILE}"],
+            remove=True,
+        )
+        version = client.version()["Version"]
+    sbom = _load(out["sbom"])
+    listed = {
+        (c["name"], c["version"])
+        for c in sbom["components"]
+        if c.get("purl", "").startswith("pkg:pypi/")
+    }
+    assert listed == {(canonical(name), version) for name, version in installed}
+    assert json.loads(inside) == sbom
+    builder = _load(out["provenance"])["predicate"]["runDetails"]["builder"]
+    assert builder["id"] == "urn:legion-ci:builder:docker"
+    assert builder["version"]["docker"] == version
+    hex_ = out["digest"].split("@sha256:")[1]
+    tags = set(registry_tags(reg.address, "tinyattd"))
+    assert {f"sha256-{hex_}.sbom", f"sha256-{hex_}.att"} <= tags
+    assert len(out["attestations"]) == 2
+    assert reg.password not in Path(out["provenance"]).read_text() + json.dumps(sbom)
