@@ -271,3 +271,15 @@ def test_the_docker_engine_path_attests_and_pushes_too(engine, reg, wheel_cache,
     assert {f"sha256-{hex_}.sbom", f"sha256-{hex_}.att"} <= tags
     assert len(out["attestations"]) == 2
     assert reg.password not in Path(out["provenance"]).read_text() + json.dumps(sbom)
+
+
+def test_a_registry_that_does_not_answer_is_one_line(tmp_path):
+    from legion_ci.errors import StageError
+    from legion_ci.integrations.docker_engine import free_port
+    from legion_ci.packaging import oci_artifacts
+
+    registry = oci_artifacts.Registry(f"127.0.0.1:{free_port()}", "ci", "s3cret-pw")
+    with pytest.raises(StageError) as info:
+        oci_artifacts.push_attestations(registry, "m", "sha256:" + "a" * 64, {"sbom": b"{}"})
+    message = str(info.value)
+    assert "does not answer" in message and "\n" not in message and "s3cret-pw" not in message

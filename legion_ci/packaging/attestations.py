@@ -90,16 +90,21 @@ class Inputs:
     wheel_hashes: dict[str, str] = field(default_factory=dict)
 
 
-def context_digest(folder: Path) -> str:
+def context_digest(folder: Path, wheel_hashes: dict[str, str] | None = None) -> str:
     """sha256 over the build context's files (relative path, mode bit x, content hash), in
-    path order, without the attestations folder, which is written after it."""
+    path order, without the attestations folder, which is written after it. The wheels'
+    hashes go into `wheel_hashes` (by file name), so the SBOM reads each wheel once."""
     lines = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         relative = path.relative_to(folder).as_posix()
-        if relative.split("/", 1)[0] == CONTEXT_DIR:
+        top = relative.split("/", 1)[0]
+        if top == CONTEXT_DIR:
             continue
         executable = "x" if os.access(path, os.X_OK) else "-"
-        lines.append(f"{relative}\0{executable}\0{sha256_file(path)}\n")
+        digest = sha256_file(path)
+        if top == "wheels" and wheel_hashes is not None:
+            wheel_hashes[path.name] = digest
+        lines.append(f"{relative}\0{executable}\0{digest}\n")
     return "sha256:" + hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
@@ -258,7 +263,7 @@ def write_into_context(folder: Path, inputs: Inputs) -> dict[str, str]:
     """Both documents into the context's attestations/ (copied to IMAGE_DIR by the Dockerfile);
     the provenance there is about the build context, since an image cannot name its own
     digest. Returns {file name: text}."""
-    inputs.context_digest = context_digest(folder)
+    inputs.context_digest = context_digest(folder, inputs.wheel_hashes)
     documents = {
         SBOM_FILE: sbom(inputs),
         PROVENANCE_FILE: provenance(inputs, [("build-context", inputs.context_digest)]),
