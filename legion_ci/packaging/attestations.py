@@ -250,7 +250,14 @@ def provenance(inputs: Inputs, subjects: list[tuple[str, str]]) -> str:
             "runDetails": {
                 "builder": {
                     "id": f"urn:legion-ci:builder:{inputs.builder}",
-                    "version": {inputs.builder: inputs.builder_version, "legion-ci": __version__},
+                    "version": {
+                        **(
+                            {inputs.builder: inputs.builder_version}
+                            if inputs.builder_version
+                            else {}
+                        ),
+                        "legion-ci": __version__,
+                    },
                 },
                 "metadata": {"invocationId": inputs.run_id},
             },
