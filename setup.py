@@ -38,6 +38,9 @@ setup(
         "jenkins-job-builder>=6",
         "boto3>=1.28",
         "fastjsonschema>=2.19",
+        # docker-rest's SBOM (CycloneDX). Pure Python, five small packages: every package
+        # stage writes one, so a core requirement, not an extra; not in the model image.
+        "cyclonedx-python-lib>=11",
     ],
     extras_require={
         # Only what serving needs; install legion-ci itself with --no-deps beside it.

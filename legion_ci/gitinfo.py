@@ -28,3 +28,20 @@ def git_commit(folder: Path) -> str | None:
     """The checked-out commit's full sha."""
     commit = git_output(folder, "rev-parse", "HEAD")
     return commit if commit and len(commit) == 40 else None
+
+
+def commit_time(folder: Path) -> int | None:
+    """HEAD's committer time in seconds since the epoch (what SOURCE_DATE_EPOCH means)."""
+    stamp = git_output(folder, "show", "-s", "--format=%ct", "HEAD")
+    return int(stamp) if stamp and stamp.isdigit() else None
+
+
+def relative_to_top(path: Path) -> str | None:
+    """`path` relative to the top of its checkout (the same in every clone), or None."""
+    top = git_output(path.parent, "rev-parse", "--show-toplevel")
+    if top is None:
+        return None
+    try:
+        return path.resolve().relative_to(Path(top).resolve()).as_posix()
+    except ValueError:
+        return None

@@ -96,9 +96,17 @@ STAGES: tuple[StageType, ...] = (
             "properties": {
                 "image": _image_ref(),
                 "digest": {"type": ["string", "null"], "pattern": "sha256:[0-9a-f]{64}$"},
+                # paths in the run's artifacts: the CycloneDX SBOM, the in-toto provenance
+                "sbom": {"type": "string", "minLength": 1},
+                "provenance": {"type": "string", "minLength": 1},
             },
         },
-        ci_outputs={"image": "image", "digest": "digest"},
+        ci_outputs={
+            "image": "image",
+            "digest": "digest",
+            "sbom": "sbom",
+            "provenance": "provenance",
+        },
     ),
     StageType(
         name="deploy",

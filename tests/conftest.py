@@ -62,14 +62,19 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 
 def run_cli(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    input_text: str | None = None,
 ) -> Outcome:
-    """Run `legion-ci ARGS` in a real subprocess."""
+    """Run `legion-ci ARGS` in a real subprocess (`input_text` on its stdin)."""
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
         [*LEGION_CI, *args],
         cwd=cwd,
         env=full_env,
+        input=input_text,
         capture_output=True,
         text=True,
         timeout=timeout,

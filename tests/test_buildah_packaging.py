@@ -159,17 +159,62 @@ def test_missing_podman_is_one_line_naming_it(no_engine, tmp_path, monkeypatch):
     assert "'podman' is not installed" in message and "\n" not in message
 
 
+def _committed_pipeline(origin: Path) -> str:
+    """A checkout with one committed pipeline file, committed at a fixed time; its sha."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid"}
+    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    env |= {"GIT_AUTHOR_DATE": "@1700000000 +0000", "GIT_COMMITTER_DATE": "@1700000000 +0000"}
+    origin.mkdir()
+    (origin / "legion-ci.yaml").write_text("model: {name: repro, version: '1.0'}\n")
+    for argv in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "p"]):
+        subprocess.run(["git", "-C", str(origin), *argv], env=env, check=True)
+    return subprocess.check_output(["git", "-C", str(origin), "rev-parse", "HEAD"], text=True)
+
+
 def test_two_clean_builds_of_the_same_inputs_give_the_same_digest(no_engine, tmp_path, monkeypatch):
-    # Two storages (no shared layer cache) and two output folders; the same binary and run.
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    # Two clean clones of one commit, two storages (no shared layer cache) and two output
+    # folders; the same binary and run. SOURCE_DATE_EPOCH unset: it comes from the commit.
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    commit = _committed_pipeline(tmp_path / "origin").strip()
     artifact = tiny_binary(tmp_path, "repro")
-    ids = []
+    ids, documents = [], []
     for side in ("a", "b"):
+        clone = tmp_path / f"clone-{side}"
+        subprocess.run(["git", "clone", "-q", str(tmp_path / "origin"), str(clone)], check=True)
         store = _storage_with_base(tmp_path / f"store-{side}")
         monkeypatch.setenv(buildah.ROOT_ENV, str(store.root))
-        ctx = package_ctx(artifact, tmp_path / side, arguments={**ARGS, "smokeTest": False})
+        ctx = package_ctx(
+            artifact,
+            tmp_path / side,
+            git_commit=commit,
+            arguments={**ARGS, "smokeTest": False},
+        )
+        ctx.pipeline_file = clone / "legion-ci.yaml"
         try:
-            ids.append(DockerRestPackager().pack(ctx).outputs["image_id"])
+            out = DockerRestPackager().pack(ctx).outputs
+            ids.append(out["image_id"])
+            # The SBOM and provenance are in the image (and so in its digest).
+            run = [
+                "podman",
+                *store.options,
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                *buildah._ulimits(),
+            ]
+            listed = subprocess.run(
+                [*run, out["image"], "ls", "/opt/legion/attestations"],
+                capture_output=True,
+                text=True,
+            )
+            assert listed.stdout.split() == ["provenance.intoto.json", "sbom.cdx.json"]
+            documents.append([Path(out[key]).read_bytes() for key in ("sbom", "provenance")])
         finally:
             _unmount(store)
     assert ids[0] == ids[1]
+    assert documents[0] == documents[1]
+    assert (
+        "SOURCE_DATE_EPOCH=1700000000 (commit time of HEAD"
+        in (tmp_path / "b/package.log").read_text()
+    )

@@ -69,6 +69,7 @@ def test_without_an_engine_the_context_is_written_and_no_image_claimed(no_engine
         "COPY --from=dependencies",
         "USER 10001:10001",
         "COPY model",
+        "COPY attestations",
         f'LABEL legion.git_commit="{"c0ffee" * 6}"',
         'CMD ["legion-ci",',
     ]
@@ -84,6 +85,17 @@ def test_without_an_engine_the_context_is_written_and_no_image_claimed(no_engine
     assert 'LEGION_SERVE_HOST="0.0.0.0"' in dockerfile
     for label in ("org.opencontainers.image.version", "legion.run_id", "legion.model.name"):
         assert f"{label}=" in dockerfile
+
+    # The SBOM and provenance: in the context (for the image) and in the run's artifacts, both
+    # about the context, since no image was built.
+    inside = json.loads((context / "attestations" / "provenance.intoto.json").read_text())
+    statement = json.loads(Path(out["provenance"]).read_text())
+    assert statement == inside and inside["subject"][0]["name"] == "build-context"
+    assert statement["predicate"]["runDetails"]["builder"]["id"] == "urn:legion-ci:builder:none"
+    sbom = json.loads(Path(out["sbom"]).read_text())
+    assert sbom == json.loads((context / "attestations" / "sbom.cdx.json").read_text())
+    listed = {c["name"] for c in sbom["components"] if c.get("purl")}
+    assert listed >= {"legion-ci", "uvloop", "click"}
 
 
 def test_without_an_engine_a_push_target_fails_before_any_work(no_engine, tmp_path):

@@ -38,6 +38,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "model",
         "Self-check, inspect and run a trained model binary.",
     ),
+    "attestations": (
+        "legion_ci.cli.attestations",
+        "attestations",
+        "Show the SBOM and provenance pushed beside an image.",
+    ),
     "serve": ("legion_ci.cli.serve", "serve", "Serve a trained model binary over HTTP."),
     "feedback": ("legion_ci.cli.feedback", "feedback", "Export predictions joined with feedback."),
     "jenkins": ("legion_ci.cli.jenkins", "jenkins", "Render or sync Jenkins jobs for pipelines."),

@@ -118,6 +118,7 @@ class PackageContext:
     log: StageLog
     clients: Any = None  # legion_ci.integrations.clients.Clients: Docker/Kubernetes, made once
     integration: str = ""  # the registered name the pipeline chose
+    pipeline_file: Path | None = None  # the pipeline YAML (its sha256 goes into provenance)
 
 
 @dataclass

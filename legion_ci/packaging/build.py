@@ -49,6 +49,14 @@ def ensure_base_image(
         ) from None
 
 
+def base_digest(client: Any, base_image: str) -> str | None:
+    """The manifest digest the base was pulled by, when it came from a registry (an imported
+    or locally built base has none)."""
+    found = client.images.get(base_image).attrs.get("RepoDigests") or []
+    digests = sorted(str(d).split("@", 1)[1] for d in found if "@" in str(d))
+    return digests[0] if digests else None
+
+
 # -- build -------------------------------------------------------------------------------------
 @dataclass
 class BuildResult:

@@ -129,16 +129,53 @@ def _ulimits() -> list[str]:
     return ["--ulimit", f"nofile={soft}:{hard}", "--ulimit", "nproc=4096:4096"]
 
 
-def _reproducible() -> list[str]:
-    """With SOURCE_DATE_EPOCH set: every file, layer and the config stamped with it, and pip
-    told too (hash-based .pyc), so the same inputs give the same image digest."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if not epoch:
+def _reproducible(epoch: int | None) -> list[str]:
+    """With SOURCE_DATE_EPOCH (set, or the commit's time): every file, layer and the config
+    stamped with it, and pip told too (hash-based .pyc), so the same inputs give the same
+    image digest."""
+    if epoch is None:
         return []
-    return ["--timestamp", epoch, "--build-arg", f"SOURCE_DATE_EPOCH={epoch}"]
+    return ["--timestamp", str(epoch), "--build-arg", f"SOURCE_DATE_EPOCH={epoch}"]
 
 
-def build(store: Storage, folder: str, name: str, log: StageLog) -> dict[str, Any]:
+def version() -> str:
+    """`buildah --version`'s number (for the provenance's builder)."""
+    done = subprocess.run([_need("buildah"), "--version"], capture_output=True, text=True)
+    words = done.stdout.split()
+    return (
+        words[2] if len(words) > 2 and words[:2] == ["buildah", "version"] else done.stdout.strip()
+    )
+
+
+def base_digest(image: str) -> str | None:
+    """The manifest digest the base was pulled by from a registry; None for an imported or
+    local one (podman names those localhost/..., with a digest of this storage's own)."""
+    store = storage()
+    done = subprocess.run(
+        [
+            _need("podman"),
+            *store.options,
+            "image",
+            "inspect",
+            image,
+            "--format",
+            "{{json .RepoDigests}}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        return None
+    found = json.loads(done.stdout or "null") or []
+    digests = sorted(
+        d.split("@", 1)[1] for d in found if "@" in d and not d.startswith("localhost/")
+    )
+    return digests[0] if digests else None
+
+
+def build(
+    store: Storage, folder: str, name: str, log: StageLog, epoch: int | None = None
+) -> dict[str, Any]:
     """`buildah bud` the context; the image's id and size. chroot isolation: no nested
     runtime, which an unprivileged agent pod does not have."""
     buildah = _need("buildah")
@@ -158,7 +195,7 @@ def build(store: Storage, folder: str, name: str, log: StageLog) -> dict[str, An
             # which would make every build's digest differ; Docker engines pull OCI images.
             "--format",
             "oci",
-            *_reproducible(),
+            *_reproducible(epoch),
             "-t",
             name,
             folder,

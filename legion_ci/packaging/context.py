@@ -3,6 +3,7 @@
 Dockerfile         rendered from templates/Dockerfile.in
 requirements.txt   the server's and the model's requirements, pinned
 wheels/            every wheel they need, plus legion-ci's own (installed offline)
+attestations/      the SBOM and provenance (attestations.py), copied to /opt/legion/attestations
 model/             the GPPI trained model binary, unzipped
 """
 

@@ -8,7 +8,6 @@ context; then the build, the smoke test, and only after it passes, the pushes.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Callable
@@ -23,7 +22,15 @@ from legion_ci.integrations import docker_engine
 from legion_ci.integrations.arguments import fill_defaults
 from legion_ci.integrations.base import PackageContext, PackageResult
 from legion_ci.integrations.clients import Clients, RegistryAuth, registry_auth
-from legion_ci.packaging import build, buildah, image_smoke, push, requirements, wheelhouse
+from legion_ci.packaging import (
+    attestations,
+    build,
+    buildah,
+    image_smoke,
+    push,
+    requirements,
+    wheelhouse,
+)
 from legion_ci.packaging.context import write_context
 from legion_ci.packaging.dockerfile import ImageSpec
 
@@ -72,7 +79,9 @@ def image_name(template: str, ctx: PackageContext) -> str:
     return name
 
 
-def labels(ctx: PackageContext, manifest: Manifest, base_image: str) -> dict[str, str]:
+def labels(
+    ctx: PackageContext, manifest: Manifest, base_image: str, epoch: int | None = None
+) -> dict[str, str]:
     mlflow_run_id = ctx.train_outputs.get("mlflow_run_id") or manifest.output.get("run_id")
     found = {
         "org.opencontainers.image.title": ctx.model_name,
@@ -80,7 +89,7 @@ def labels(ctx: PackageContext, manifest: Manifest, base_image: str) -> dict[str
         "org.opencontainers.image.description": (
             f"legion-ci model server for {ctx.model_name} {ctx.model_version}"
         ),
-        "org.opencontainers.image.created": _created().isoformat(timespec="seconds"),
+        "org.opencontainers.image.created": _created(epoch).isoformat(timespec="seconds"),
         "org.opencontainers.image.revision": ctx.git_commit,
         "org.opencontainers.image.base.name": base_image,
         "legion.model.name": ctx.model_name,
@@ -93,16 +102,10 @@ def labels(ctx: PackageContext, manifest: Manifest, base_image: str) -> dict[str
     return {key: str(value) for key, value in found.items() if value}
 
 
-def _created() -> datetime:
-    """SOURCE_DATE_EPOCH when set (reproducible builds: the same inputs, the same label), else
+def _created(epoch: int | None) -> datetime:
+    """SOURCE_DATE_EPOCH (set, or the commit's time: the same inputs, the same label), else
     now."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if epoch:
-        try:
-            return datetime.fromtimestamp(int(epoch), UTC)
-        except ValueError:
-            raise StageError(f"SOURCE_DATE_EPOCH: {epoch!r} is not whole seconds") from None
-    return datetime.now(UTC)
+    return datetime.now(UTC) if epoch is None else datetime.fromtimestamp(epoch, UTC)
 
 
 def _write_result(artifact_dir: Path, outputs: dict[str, Any]) -> None:
@@ -141,6 +144,81 @@ def _choose_builder(wanted: str, engine: bool, no_engine: str | None) -> str:
             return "docker"
         return "buildah" if buildah.installed() else "none"
     return wanted
+
+
+def _attestation_inputs(
+    ctx: PackageContext,
+    spec: ImageSpec,
+    folder: Path,
+    builder: str,
+    client: Any,
+    epoch: int | None,
+) -> attestations.Inputs:
+    if builder == "docker":
+        version = str(client.version().get("Version", ""))
+        base_digest = build.base_digest(client, spec.base_image)
+    elif builder == "buildah":
+        version, base_digest = buildah.version(), buildah.base_digest(spec.base_image)
+    else:
+        version, base_digest = "", None
+    return attestations.Inputs(
+        image=spec.image,
+        model_name=ctx.model_name,
+        model_version=ctx.model_version,
+        base_image=spec.base_image,
+        base_digest=base_digest,
+        wheels=folder / "wheels",
+        legion_ci_wheel=spec.legion_ci_wheel,
+        model_artifact=Path(ctx.artifact),
+        run_id=ctx.run_id,
+        git_commit=ctx.git_commit,
+        pipeline_file=ctx.pipeline_file,
+        builder=builder,
+        builder_version=version,
+        epoch=epoch,
+    )
+
+
+def _attest(
+    ctx: PackageContext,
+    outputs: dict[str, Any],
+    made: attestations.Inputs,
+    documents: dict[str, str],
+    auths: list[RegistryAuth],
+) -> None:
+    """The run's SBOM and provenance (about the pushed image, else the built one, else the
+    context), pushed beside each pushed image; then result.json."""
+    from legion_ci.packaging import oci_artifacts
+
+    pushed = [oci_artifacts.Reference.parse(p["digest"]) for p in outputs.get("pushed") or []]
+    if pushed:
+        subjects = [(f"{ref.registry}/{ref.repository}", str(ref.digest)) for ref in pushed]
+    elif outputs.get("image_id"):
+        subjects = [(made.image, str(outputs["image_id"]))]
+    else:
+        subjects = [("build-context", made.context_digest)]
+    documents = {**documents, attestations.PROVENANCE_FILE: attestations.provenance(made, subjects)}
+    outputs.update(attestations.write_artifacts(Path(ctx.output_dir) / "attestations", documents))
+    beside = []
+    for ref, auth in zip(pushed, auths, strict=True):
+        config = auth.auth_config() or {}
+        registry = oci_artifacts.Registry(
+            ref.registry, config.get("username"), config.get("password")
+        )
+        found = oci_artifacts.push_attestations(
+            registry,
+            ref.repository,
+            str(ref.digest),
+            {
+                "sbom": documents[attestations.SBOM_FILE].encode(),
+                "provenance": documents[attestations.PROVENANCE_FILE].encode(),
+            },
+        )
+        ctx.log.line(f"attestations pushed: {found['sbom']}, {found['provenance']}")
+        beside.extend(found.values())
+    if beside:
+        outputs["attestations"] = beside
+    _write_result(ctx.artifact_dir, outputs)
 
 
 class DockerRestPackager:
@@ -198,6 +276,7 @@ class DockerRestPackager:
                 client, base_image, log, pull_auth.auth_config() if pull_auth else None
             )
 
+        epoch = attestations.source_date_epoch(ctx.pipeline_file, log)
         pins = requirements.merge(
             requirements.serve_requirements(),
             requirements.model_requirements(ctx.artifact_dir, manifest, log),
@@ -215,7 +294,7 @@ class DockerRestPackager:
             legion_ci_wheel="",
             port=int(args["port"]),
             workers=int(args["workers"]),
-            labels=labels(ctx, manifest, base_image),
+            labels=labels(ctx, manifest, base_image, epoch),
         )
         folder = write_context(
             Path(ctx.output_dir) / "docker-context",
@@ -224,11 +303,16 @@ class DockerRestPackager:
             wheels=wheels,
             model_dir=ctx.artifact_dir,
         )
-        log.line(f"build context: {folder}")
+        made = _attestation_inputs(ctx, spec, folder, builder, client, epoch)
+        documents = attestations.write_into_context(folder, made)
+        log.line(
+            f"build context: {folder} (digest {made.context_digest}; SBOM and provenance "
+            f"at {attestations.IMAGE_DIR} in the image)"
+        )
         outputs: dict[str, Any] = {"context": str(folder)}
         if builder == "buildah":
-            outputs.update(self._with_buildah(ctx, args, str(folder), name, auths))
-            _write_result(ctx.artifact_dir, outputs)
+            outputs.update(self._with_buildah(ctx, args, str(folder), name, auths, epoch))
+            _attest(ctx, outputs, made, documents, auths)
             return PackageResult(outputs=outputs)
         if client is None:
             log.line(f"no image built: {no_engine}")
@@ -236,7 +320,7 @@ class DockerRestPackager:
                 f"to build it where Docker runs: docker build --network host -t {name} {folder}"
             )
             outputs.update(image=None, reason=no_engine)
-            _write_result(ctx.artifact_dir, outputs)
+            _attest(ctx, outputs, made, documents, auths)
             return PackageResult(outputs=outputs)
 
         outputs["builder"] = "docker"
@@ -275,12 +359,17 @@ class DockerRestPackager:
                 for auth in auths
             ],
         )
-        _write_result(ctx.artifact_dir, outputs)
+        _attest(ctx, outputs, made, documents, auths)
         return PackageResult(outputs=outputs)
 
     @staticmethod
     def _with_buildah(
-        ctx: PackageContext, args: dict[str, Any], folder: str, name: str, auths: list[RegistryAuth]
+        ctx: PackageContext,
+        args: dict[str, Any],
+        folder: str,
+        name: str,
+        auths: list[RegistryAuth],
+        epoch: int | None,
     ) -> dict[str, Any]:
         """Build with buildah, smoke-test with podman, push with skopeo: the Docker path's
         outputs, plus `builder`."""
@@ -288,7 +377,7 @@ class DockerRestPackager:
         store = buildah.storage()
         log.line(f"builder: buildah ({store.driver} storage under {store.root})")
         started = time.monotonic()
-        built = buildah.build(store, folder, name, log)
+        built = buildah.build(store, folder, name, log, epoch)
         outputs: dict[str, Any] = {"builder": "buildah", "image": name, **built}
         outputs["build_s"] = round(time.monotonic() - started, 2)
         log.line(f"built {name} ({built['image_id'][:19]}, {built['size'] / 1e6:.1f} MB)")

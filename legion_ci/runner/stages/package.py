@@ -65,6 +65,7 @@ def run_package(
         log=log,
         clients=pipeline.clients(),
         integration=registration.name,
+        pipeline_file=pipeline.path,
     )
     try:
         result = registration.load().pack(ctx)
