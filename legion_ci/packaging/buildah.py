@@ -15,6 +15,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -56,7 +57,9 @@ class Storage:
         # podman refuses a runroot over 50 characters; it holds only transient state (locks,
         # mount records), so a short folder named after the storage root does.
         key = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
-        return Path(tempfile.gettempdir()) / f"lcb-{key}"
+        found = Path(tempfile.gettempdir()) / f"lcb-{key}"
+        # A deep $TMPDIR (a CI workspace's) would pass the limit: /tmp then.
+        return found if len(str(found)) <= 50 else Path("/tmp") / f"lcb-{key}"
 
     @property
     def options(self) -> list[str]:
@@ -143,7 +146,7 @@ def build(store: Storage, folder: str, name: str, log: StageLog) -> dict[str, An
     runtime, which an unprivileged agent pod does not have."""
     buildah = _need("buildah")
     _need("podman")  # the smoke test needs it: fail before the slow build, not after
-    run_logged(
+    code = run_logged(
         [
             buildah,
             *store.options,
@@ -165,7 +168,11 @@ def build(store: Storage, folder: str, name: str, log: StageLog) -> dict[str, An
         ],
         log,
         what="buildah bud",
+        check=False,
     )
+    if code != 0:
+        # One line: the full output is in the stage log already.
+        raise StageError(f"buildah bud of {name} {_exit_text(code)}: {_last_error(log)}")
     inspect = _json([buildah, *store.options, "inspect", "--type", "image", name], "buildah")
     image_id = "sha256:" + str(inspect["FromImageID"])
     size = _json(
@@ -328,6 +335,15 @@ def push(store: Storage, name: str, auth: RegistryAuth, log: StageLog) -> tuple[
         )
     log.line(f"verified: {repository}@{digest} read back from the registry")
     return reference, f"{repository}@{digest}"
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"was killed (signal {-code})"
+    return f"exited with code {code}"
 
 
 def _last_error(log: StageLog) -> str:
