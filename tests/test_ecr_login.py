@@ -103,7 +103,9 @@ def ecr_connection(moto: Moto, uri: str, **options: str) -> Connection:
 def assert_no_token(tmp_path: Path, *texts: str) -> None:
     """Neither the token nor the base64 `AWS:token` of an auth file in any file or text."""
     forms = [TOKEN, base64.b64encode(f"AWS:{TOKEN}".encode()).decode()]
-    for path in tmp_path.rglob("*"):
+    # The Docker CLI's and the containers tools' default credential stores, too.
+    stores = [Path.home() / ".docker" / "config.json", Path("/run/containers/0/auth.json")]
+    for path in [*tmp_path.rglob("*"), *(p for p in stores if p.exists())]:
         if path.is_file() and not path.is_symlink():
             data = path.read_bytes()
             assert not any(form.encode() in data for form in forms), path

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -346,9 +347,17 @@ def _exit_text(code: int) -> str:
     return f"exited with code {code}"
 
 
+# skopeo's and buildah's logrus lines: time="..." level=fatal msg="what went wrong"
+_LOGRUS = re.compile(r'\blevel=\w+ msg="((?:[^"\\]|\\.)*)"')
+
+
 def _last_error(log: StageLog) -> str:
     lines = [line for line in log.tail(20) if line.strip()]
-    return one_line(lines[-1] if lines else "no output", 300)
+    last = lines[-1] if lines else "no output"
+    found = _LOGRUS.search(last)
+    if found:
+        last = found.group(1).replace('\\"', '"')
+    return one_line(last, 300)
 
 
 def smoke_test(
