@@ -1,6 +1,7 @@
 """buildah faults in the package stage, through the real CLI with no Docker engine anywhere:
 buildah SIGKILLed mid-build (its process group, during the RUN step), the registry stopped
-between the build and the push, a wrong password, podman missing. Each: exit 1, a one-line
+between the build and the push, a wrong password, podman missing, an ECR login that fails
+(located at the pipeline's connection). Each: exit 1, a one-line
 error in the record, nothing claimed built or pushed, no manifest in the registry, and no
 auth file left in the temporary folder. Run alone with `-m faults`; each prints its figures."""
 
@@ -213,3 +214,31 @@ def test_podman_missing_is_one_line(store, reg, project, tmp_path) -> None:
     path = os.pathsep.join([str(tools), *rest])
     outcome = project.package(PATH=path)
     assert_failed_cleanly(project, outcome, reg, mentions="'podman' is not installed")
+
+
+def test_a_refused_ecr_login_is_one_line_located_in_the_pipeline(store, reg, project) -> None:
+    from procs import free_port
+
+    original = project.pipeline.read_text(encoding="utf-8")
+    start, end = original.index("  registry:\n"), original.index("stages:")
+    ecr = (
+        "  registry:\n"
+        "    type: ecr\n"
+        f"    uri: {reg.address}\n"
+        "    region: eu-west-1\n"
+        f"    endpoint: http://127.0.0.1:{free_port()}\n"
+        "    keyID: ${env:REGISTRY_USER}\n"
+        "    keySecret: ${env:REGISTRY_PASSWORD}\n"
+    )
+    text = original[:start] + ecr + original[end:]
+    project.pipeline.write_text(text, encoding="utf-8")
+    try:
+        outcome = project.package()
+    finally:
+        project.pipeline.write_text(original, encoding="utf-8")
+    line = text[:start].count("\n") + 1
+    error = assert_failed_cleanly(
+        project, outcome, reg, mentions="ecr:GetAuthorizationToken in eu-west-1 failed"
+    )
+    assert error.startswith(f"{project.pipeline}:{line}:3: connections.registry: "), error
+    assert "buildah bud" not in project.stage_log()

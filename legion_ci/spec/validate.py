@@ -159,7 +159,7 @@ def _connections(
         located_at = {}
         for key in ("", *raw):
             path = ("connections", name, key) if key else ("connections", name)
-            line, col = located.position(path)
+            line, col = located.position(path, key=not key)  # the entry: its name's line
             located_at[key] = f"{located.file}:{line}:{col}: {'.'.join(path)}"
         connections[name] = Connection(
             name=name, type=raw["type"], uri=uri, options=options, located=located_at
