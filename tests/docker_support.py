@@ -528,8 +528,9 @@ class RestartableDockerd:
 class RestartableRegistry:
     """The htpasswd registry, stopped and started again on the same port and storage."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, more_users: dict[str, str] | None = None):
         self.root = root
+        self.more_users = more_users
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._stack: contextlib.ExitStack | None = None
@@ -544,7 +545,9 @@ class RestartableRegistry:
 
     def start(self) -> None:
         self._stack = contextlib.ExitStack()
-        self.running = self._stack.enter_context(registry(self.root, self.port))
+        self.running = self._stack.enter_context(
+            registry(self.root, self.port, more_users=self.more_users)
+        )
 
     def stop(self) -> None:
         if self._stack is not None:

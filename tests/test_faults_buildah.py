@@ -25,6 +25,7 @@ from docker_support import (
 )
 from procs import wait_for
 from test_buildah_packaging import _storage_with_base, _unmount
+from test_ecr_login import ROLE, TOKEN, assert_no_token, moto  # noqa: F401 (moto: a fixture)
 
 from legion_ci.packaging import buildah
 
@@ -81,7 +82,10 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory):
-    with RestartableRegistry(tmp_path_factory.mktemp("registry")) as running:
+    # Also accepting moto's ECR login, for the ECR push through the CLI (the last test).
+    with RestartableRegistry(
+        tmp_path_factory.mktemp("registry"), more_users={"AWS": TOKEN}
+    ) as running:
         yield running
 
 
@@ -242,3 +246,38 @@ def test_a_refused_ecr_login_is_one_line_located_in_the_pipeline(store, reg, pro
     )
     assert error.startswith(f"{project.pipeline}:{line}:3: connections.registry: "), error
     assert "buildah bud" not in project.stage_log()
+
+
+def test_an_ecr_push_through_the_cli_leaves_the_token_nowhere(
+    store,
+    reg,
+    project,
+    moto,  # noqa: F811 (the fixture imported above)
+) -> None:
+    original = project.pipeline.read_text(encoding="utf-8")
+    start, end = original.index("  registry:\n"), original.index("stages:")
+    ecr = (
+        "  registry:\n"
+        "    type: ecr\n"
+        f"    uri: {reg.address}\n"
+        "    region: eu-west-1\n"
+        f"    endpoint: {moto.url}\n"
+        "    keyID: ${env:ECR_KEY_ID}\n"
+        "    keySecret: ${env:ECR_KEY_SECRET}\n"
+        f"    role: {ROLE}\n"
+    )
+    project.pipeline.write_text(original[:start] + ecr + original[end:], encoding="utf-8")
+    try:
+        outcome = project.package(ECR_KEY_ID=moto.key_id, ECR_KEY_SECRET=moto.secret)
+    finally:
+        project.pipeline.write_text(original, encoding="utf-8")
+    outcome.assert_success()
+    out = project.record()["stages"]["package"]["outputs"]
+    assert out["builder"] == "buildah"
+    assert registry_tags(reg.address, "wine") == [out["image"].rsplit(":", 1)[1]]
+    assert "verified:" in project.stage_log()
+    # The run's record, reports, logs and artifacts, the console, the temporary folder.
+    assert_no_token(project.pipeline.parent.parent, outcome.out, outcome.err)
+    assert_no_token(project.temp)
+    assert [p.name for p in project.temp.iterdir() if p.name.startswith("legion-")] == []
+    assert moto.secret not in outcome.out + outcome.err + project.stage_log()

@@ -78,6 +78,8 @@ def login(connection: Connection, registry: str) -> tuple[str, str]:
             sts = session.client("sts", endpoint_url=endpoint, config=config)
             assumed = sts.assume_role(RoleArn=role, RoleSessionName="legion-ci-push")
             keys = assumed["Credentials"]
+            ACTIVE.add(keys["SecretAccessKey"])  # the role's keys are secrets like the token
+            ACTIVE.add(keys["SessionToken"])
             session = boto3.session.Session(
                 aws_access_key_id=keys["AccessKeyId"],
                 aws_secret_access_key=keys["SecretAccessKey"],
