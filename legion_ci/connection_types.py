@@ -35,8 +35,11 @@ URI: dict[str, Any] = {
 # The built-in types' keys, in the order the schema lists them. A key two types share (a
 # username) is one fragment, so the schema's one `connections` object stays the same for both.
 FIELDS: dict[str, dict[str, Any]] = {
-    "endpoint": {"type": "string", "description": "S3-compatible endpoint URL."},
-    "region": {"type": "string", "description": "Object storage region."},
+    "endpoint": {
+        "type": "string",
+        "description": "S3-compatible endpoint URL; for ecr, the AWS API endpoint of ECR and STS.",
+    },
+    "region": {"type": "string", "description": "Object storage or AWS region."},
     "username": {"type": "string", "description": "User name (may be a reference)."},
     "password": SECRET,
     "token": SECRET,
@@ -58,6 +61,11 @@ FIELDS: dict[str, dict[str, Any]] = {
         "type": "string",
         "description": "CA bundle that verifies the API server of a uri + token"
         " connection, relative to the pipeline file.",
+    },
+    "role": {
+        "type": "string",
+        "pattern": r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$",
+        "description": "IAM role ARN to assume (STS) before asking ECR for a registry login.",
     },
     "host": {
         "type": "string",
@@ -119,6 +127,14 @@ BUILT_IN: dict[str, ConnectionType] = {
             secrets=("password",),
             accepted_by=("package.targets.*.connection", "deploy.connection"),
             client="legion_ci.integrations.clients:docker_clients",
+        ),
+        ConnectionType(
+            "ecr",
+            "An AWS ECR registry to push to: `uri`, `region`, AWS keys (else boto3's own"
+            " credential chain), optional `role`; logged in through ECR just before a push.",
+            _fields("endpoint", "region", "keyID", "keySecret", "sessionToken", "role"),
+            secrets=("keyID", "keySecret", "sessionToken"),
+            accepted_by=("package.targets.*.connection",),
         ),
         ConnectionType(
             "kubernetes",

@@ -195,16 +195,24 @@ auth:
 
 
 @contextlib.contextmanager
-def registry(root: Path, port: int | None = None) -> Iterator[Registry]:
+def registry(
+    root: Path, port: int | None = None, *, more_users: dict[str, str] | None = None
+) -> Iterator[Registry]:
     """Debian's docker-registry (CNCF distribution) with htpasswd auth on 127.0.0.1; a given
-    `port` and the same `root` restart a stopped one with what it stored."""
+    `port` and the same `root` restart a stopped one with what it stored. `more_users` (name:
+    password) beside the tests' own user."""
     root.mkdir(parents=True, exist_ok=True)
-    htpasswd = subprocess.run(
-        [_sbin("htpasswd"), "-Bbn", REGISTRY_USER, REGISTRY_PASSWORD],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    users = {REGISTRY_USER: REGISTRY_PASSWORD, **(more_users or {})}
+    htpasswd = "".join(
+        subprocess.run(
+            [_sbin("htpasswd"), "-Bbn", user, password],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        + "\n"
+        for user, password in users.items()
+    )
     (root / "htpasswd").write_text(htpasswd, encoding="utf-8")
     port = port or free_port()
     config = root / "config.yml"
@@ -520,8 +528,9 @@ class RestartableDockerd:
 class RestartableRegistry:
     """The htpasswd registry, stopped and started again on the same port and storage."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, more_users: dict[str, str] | None = None):
         self.root = root
+        self.more_users = more_users
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._stack: contextlib.ExitStack | None = None
@@ -536,7 +545,9 @@ class RestartableRegistry:
 
     def start(self) -> None:
         self._stack = contextlib.ExitStack()
-        self.running = self._stack.enter_context(registry(self.root, self.port))
+        self.running = self._stack.enter_context(
+            registry(self.root, self.port, more_users=self.more_users)
+        )
 
     def stop(self) -> None:
         if self._stack is not None:

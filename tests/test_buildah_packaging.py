@@ -48,8 +48,12 @@ def _storage_with_base(root: Path) -> buildah.Storage:
 
 
 def _unmount(store: buildah.Storage) -> None:
-    # The overlay driver bind-mounts its own folder; left mounted, the tmp folder cannot go.
-    subprocess.run(["umount", str(store.root / "storage" / "overlay")], capture_output=True)
+    # The overlay driver bind-mounts its own folder and each layer a build ran on (a killed
+    # build's working container too); left mounted, the tmp folder cannot go. Innermost first.
+    subprocess.run(["buildah", *store.options, "rm", "--all"], capture_output=True)
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for point in sorted((m for m in mounts if m.startswith(f"{store.root}/")), reverse=True):
+        subprocess.run(["umount", point], capture_output=True)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,12 @@ class Connection:
     type: str
     uri: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # every other key (endpoint, keyID...)
+    # "file:line:col: connections.name[.key]" of the entry ("") and each key, so an error met
+    # while using it (an AWS login refused) points at the pipeline line to fix.
+    located: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def where(self, key: str = "") -> str:
+        return self.located.get(key) or self.located.get("") or f"connection {self.name!r}"
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from legion_ci.connection_types import BUILT_IN, ConnectionType
@@ -62,9 +62,19 @@ class RegistryAuth:
     registry: str  # host[:port][/path], no scheme
     username: str | None
     password: str | None
+    # An `ecr` connection's: trades its AWS credentials for a short-lived login; called by
+    # `fresh()` just before the login is used, so no token lives longer than its push.
+    exchange: Callable[[], RegistryAuth] | None = field(default=None, compare=False)
+
+    def fresh(self) -> RegistryAuth:
+        """The credentials to use now: these, or a login the exchange just fetched."""
+        return self.exchange() if self.exchange is not None else self
 
     def auth_config(self) -> dict[str, str] | None:
         """What the engine's push and pull take (sent in a header, never logged)."""
+        if self.exchange is not None:
+            # Never silently anonymous: an ECR login is fetched with fresh() first.
+            raise StageError(f"registry {self.registry}: no ECR login fetched before its use")
         if not self.username:
             return None
         return {
@@ -78,7 +88,8 @@ class RegistryAuth:
 
 
 def registry_auth(connection: Connection) -> RegistryAuth:
-    """The registry of a `docker` connection: `uri` (scheme stripped) plus resolved credentials."""
+    """The registry of a `docker` connection: `uri` (scheme stripped) plus resolved credentials;
+    of an `ecr` connection: `uri` plus the exchange that logs in through AWS when asked."""
     uri = (connection.uri or "").strip()
     for scheme in ("https://", "http://", "docker://"):
         if uri.startswith(scheme):
@@ -86,6 +97,12 @@ def registry_auth(connection: Connection) -> RegistryAuth:
     uri = uri.rstrip("/")
     if not uri:
         raise StageError(f"connection {connection.name!r}: uri: the registry address is empty")
+    if connection.type == "ecr":
+        from legion_ci.integrations import ecr
+
+        return RegistryAuth(
+            uri, None, None, exchange=lambda: RegistryAuth(uri, *ecr.login(connection, uri))
+        )
     options = connection.options or {}
     username = options.get("username")
     password = options.get("password")

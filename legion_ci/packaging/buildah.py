@@ -13,8 +13,10 @@ import base64
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -56,7 +58,9 @@ class Storage:
         # podman refuses a runroot over 50 characters; it holds only transient state (locks,
         # mount records), so a short folder named after the storage root does.
         key = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
-        return Path(tempfile.gettempdir()) / f"lcb-{key}"
+        found = Path(tempfile.gettempdir()) / f"lcb-{key}"
+        # A deep $TMPDIR (a CI workspace's) would pass the limit: /tmp then.
+        return found if len(str(found)) <= 50 else Path("/tmp") / f"lcb-{key}"
 
     @property
     def options(self) -> list[str]:
@@ -180,7 +184,7 @@ def build(
     runtime, which an unprivileged agent pod does not have."""
     buildah = _need("buildah")
     _need("podman")  # the smoke test needs it: fail before the slow build, not after
-    run_logged(
+    code = run_logged(
         [
             buildah,
             *store.options,
@@ -202,7 +206,11 @@ def build(
         ],
         log,
         what="buildah bud",
+        check=False,
     )
+    if code != 0:
+        # One line: the full output is in the stage log already.
+        raise StageError(f"buildah bud of {name} {_exit_text(code)}: {_last_error(log)}")
     inspect = _json([buildah, *store.options, "inspect", "--type", "image", name], "buildah")
     image_id = "sha256:" + str(inspect["FromImageID"])
     size = _json(
@@ -367,9 +375,26 @@ def push(store: Storage, name: str, auth: RegistryAuth, log: StageLog) -> tuple[
     return reference, f"{repository}@{digest}"
 
 
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"was killed (signal {-code})"
+    return f"exited with code {code}"
+
+
+# skopeo's and buildah's logrus lines: time="..." level=fatal msg="what went wrong"
+_LOGRUS = re.compile(r'\blevel=\w+ msg="((?:[^"\\]|\\.)*)"')
+
+
 def _last_error(log: StageLog) -> str:
     lines = [line for line in log.tail(20) if line.strip()]
-    return one_line(lines[-1] if lines else "no output", 300)
+    last = lines[-1] if lines else "no output"
+    found = _LOGRUS.search(last)
+    if found:
+        last = found.group(1).replace('\\"', '"')
+    return one_line(last, 300)
 
 
 def smoke_test(

@@ -266,14 +266,14 @@ class DockerRestPackager:
         if builder == "buildah":
             client = None
             for auth in auths:
-                buildah.check_login(auth)
+                buildah.check_login(auth.fresh())
         elif client is None and targets:
             raise StageError(f"{no_engine} (needed to push to {auths[0].registry})")
         if client is not None:
             for auth in auths:
-                clients.registry_login(auth, log)
+                clients.registry_login(auth.fresh(), log)
             build.ensure_base_image(
-                client, base_image, log, pull_auth.auth_config() if pull_auth else None
+                client, base_image, log, pull_auth.fresh().auth_config() if pull_auth else None
             )
 
         epoch = attestations.source_date_epoch(ctx.pipeline_file, log)
@@ -355,7 +355,7 @@ class DockerRestPackager:
                 name=smoke_name,
             ),
             [
-                lambda auth=auth: self._push(client, auth, name, built.image_id, log)
+                lambda auth=auth: self._push(client, auth.fresh(), name, built.image_id, log)
                 for auth in auths
             ],
         )
@@ -388,7 +388,7 @@ class DockerRestPackager:
             lambda timeout, smoke_name: buildah.smoke_test(
                 store, name, log, timeout=timeout, name=smoke_name
             ),
-            [lambda auth=auth: buildah.push(store, name, auth, log) for auth in auths],
+            [lambda auth=auth: buildah.push(store, name, auth.fresh(), log) for auth in auths],
         )
         return outputs
 

@@ -156,7 +156,14 @@ def _connections(
         for key in types[raw["type"]].paths:
             if options.get(key):
                 options[key] = str((base_dir / Path(options[key]).expanduser()).resolve())
-        connections[name] = Connection(name=name, type=raw["type"], uri=uri, options=options)
+        located_at = {}
+        for key in ("", *raw):
+            path = ("connections", name, key) if key else ("connections", name)
+            line, col = located.position(path, key=not key)  # the entry: its name's line
+            located_at[key] = f"{located.file}:{line}:{col}: {'.'.join(path)}"
+        connections[name] = Connection(
+            name=name, type=raw["type"], uri=uri, options=options, located=located_at
+        )
     problems: list[Problem] = []
     stages = data.get("stages") or {}
 
