@@ -201,7 +201,7 @@ def _attest(
     outputs.update(attestations.write_artifacts(Path(ctx.output_dir) / "attestations", documents))
     beside = []
     for ref, auth in zip(pushed, auths, strict=True):
-        config = auth.auth_config() or {}
+        config = auth.fresh().auth_config() or {}
         registry = oci_artifacts.Registry(
             ref.registry, config.get("username"), config.get("password")
         )
