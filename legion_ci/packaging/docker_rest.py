@@ -223,6 +223,8 @@ class DockerRestPackager:
             requirements=pins,
             wheels=wheels,
             model_dir=ctx.artifact_dir,
+            python_version=str(args["pythonVersion"]),
+            log=log,
         )
         log.line(f"build context: {folder}")
         outputs: dict[str, Any] = {"context": str(folder)}
