@@ -129,6 +129,15 @@ def test_build_smoke_test_push_and_pull_back_by_digest(engine, reg, wine, tmp_pa
             ]
         )
         assert probe.output.decode().split() == ["None", "None", "True", "False"]
+        # Everything loading the model imports is precompiled in the image (the venv at its
+        # build, the entrypoint in the context): the image never writes bytecode, so a module
+        # without a valid .pyc would be compiled again at every start.
+        load = "from legion_ci.gppi.loader import load_model; load_model('/model')"
+        loaded = container.exec_run(["python", "-v", "-c", load])
+        assert loaded.exit_code == 0, loaded.output[-2000:]
+        lines = loaded.output.decode().splitlines()
+        from_source = [ln for ln in lines if re.match(r"# code object from [^']", ln)]
+        assert from_source == [] and any("entrypoint.cpython-311.pyc'" in ln for ln in lines)
         # The HEALTHCHECK's own command passes against the running server.
         check = container.exec_run(config["Healthcheck"]["Test"][1:])
         assert check.exit_code == 0, check.output

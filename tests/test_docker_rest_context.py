@@ -280,3 +280,39 @@ def test_the_image_sets_only_variables_legion_ci_serve_reads():
         read.update([envvar] if isinstance(envvar, str) else envvar or [])
     spec = ImageSpec("m", "1", "m:1", "base", "legion_ci.whl")
     assert set(serve_env(spec)) <= read, sorted(set(serve_env(spec)) - read)
+
+
+def test_the_models_python_files_are_precompiled_into_the_context(no_engine, tmp_path):
+    # The image never writes bytecode (PYTHONDONTWRITEBYTECODE, read-only root): without these
+    # the server compiles the entrypoint at every container start. Checked-hash, so the .pyc
+    # is valid for exactly this source whatever the file times the build gives it.
+    import importlib.util
+    import sys
+
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    args = {"pythonVersion": py}
+    out = DockerRestPackager().pack(
+        package_ctx(tiny_binary(tmp_path, "pyc"), tmp_path / "w", arguments=args)
+    )
+    source = Path(out.outputs["context"]) / "model" / "legion_model" / "entrypoint.py"
+    compiled = Path(importlib.util.cache_from_source(str(source)))
+    data = compiled.read_bytes()
+    assert data[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(data[4:8], "little") == 0b11  # hash-based, checked against the source
+    assert data[8:16] == importlib.util.source_hash(source.read_bytes())
+    assert oct(compiled.stat().st_mode & 0o777) == "0o644"
+    # Named by its path in the image, not in this context folder: the same model compiled in
+    # two folders gives the same bytes (the same layer).
+    import marshal
+
+    from legion_ci.packaging.context import IMAGE_MODEL_DIR
+
+    assert marshal.loads(data[16:]).co_filename == "/model/legion_model/entrypoint.py"
+    dockerfile = (Path(out.outputs["context"]) / "Dockerfile").read_text()
+    assert f"COPY model {IMAGE_MODEL_DIR}\n" in dockerfile
+    # For another Python the .pyc would be ignored: none is written, and the log says why.
+    other = {"pythonVersion": "3.10" if py != "3.10" else "3.12"}
+    ctx = package_ctx(tiny_binary(tmp_path, "pyc2"), tmp_path / "w2", arguments=other)
+    context = Path(DockerRestPackager().pack(ctx).outputs["context"])
+    assert not list((context / "model").rglob("*.pyc"))
+    assert f"the image's {other['pythonVersion']}" in (tmp_path / "w2" / "package.log").read_text()

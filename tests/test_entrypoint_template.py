@@ -4,6 +4,7 @@ and the estimator itself answer, and fall back to the careful path with its erro
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -303,3 +304,39 @@ def test_a_recorded_self_check_spares_the_model_a_call_at_start(tmp_path, data):
     calls.unlink()
     load_model(bare)
     assert calls.read_text().count("call") == 1  # no record: init() asks the model once
+
+
+def test_a_skops_model_loads_without_importing_all_of_scikit_learn(tmp_path, data):
+    # skops.io's default trusted list imports every scikit-learn module at import (about a
+    # third of a linear model's server start); the entrypoint trusts the file's own types,
+    # so it imports skops.io without building that list. Fresh interpreter: a clean sys.modules.
+    import subprocess
+    import sys
+
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import ElasticNet
+
+    est = ElasticNet(alpha=0.01).fit(data, data["bmi"] * 3 + data["s5"])
+    folder = tmp_path / "skops-mlflow"
+    mlflow.sklearn.save_model(
+        est,
+        str(folder),
+        signature=infer_signature(data, est.predict(data[:5])),
+        serialization_format="skops",
+    )
+    out = tmp_path / "skops-gppi"
+    convert_mlflow_model(folder, out, name="sk", version="1", toolchain_version="test")
+    rows = data[:3].to_numpy().tolist()
+    probe = (
+        "import json, sys\n"
+        "from legion_ci.gppi.loader import load_model\n"
+        f"m = load_model({str(out)!r})\n"
+        f"rows, _ = m.predict({rows!r}, {list(data.columns)!r})\n"
+        "print(json.dumps([rows, 'sklearn.neural_network' in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows_got, imported_everything = json.loads(done.stdout.splitlines()[-1])
+    _close([r[0] for r in rows_got], est.predict(data[:3]))
+    assert not imported_everything

@@ -302,6 +302,8 @@ class DockerRestPackager:
             requirements=pins,
             wheels=wheels,
             model_dir=ctx.artifact_dir,
+            python_version=str(args["pythonVersion"]),
+            log=log,
         )
         made = _attestation_inputs(ctx, spec, folder, builder, client, epoch)
         documents = attestations.write_into_context(folder, made)
