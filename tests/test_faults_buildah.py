@@ -274,7 +274,11 @@ def test_an_ecr_push_through_the_cli_leaves_the_token_nowhere(
     outcome.assert_success()
     out = project.record()["stages"]["package"]["outputs"]
     assert out["builder"] == "buildah"
-    assert registry_tags(reg.address, "wine") == [out["image"].rsplit(":", 1)[1]]
+    # The image's tag, and its SBOM and provenance beside it, pushed with the same ECR login.
+    hexdigest = out["digest"].split("sha256:", 1)[1]
+    assert sorted(registry_tags(reg.address, "wine")) == sorted(
+        [out["image"].rsplit(":", 1)[1], f"sha256-{hexdigest}.att", f"sha256-{hexdigest}.sbom"]
+    )
     assert "verified:" in project.stage_log()
     # The run's record, reports, logs and artifacts, the console, the temporary folder.
     assert_no_token(project.pipeline.parent.parent, outcome.out, outcome.err)
