@@ -222,3 +222,21 @@ def test_two_clean_builds_of_the_same_inputs_give_the_same_digest(no_engine, tmp
         "SOURCE_DATE_EPOCH=1700000000 (commit time of HEAD"
         in (tmp_path / "b/package.log").read_text()
     )
+
+
+def test_a_model_only_rebuild_reuses_the_runtime_and_serves_the_new_model(no_engine, tmp_path):
+    # buildah's own cache would copy and digest the whole environment again (COPY --from):
+    # the second build starts from the runtime image the first left, and the smoke test proves
+    # the image made in two parts serves.
+    logs = []
+    for side in ("a", "b"):
+        ctx = package_ctx(
+            tiny_binary(tmp_path / side, f"split{side}"),
+            tmp_path / side / "w",
+            arguments={**ARGS, "builder": "buildah"},
+        )
+        out = DockerRestPackager().pack(ctx).outputs
+        logs.append((tmp_path / side / "w" / "package.log").read_text())
+    assert "smoke test: ready after" in logs[1] and out["image"].startswith("splitb:")
+    assert "runtime image legion-ci-runtime:" in logs[1] and " reused" in logs[1]
+    assert "COPY --from=dependencies" not in logs[1] and "COPY model /model" in logs[1]

@@ -28,6 +28,7 @@ from typing import Any
 from legion_ci.errors import StageError
 from legion_ci.integrations.clients import RegistryAuth
 from legion_ci.integrations.docker_engine import example_from_info, one_line
+from legion_ci.packaging import buildah_split
 from legion_ci.processes import StageLog, run_logged
 
 ROOT_ENV = "LEGION_CI_BUILDAH_ROOT"
@@ -114,15 +115,7 @@ def storage(root: Path | None = None) -> Storage:
 def has_image(image: str) -> bool:
     """True when `image` is in the storage: builds run with --pull=never, so `auto` picks
     buildah only where a build can start."""
-    if not installed():
-        return False
-    store = storage()
-    found = subprocess.run(
-        [_need("buildah"), *store.options, "inspect", "--type", "image", image],
-        capture_output=True,
-        check=False,
-    )
-    return found.returncode == 0
+    return installed() and _image_id(storage(), image) is not None
 
 
 def _ulimits() -> list[str]:
@@ -180,29 +173,62 @@ def base_digest(image: str) -> str | None:
 def build(
     store: Storage, folder: str, name: str, log: StageLog, epoch: int | None = None
 ) -> dict[str, Any]:
-    """`buildah bud` the context; the image's id and size. chroot isolation: no nested
-    runtime, which an unprivileged agent pod does not have."""
+    """`buildah bud` the context; the image's id and size. In two parts where the Dockerfile
+    cuts (buildah_split: the runtime, built only when its key is new, then the model on it)."""
     buildah = _need("buildah")
     _need("podman")  # the smoke test needs it: fail before the slow build, not after
+    parts = buildah_split.split((Path(folder) / "Dockerfile").read_text(encoding="utf-8"))
+    if parts is None:
+        _bud(store, folder, name, log, epoch)
+    else:
+        buildah_split.build_in_parts(
+            parts,
+            Path(folder),
+            epoch,
+            log,
+            image_id=lambda image: _image_id(store, image),
+            bud=lambda dockerfile, tag: _bud(store, folder, name, log, epoch, dockerfile, tag),
+        )
+    inspect = _json([buildah, *store.options, "inspect", "--type", "image", name], "buildah")
+    image_id = "sha256:" + str(inspect["FromImageID"])
+    size = _json(
+        [_need("podman"), *store.options, "image", "inspect", name, "--format", "{{json .Size}}"],
+        "podman image inspect",
+    )
+    return {"image_id": image_id, "size": int(size)}
+
+
+def _image_id(store: Storage, image: str) -> str | None:
+    done = subprocess.run(
+        [_need("buildah"), *store.options, "inspect", "--type", "image", image],
+        capture_output=True,
+        text=True,
+    )
+    return str(json.loads(done.stdout)["FromImageID"]) if done.returncode == 0 else None
+
+
+def _bud(
+    store: Storage,
+    folder: str,
+    name: str,
+    log: StageLog,
+    epoch: int | None,
+    dockerfile: Path | None = None,
+    tag: str | None = None,
+) -> None:
+    """One `buildah bud` of `folder` tagged `tag` (default `name`, what errors name). chroot
+    isolation: no nested runtime, which an unprivileged agent pod does not have."""
     code = run_logged(
         [
-            buildah,
+            _need("buildah"),
             *store.options,
             "bud",
-            "--isolation",
-            "chroot",
-            "--network",
-            "host",
-            "--pull=never",
-            "--layers",
+            *["--isolation", "chroot", "--network", "host", "--pull=never", "--layers"],
             # OCI: buildah's Docker-format config carries a random container id and hostname,
             # which would make every build's digest differ; Docker engines pull OCI images.
-            "--format",
-            "oci",
-            *_reproducible(epoch),
-            "-t",
-            name,
-            folder,
+            *["--format", "oci", *_reproducible(epoch)],
+            *(["-f", str(dockerfile)] if dockerfile else []),
+            *["-t", tag or name, folder],
         ],
         log,
         what="buildah bud",
@@ -211,13 +237,6 @@ def build(
     if code != 0:
         # One line: the full output is in the stage log already.
         raise StageError(f"buildah bud of {name} {_exit_text(code)}: {_last_error(log)}")
-    inspect = _json([buildah, *store.options, "inspect", "--type", "image", name], "buildah")
-    image_id = "sha256:" + str(inspect["FromImageID"])
-    size = _json(
-        [_need("podman"), *store.options, "image", "inspect", name, "--format", "{{json .Size}}"],
-        "podman image inspect",
-    )
-    return {"image_id": image_id, "size": int(size)}
 
 
 def _json(argv: list[str], what: str) -> Any:
@@ -257,22 +276,9 @@ class PodmanContainer:
 def model_example(store: Storage, image: str) -> Any:
     done = subprocess.run(
         [
-            _need("podman"),
-            *store.options,
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--read-only",
-            "--tmpfs",
-            "/tmp:rw,size=64m",
-            *_ulimits(),
-            image,
-            "legion-ci",
-            "model",
-            "info",
-            "/model",
-            "--json",
+            *[_need("podman"), *store.options, "run", "--rm", "--network", "none"],
+            *["--read-only", "--tmpfs", "/tmp:rw,size=64m", *_ulimits()],
+            *[image, "legion-ci", "model", "info", "/model", "--json"],
         ],
         capture_output=True,
         text=True,
