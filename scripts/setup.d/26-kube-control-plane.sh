@@ -4,7 +4,7 @@
 # embedded etcd from Kubernetes' own Go modules) with the machine's Go. The binary, the module
 # cache and the build cache live under the CI cache; the binary is keyed by the module's
 # go.mod, go.sum, main.go and `go version`, so only a new machine (or a new pin) pays the build
-# (23 minutes on 2 busy cores, about 9 minutes of CPU; see README).
+# (385 s on a new 2-core machine, beside the rest of the set-up; see README).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CACHE="${LEGION_CI_CI_CACHE:-$HOME/.cache/legion-ci-ci}"
