@@ -582,8 +582,12 @@ def buildah_store_with_base(root: Path):
 
 
 def unmount_store(store) -> None:
-    # The overlay driver bind-mounts its own folder; left mounted, the tmp folder cannot go.
-    subprocess.run(["umount", str(store.root / "storage" / "overlay")], capture_output=True)
+    # The overlay driver bind-mounts its own folder and each layer a build ran on (a killed
+    # build's working container too); left mounted, the tmp folder cannot go. Innermost first.
+    subprocess.run(["buildah", *store.options, "rm", "--all"], capture_output=True)
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for point in sorted((m for m in mounts if m.startswith(f"{store.root}/")), reverse=True):
+        subprocess.run(["umount", point], capture_output=True)
     shutil.rmtree(store.runroot, ignore_errors=True)  # under /tmp, outside the test's folder
 
 

@@ -14,11 +14,12 @@ import pytest
 from docker_support import (
     BASE_IMAGE,
     assert_refused_in_one_line,
-    base_tarball,
+    buildah_store_with_base,
     manifest_digest,
     package_ctx,
     push_target,
     tiny_binary,
+    unmount_store,
 )
 
 from legion_ci.errors import StageError
@@ -34,33 +35,11 @@ pytestmark = [pytest.mark.slow]
 ARGS = {"baseImage": BASE_IMAGE}
 
 
-def _storage_with_base(root: Path) -> buildah.Storage:
-    """A private containers storage with the debootstrap base image imported (as the Docker
-    tests `docker import` it)."""
-    found = buildah.storage(root)
-    done = subprocess.run(
-        ["podman", *found.options, "import", str(base_tarball()), BASE_IMAGE],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    return found
-
-
-def _unmount(store: buildah.Storage) -> None:
-    # The overlay driver bind-mounts its own folder and each layer a build ran on (a killed
-    # build's working container too); left mounted, the tmp folder cannot go. Innermost first.
-    subprocess.run(["buildah", *store.options, "rm", "--all"], capture_output=True)
-    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    for point in sorted((m for m in mounts if m.startswith(f"{store.root}/")), reverse=True):
-        subprocess.run(["umount", point], capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[buildah.Storage]:
-    found = _storage_with_base(tmp_path_factory.mktemp("buildah"))
+    found = buildah_store_with_base(tmp_path_factory.mktemp("buildah"))
     yield found
-    _unmount(found)
+    unmount_store(found)
 
 
 @pytest.fixture
@@ -185,7 +164,7 @@ def test_two_clean_builds_of_the_same_inputs_give_the_same_digest(no_engine, tmp
     for side in ("a", "b"):
         clone = tmp_path / f"clone-{side}"
         subprocess.run(["git", "clone", "-q", str(tmp_path / "origin"), str(clone)], check=True)
-        store = _storage_with_base(tmp_path / f"store-{side}")
+        store = buildah_store_with_base(tmp_path / f"store-{side}")
         monkeypatch.setenv(buildah.ROOT_ENV, str(store.root))
         ctx = package_ctx(
             artifact,
@@ -215,7 +194,7 @@ def test_two_clean_builds_of_the_same_inputs_give_the_same_digest(no_engine, tmp
             assert listed.stdout.split() == ["provenance.intoto.json", "sbom.cdx.json"]
             documents.append([Path(out[key]).read_bytes() for key in ("sbom", "provenance")])
         finally:
-            _unmount(store)
+            unmount_store(store)
     assert ids[0] == ids[1]
     assert documents[0] == documents[1]
     assert (

@@ -21,10 +21,11 @@ from docker_support import (
     REGISTRY_PASSWORD,
     REGISTRY_USER,
     RestartableRegistry,
+    buildah_store_with_base,
     registry_tags,
+    unmount_store,
 )
 from procs import wait_for
-from test_buildah_packaging import _storage_with_base, _unmount
 from test_ecr_login import ROLE, TOKEN, assert_no_token, moto  # noqa: F401 (moto: a fixture)
 
 from legion_ci.packaging import buildah
@@ -75,9 +76,9 @@ class Project:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    found = _storage_with_base(tmp_path_factory.mktemp("buildah"))
+    found = buildah_store_with_base(tmp_path_factory.mktemp("buildah"))
     yield found
-    _unmount(found)
+    unmount_store(found)
 
 
 @pytest.fixture(scope="module")
