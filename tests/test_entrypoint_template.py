@@ -340,3 +340,42 @@ def test_a_skops_model_loads_without_importing_all_of_scikit_learn(tmp_path, dat
     rows_got, imported_everything = json.loads(done.stdout.splitlines()[-1])
     _close([r[0] for r in rows_got], est.predict(data[:3]))
     assert not imported_everything
+
+
+def _forest_kinds():
+    from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
+
+    class Tweaked(RandomForestRegressor):
+        def predict(self, X):  # a subclass may mean something else by predict
+            return super().predict(X) + 1.0
+
+    return {
+        "random-forest": (RandomForestRegressor(n_estimators=20, random_state=0), True),
+        "extra-trees": (ExtraTreesRegressor(n_estimators=20, max_depth=5, random_state=1), True),
+        "subclass": (Tweaked(n_estimators=5, random_state=0), False),
+    }
+
+
+@pytest.mark.parametrize("kind", ["random-forest", "extra-trees", "subclass"])
+def test_forests_skip_joblib_and_answer_bit_for_bit_what_predict_answers(tmp_path, data, kind):
+    """The forest path adds the trees' answers without joblib's per-tree dispatch; it must
+    give exactly predict()'s numbers (missing values and large batches included), and a
+    subclass that overrides predict() must keep its own."""
+    est, fast = _forest_kinds()[kind]
+    target = data["bmi"] * 3 + data["s5"]
+    est.fit(data, target)
+    model = load_model(_binary(tmp_path, est, data, kind))
+    uses_forest_path = model.module._predict != est.predict and (
+        model.module._predict.__qualname__ == "_forest_predict.<locals>.predict"
+    )
+    assert uses_forest_path is fast
+    cols = list(data.columns)
+    rows = data.to_numpy().tolist()
+    rows[3][2] = None  # missing: trees send NaN down their learnt side
+    frame = pd.DataFrame(rows, columns=cols, dtype=float)
+    expected = est.predict(frame).tolist()
+    out, _ = model.predict(rows, cols)
+    assert [r[0] for r in out] == expected
+    assert [model.predict([row], cols)[0][0][0] for row in rows[:25]] == expected[:25]
+    with pytest.raises(ValueError, match="column 'age': expected double"):
+        model.predict([["x", *rows[0][1:]]], cols)
