@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,25 @@ from legion_ci.redact import Redactor
 pytestmark = [pytest.mark.slow]
 
 ARGS = {"baseImage": BASE_IMAGE}
+
+
+def test_the_runroot_follows_the_storage_not_tmpdir(tmp_path, monkeypatch) -> None:
+    # podman's database records the runroot: the test process and the CLI it starts (with
+    # another $TMPDIR) must name the same one for the same storage, and it stays short.
+    deep = tmp_path / "a-ci-workspace" / "tmp"
+    deep.mkdir(parents=True)
+    short = Path(tempfile.mkdtemp(dir="/tmp", prefix="t"))  # a runroot under it fits in 50
+    storage = buildah.Storage(root=tmp_path / "buildah", driver="overlay")
+    monkeypatch.delenv("TMPDIR", raising=False)
+    plain = storage.runroot
+    for tmpdir in (deep, short):
+        monkeypatch.setenv("TMPDIR", str(tmpdir))
+        monkeypatch.setattr("tempfile.tempdir", None)
+        assert storage.runroot == plain
+    assert len(str(plain)) <= 50
+    other = buildah.Storage(root=tmp_path / "other", driver="overlay")
+    assert other.runroot != plain
+    short.rmdir()
 
 
 @pytest.fixture(scope="module")

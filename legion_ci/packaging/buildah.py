@@ -57,11 +57,11 @@ class Storage:
     @property
     def runroot(self) -> Path:
         # podman refuses a runroot over 50 characters; it holds only transient state (locks,
-        # mount records), so a short folder named after the storage root does.
+        # mount records), so a short folder named after the storage root does. A function of
+        # the root alone, never of $TMPDIR: podman's database records the runroot and refuses
+        # the storage to a process that names another ("database configuration mismatch").
         key = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
-        found = Path(tempfile.gettempdir()) / f"lcb-{key}"
-        # A deep $TMPDIR (a CI workspace's) would pass the limit: /tmp then.
-        return found if len(str(found)) <= 50 else Path("/tmp") / f"lcb-{key}"
+        return Path("/tmp") / f"lcb-{key}"
 
     @property
     def options(self) -> list[str]:
