@@ -438,7 +438,7 @@ def report(result: dict, starts: int) -> None:
     if docker and mlflow:
         print(
             f"size above base: legion-ci {docker['above_base_mb']} MB, mlflow "
-            f"{mlflow['above_base_mb']} MB, ratio {mlflow['size_ratio']:.2f} (target <= 0.70)"
+            f"{mlflow['above_base_mb']} MB, ratio {mlflow['size_ratio']:.2f} (target <= 0.40)"
         )
         print(
             f"rebuild after a retrained model (Docker engine): legion-ci build "

@@ -129,6 +129,18 @@ def test_build_smoke_test_push_and_pull_back_by_digest(engine, reg, wine, tmp_pa
             ]
         )
         assert probe.output.decode().split() == ["None", "None", "True", "False"]
+        # The packages' own test suites were left out (slim_venv); their helpers stay.
+        suites = container.exec_run(
+            [
+                "python",
+                "-c",
+                "import numpy, os, sklearn, numpy.testing; "
+                "print(*(os.path.isdir(os.path.join(os.path.dirname(m.__file__), 'tests')) "
+                "for m in (numpy, sklearn)))",
+            ]
+        )
+        assert suites.output.decode().split() == ["False", "False"], suites.output
+        assert re.search(r"left out the packages' own test suites, [\d.]+ MB \(", log)
         # Everything loading the model imports is precompiled in the image (the venv at its
         # build, the entrypoint in the context): the image never writes bytecode, so a module
         # without a valid .pyc would be compiled again at every start.

@@ -294,6 +294,7 @@ class DockerRestPackager:
             legion_ci_wheel="",
             port=int(args["port"]),
             workers=int(args["workers"]),
+            keep_test_suites=bool(args["keepTestSuites"]),
             labels=labels(ctx, manifest, base_image, epoch),
         )
         folder = write_context(

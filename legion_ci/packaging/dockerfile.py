@@ -28,6 +28,7 @@ class ImageSpec:
     legion_ci_wheel: str  # file name inside wheels/
     port: int = 5000
     workers: int = 1
+    keep_test_suites: bool = False  # arguments.keepTestSuites
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -47,7 +48,15 @@ def _quote(value: str) -> str:
 def render(spec: ImageSpec) -> str:
     env_lines = [f"    {key}={_quote(value)}" for key, value in serve_env(spec).items()]
     label_lines = [f"{key}={_quote(value)}" for key, value in sorted(spec.labels.items())]
+    # The packages' own test suites out before compileall, so they are not compiled either.
+    slim_step = (
+        ""
+        if spec.keep_test_suites
+        else " && /opt/legion/venv/bin/python -I -m legion_ci.packaging.slim_venv"
+        " /opt/legion/venv/lib \\\n"
+    )
     values = {
+        "slim_step": slim_step,
         "model_name": spec.model_name,
         "model_version": spec.model_version,
         "image": spec.image,
