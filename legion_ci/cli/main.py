@@ -236,6 +236,11 @@ def main(argv: list[str] | None = None) -> None:
 
             line = shlex.join(state.reproduce)
             click.echo(f"legion-ci: reproduce locally with: {line}", err=True)
+    if argv is None:
+        # The program itself (console script, python -m): skip the interpreter's teardown.
+        from legion_ci.cli.leave import leave
+
+        leave(code)
     sys.exit(code)
 
 
