@@ -377,5 +377,21 @@ def test_forests_skip_joblib_and_answer_bit_for_bit_what_predict_answers(tmp_pat
     out, _ = model.predict(rows, cols)
     assert [r[0] for r in out] == expected
     assert [model.predict([row], cols)[0][0][0] for row in rows[:25]] == expected[:25]
+    # All-float batches reach the forest as the float64 array itself (no DataFrame), with
+    # the same answers; a NaN as a float, or a value float32 cannot hold, meets the forest's
+    # own checks as it would in predict().
+    assert model.module._array_input is fast
+    floats = data.to_numpy().tolist()[:40]
+    floats[7][4] = float("nan")
+    expected = est.predict(pd.DataFrame(floats, columns=cols)).tolist()
+    assert [r[0] for r in model.predict(floats, cols)[0]] == expected
+    shuffled = cols[::-1]
+    assert [r[0] for r in model.predict([row[::-1] for row in floats], shuffled)[0]] == expected
+    huge = [[1e39, *floats[0][1:]]]
+    with pytest.raises(ValueError) as ours:
+        model.predict(huge, cols)
+    with pytest.raises(ValueError) as theirs:
+        est.predict(pd.DataFrame(huge, columns=cols))
+    assert str(theirs.value).splitlines()[0] in str(ours.value)
     with pytest.raises(ValueError, match="column 'age': expected double"):
         model.predict([["x", *rows[0][1:]]], cols)

@@ -18,6 +18,7 @@ _columns = []  # the input columns, in the order the model was trained on
 _types = {}  # column -> MLflow type (double, long, string, ...)
 _tensor = None  # numpy dtype name when the model takes a bare array, not named columns
 _frame_input = True  # whether the model wants a DataFrame (named columns) or an array
+_array_input = False  # a DataFrame-fitted model whose predict takes the float array itself
 _input_schema = []
 _output_schema = []
 _output_names = []
@@ -185,16 +186,43 @@ def _forest_predict(model):
     if any(type(e).predict is not _classes.BaseDecisionTree.predict for e in estimators):
         return None
     trees = [e.tree_ for e in estimators]
+    width = getattr(model, "n_features_in_", None)
 
     def predict(X):
-        X = validate(X)  # the forest's own checks: feature names, float32, finiteness
+        if (
+            isinstance(X, np.ndarray)
+            and X.dtype == np.float64
+            and X.ndim == 2
+            and X.shape[0] > 0
+            and X.shape[1] == width
+        ):
+            # The all-float batch the template built in the model's own column order: the
+            # same float32 cast scikit-learn's validation makes, without the DataFrame round
+            # trip (a fifth of a 1,600-row call). Anything not finite after the cast goes
+            # through the forest's own checks: its error, or its missing-value support.
+            with np.errstate(over="ignore"):  # an overflow is reported by the checks below
+                cast = X.astype(np.float32)
+            X = cast if np.isfinite(cast).all() else validate(_named_frame(X))
+        else:
+            X = validate(X)  # the forest's own checks: feature names, float32, finiteness
         total = np.zeros(X.shape[0], dtype=np.float64)
         for tree in trees:
             total += tree.predict(X)[:, 0]
         total /= len(trees)
         return total
 
+    predict.takes_array = True  # predict_on_matrix may hand it the float64 array itself
     return predict
+
+
+def _named_frame(array):
+    """`array` (the model's columns, in order) as the DataFrame the model would get."""
+    import pandas as pd
+
+    global _index
+    if _index is None:
+        _index = pd.Index(_columns)
+    return pd.DataFrame(array, columns=_index, copy=False)
 
 
 def _recorded_answer(folder, example_row):
@@ -228,7 +256,7 @@ def _default_example(mlflow_type):
 
 def init():
     global _model, _predict, _columns, _types, _tensor, _frame_input
-    global _input_schema, _output_schema, _output_names, _fast, _index, _orders
+    global _input_schema, _output_schema, _output_names, _fast, _index, _orders, _array_input
     folder = _location()
     mlmodel = _read_mlmodel(folder)
     flavors = mlmodel.get("flavors") or {}
@@ -292,6 +320,9 @@ def init():
             "the MLflow model has neither a signature with column names nor an input example:"
             " log it with signature=... or input_example=..."
         )
+    # Only where the array's columns are the ones the model was fitted on, in that order.
+    fitted = [str(c) for c in getattr(_model, "feature_names_in_", ())]
+    _array_input = bool(getattr(_predict, "takes_array", False)) and fitted == _columns
     if _tensor is None and not named:
         _types = {c: head_types.get(c, "double") for c in _columns}
     examples = {}
@@ -533,7 +564,6 @@ def _fast_array(matrix, provided_columns_names):
 
 
 def predict_on_matrix(matrix, provided_columns_names=None):
-    global _index
     array = _fast_array(matrix, provided_columns_names)
     if array is None:
         frame = _frame(matrix, provided_columns_names)
@@ -543,12 +573,8 @@ def predict_on_matrix(matrix, provided_columns_names=None):
             data = frame
         else:
             data = frame.to_numpy()
-    elif _frame_input and _tensor is None:
-        import pandas as pd
-
-        if _index is None:
-            _index = pd.Index(_columns)
-        data = pd.DataFrame(array, columns=_index, copy=False)
+    elif _frame_input and _tensor is None and not _array_input:
+        data = _named_frame(array)
     else:
         data = array
     return _rows(_predict(data))
