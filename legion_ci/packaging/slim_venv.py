@@ -50,29 +50,30 @@ def test_suites(site_packages: Path) -> list[Path]:
     return found
 
 
-def slim(lib: Path) -> tuple[dict[str, int], int]:
-    """Remove the test suites under every site-packages in `lib`: (bytes per package, total)."""
+def slim(lib: Path) -> dict[str, int]:
+    """Remove the test suites under every site-packages in `lib`: bytes removed per package."""
     removed: dict[str, int] = {}
     for site_packages in sorted(lib.glob("python*/site-packages")):
         for suite in test_suites(site_packages):
             package = suite.relative_to(site_packages).parts[0]
             removed[package] = removed.get(package, 0) + _size(suite)
             shutil.rmtree(suite)
-    return removed, sum(removed.values())
+    return removed
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or not Path(argv[0]).is_dir():
         print("usage: python -m legion_ci.packaging.slim_venv VENV_LIB_DIR", file=sys.stderr)
         return 2
-    removed, total = slim(Path(argv[0]))
+    removed = slim(Path(argv[0]))
     if not removed:
         print("image: no package test suites to leave out")
         return 0
     biggest = sorted(removed, key=lambda name: (-removed[name], name))
     listed = ", ".join(f"{name} {removed[name] / 1e6:.1f} MB" for name in biggest)
     print(
-        f"image: left out the packages' own test suites, {total / 1e6:.1f} MB ({listed}): "
+        f"image: left out the packages' own test suites, {sum(removed.values()) / 1e6:.1f} MB"
+        f" ({listed}): "
         "never imported by the server (arguments.keepTestSuites: true keeps them)"
     )
     return 0
